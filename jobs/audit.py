@@ -1,0 +1,228 @@
+"""audit: `relevance` + judgments (+ `pairs` for segments and the logged ranking) -> `relevance_audit`.
+
+Per run, segment (all / head / torso / tail), system and metric, with query-level
+bootstrap confidence intervals. Systems: the model (`model`) and the production
+ranking seen in the logs (`logged_position`, by mean impression position), ranked
+over the same candidates, so the model rows carry the logged ranking as baseline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+from dataclasses import dataclass, replace
+
+import numpy as np
+import pandas as pd
+from pyspark.sql import functions as F
+
+from jobs.core.config import get
+from jobs.core.job import JobContext, JobResult
+from jobs.metrics import bootstrap_ci, bootstrap_mean_ci, confusion_at_threshold, per_query_ranking_metrics
+from jobs.transforms import with_normalized_query
+from schemas import conform
+from schemas.tables import JUDGMENTS, PAIRS, RELEVANCE, RELEVANCE_AUDIT
+
+JOB = "audit"
+MODEL, LOGGED = "model", "logged_position"
+SEGMENTS = ("all", "head", "torso", "tail")
+
+
+@dataclass(frozen=True)
+class AuditSettings:
+    ks: tuple[int, ...] = (5, 10)
+    relevant_min_grade: int = 1
+    gain: str = "linear"
+    threshold: float = 0.5
+    bootstrap_samples: int = 500
+    confidence: float = 0.95
+    seed: int = 0
+
+    def definition(self, metric: str) -> str:
+        ranking = (f"rank by score desc then product_id asc; unjudged = not relevant; relevant: grade >= "
+                   f"{self.relevant_min_grade}; gain {self.gain}")
+        if metric.startswith("precision@"):
+            return f"relevant in top k / k; {ranking}"
+        if metric.startswith("recall@"):
+            return f"relevant in top k / relevant judged; queries without relevant excluded; {ranking}"
+        if metric.startswith("ndcg@"):
+            return f"DCG@k / ideal DCG@k over all judged grades; log2(rank+1) discount; {ranking}"
+        if metric in ("map", "mrr"):
+            return f"{'mean average precision' if metric == 'map' else 'mean reciprocal rank'}; {ranking}"
+        return (f"{metric} of judged scored pairs at score >= threshold {self.threshold:.4f}; relevant: grade >= "
+                f"{self.relevant_min_grade}; CI: query-level bootstrap")
+
+
+def _metric_k(name: str) -> int | None:
+    return int(name.split("@")[1]) if "@" in name else None
+
+
+def _ranking_rows(per_query: pd.DataFrame, system: str, segment: str, settings: AuditSettings) -> list[dict]:
+    rows = []
+    for column in [c for c in per_query.columns if "@" in c or c in ("map", "mrr")]:
+        values = per_query[column].to_numpy(dtype=float)
+        values = values[~np.isnan(values)]
+        if len(values) == 0:
+            continue
+        low, high = bootstrap_mean_ci(values, settings.bootstrap_samples, settings.confidence, settings.seed)
+        rows.append({"system": system, "segment": segment, "metric": column.split("@")[0] + ("@k" if "@" in column else ""),
+                     "k": _metric_k(column), "value": float(values.mean()), "support": int(len(values)),
+                     "ci_low": low, "ci_high": high, "definition": settings.definition(column)})
+    return rows
+
+
+def _classifier_rows(scored: pd.DataFrame, segment: str, settings: AuditSettings) -> list[dict]:
+    """Precision, recall and F1 at the model threshold over judged, scored pairs; CIs by query bootstrap."""
+    relevant = scored.grade.to_numpy() >= settings.relevant_min_grade
+    predicted = scored.score.to_numpy() >= settings.threshold
+    per_query = (
+        pd.DataFrame({"query": scored.query_norm.values, "tp": relevant & predicted,
+                      "fp": ~relevant & predicted, "fn": relevant & ~predicted})
+        .groupby("query")[["tp", "fp", "fn"]].sum().to_numpy(dtype=float)
+    )
+    counts = confusion_at_threshold(scored.score.to_numpy(), relevant, settings.threshold)
+    statistics = {
+        "precision": (counts.precision, counts.tp + counts.fp, lambda m: m[:, 0].sum() / max(m[:, 0].sum() + m[:, 1].sum(), 1e-12)),
+        "recall": (counts.recall, counts.tp + counts.fn, lambda m: m[:, 0].sum() / max(m[:, 0].sum() + m[:, 2].sum(), 1e-12)),
+        "f1": (counts.f1, len(scored), lambda m: 2 * m[:, 0].sum() / max(2 * m[:, 0].sum() + m[:, 1].sum() + m[:, 2].sum(), 1e-12)),
+    }
+    rows = []
+    for metric, (value, support, statistic) in statistics.items():
+        low, high = bootstrap_ci(per_query, statistic, settings.bootstrap_samples, settings.confidence, settings.seed)
+        rows.append({"system": MODEL, "segment": segment, "metric": metric, "k": None, "threshold": settings.threshold,
+                     "value": float(value), "support": int(support), "ci_low": low, "ci_high": high,
+                     "definition": settings.definition(metric)})
+    return rows
+
+
+def audit_rows(candidates: pd.DataFrame, judged: pd.DataFrame, settings: AuditSettings) -> pd.DataFrame:
+    """Pure audit: candidates (query_norm, product_id, score, mean_position, segment) x judgments -> metric rows.
+
+    `judged` holds (query_norm, product_id, grade); only queries with both candidates and
+    judgments are evaluated.
+    """
+    judged_queries = set(judged.query_norm) & set(candidates.query_norm)
+    candidates = candidates[candidates.query_norm.isin(judged_queries)]
+    judged = judged[judged.query_norm.isin(judged_queries)]
+    segment_of = candidates.groupby("query_norm").segment.first()
+    judged_for_metrics = judged.rename(columns={"query_norm": "query"})
+    systems = {
+        MODEL: candidates.score.to_numpy(dtype=float),
+        LOGGED: -candidates.mean_position.fillna(np.inf).to_numpy(dtype=float),
+    }
+    per_system = {
+        name: per_query_ranking_metrics(
+            pd.DataFrame({"query": candidates.query_norm.values, "product_id": candidates.product_id.values, "score": scores}),
+            judged_for_metrics, list(settings.ks), settings.relevant_min_grade, settings.gain,
+        )
+        for name, scores in systems.items()
+    }
+    scored_judged = candidates.merge(judged, on=["query_norm", "product_id"], how="inner")
+    rows: list[dict] = []
+    for segment in SEGMENTS:
+        for name, per_query in per_system.items():
+            in_segment = per_query if segment == "all" else per_query[per_query["query"].map(segment_of) == segment]
+            rows += _ranking_rows(in_segment, name, segment, settings)
+        subset = scored_judged if segment == "all" else scored_judged[scored_judged.segment == segment]
+        if len(subset):
+            rows += _classifier_rows(subset, segment, settings)
+    frame = pd.DataFrame(rows, columns=["system", "segment", "metric", "k", "threshold", "value", "support",
+                                        "ci_low", "ci_high", "definition"])
+    logged = frame[frame.system == LOGGED].set_index(["segment", "metric", "k"]).value
+    keys = list(zip(frame.segment, frame.metric, frame.k))
+    frame["baseline"] = [LOGGED if system == MODEL and key in logged.index else None for system, key in zip(frame.system, keys)]
+    frame["baseline_value"] = [logged.get(key) if b else None for b, key in zip(frame.baseline, keys)]
+    return frame
+
+
+def format_summary(frame: pd.DataFrame, model_version: str, ds: str) -> str:
+    """A readable table: model metric per segment, with the logged ranking in brackets."""
+    model = frame[frame.system == MODEL].copy()
+    if model.empty:
+        return f"audit ds={ds}: no judged queries among the scored pairs; nothing to report"
+    model["name"] = [m.replace("@k", f"@{int(k)}") if k == k and k is not None else m for m, k in zip(model.metric, model.k)]
+    lines = [f"audit ds={ds} model={model_version}  value [95% CI] (logged ranking)", ""]
+    segments = [s for s in SEGMENTS if s in set(model.segment)]
+    header = f"{'metric':<14}" + "".join(f"{s:>30}" for s in segments)
+    lines += [header, "-" * len(header)]
+    for name in dict.fromkeys(model.name):
+        cells = []
+        for segment in segments:
+            row = model[(model.name == name) & (model.segment == segment)]
+            if row.empty:
+                cells.append(f"{'-':>30}")
+                continue
+            r = row.iloc[0]
+            base = f" ({r.baseline_value:.3f})" if pd.notna(r.baseline_value) else ""
+            cells.append(f"{r.value:.3f} [{r.ci_low:.3f},{r.ci_high:.3f}]{base}".rjust(30))
+        lines.append(f"{name:<14}" + "".join(cells))
+    support = model[(model.segment == "all") & (model.metric == "ndcg@k")].support
+    if len(support):
+        lines.append(f"\n{int(support.iloc[0])} judged queries; segment support: " + ", ".join(
+            f"{s} {int(model[(model.segment == s) & (model.metric == 'ndcg@k')].support.max())}"
+            for s in segments if s != "all" and not model[(model.segment == s) & (model.metric == "ndcg@k")].empty))
+    return "\n".join(lines)
+
+
+def settings_from_config(cfg: dict, card_threshold: float) -> AuditSettings:
+    scheme = get(cfg, f"labels.schemes.{get(cfg, 'labels.scheme')}")
+    return AuditSettings(
+        ks=tuple(int(k) for k in get(cfg, "audit.ks", [5, 10])),
+        relevant_min_grade=int(scheme["relevant_min_grade"]),
+        gain=str(scheme.get("gain", "linear")),
+        threshold=float(card_threshold),
+        bootstrap_samples=int(get(cfg, "audit.bootstrap_samples", 500)),
+        confidence=float(get(cfg, "audit.confidence", 0.95)),
+        seed=int(get(cfg, "audit.seed", 0)),
+    )
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = "Audit one day's relevance scores against human judgments into `relevance_audit`."
+
+
+def run(ctx: JobContext) -> JobResult:
+    from udfs.model import read_card, resolve_model_dir
+
+    wh, ds, spark = ctx.warehouse, ctx.ds, ctx.spark
+    relevance = conform(wh.read(RELEVANCE, {"ds": ds}), RELEVANCE, wh.path(RELEVANCE.name))
+    pairs = conform(wh.read(PAIRS, {"ds": ds}), PAIRS, wh.path(PAIRS.name))
+    judgments_spec = replace(JUDGMENTS, name=str(get(ctx.cfg, "audit.judgments_table", JUDGMENTS.name)))
+    judgments = conform(wh.read(judgments_spec), judgments_spec, wh.path(judgments_spec.name))
+
+    relevance = relevance.cache()
+    rows_in = relevance.count()
+    if rows_in == 0:
+        raise FileNotFoundError(f"relevance has no rows for ds={ds} in {wh.path(RELEVANCE.name)} (run score first)")
+    versions = [r[0] for r in relevance.select("model_version").distinct().collect()]
+    model_version = versions[0]
+    card = read_card(resolve_model_dir(get(ctx.cfg, "model.models_root"), model_version))
+    settings = settings_from_config(ctx.cfg, card.get("threshold", 0.5))
+
+    judged = with_normalized_query(judgments, "query").groupBy("query_norm", "product_id").agg(
+        F.round(F.avg("grade")).cast("long").alias("grade"))
+    judged_queries = judged.select("query_norm").distinct()
+    candidates = (
+        relevance.join(judged_queries, "query_norm", "left_semi")
+        .join(pairs.select("query_norm", "product_id", "mean_position", "segment"), ["query_norm", "product_id"], "left")
+        .select("query_norm", "product_id", "score", "mean_position", "segment")
+        .toPandas()
+    )
+    judged_pd = judged.join(F.broadcast(relevance.select("query_norm").distinct()), "query_norm", "left_semi").toPandas()
+    frame = audit_rows(candidates, judged_pd, settings)
+    now = dt.datetime.now(dt.timezone.utc)
+    frame = frame.assign(run_id=ctx.run_id, model_version=model_version, created_at=now, ds=ds)
+    records = [tuple(None if (isinstance(v, float) and np.isnan(v)) else v for v in row)
+               for row in frame[RELEVANCE_AUDIT.columns].itertuples(index=False, name=None)]
+    audit_df = spark.createDataFrame(records, RELEVANCE_AUDIT.schema)
+    written = wh.overwrite_partition(audit_df, RELEVANCE_AUDIT, {"ds": ds}, ctx.run_id)
+    summary = format_summary(frame, model_version, ds)
+    return JobResult(
+        rows_in=rows_in,
+        rows_out=written,
+        rows_rejected=0,
+        model_version=model_version,
+        details={"judged_queries": int(candidates.query_norm.nunique()), "threshold": settings.threshold,
+                 "model_versions_in_partition": versions},
+        summary=summary,
+    )

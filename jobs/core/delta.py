@@ -1,0 +1,234 @@
+"""Delta Lake reads and atomic writes under one warehouse root.
+
+Two writers produce standard Delta tables:
+
+* ``delta-rs`` (default, and wherever Delta's Spark jars are absent): executors write
+  Parquet files with pyarrow into the table folder, the driver commits them in ONE
+  Delta transaction with the ``deltalake`` package (remove actions included for a
+  partition overwrite). Files of a run that dies before its commit are never
+  referenced by the log, so readers do not see them.
+* ``delta-spark`` (where ``io.delta:delta-spark`` is on the classpath and its session
+  extension is configured): ``df.write.format("delta")`` with ``replaceWhere``.
+
+Reads always go through the Delta log, never by listing folders.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from deltalake import DeltaTable
+from deltalake import Schema as DeltaSchema
+from deltalake.transaction import AddAction, create_table_with_add_actions
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.pandas.types import to_arrow_schema
+from pyspark.sql.types import LongType, StringType, StructField, StructType
+
+from schemas.tables import TableSpec
+
+WRITERS = ("delta-rs", "delta-spark")
+
+_WRITTEN_FILE_SCHEMA = StructType(
+    [
+        StructField("path", StringType()),
+        StructField("size", LongType()),
+        StructField("partition_values", StringType()),
+        StructField("num_records", LongType()),
+    ]
+)
+
+
+def delta_spark_available(spark: SparkSession) -> bool:
+    """True when Delta's Spark classes are loadable and its SQL extension is configured."""
+    extensions = spark.conf.get("spark.sql.extensions", "") or ""
+    if "io.delta.sql.DeltaSparkSessionExtension" not in extensions:
+        return False
+    try:
+        spark.sparkContext._jvm.java.lang.Class.forName("io.delta.tables.DeltaTable")  # type: ignore[union-attr]
+    except Exception:
+        return False
+    return True
+
+
+def _partition_path(partition_values: dict[str, str]) -> str:
+    return "/".join(f"{k}={v}" for k, v in partition_values.items())
+
+
+def _parquet_file_writer(table_dir: str, partition_by: list[str], run_id: str):
+    """Build the mapInArrow function that writes one Parquet file per task and partition value."""
+
+    def write(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        groups: dict[tuple[str, ...], list[pa.Table]] = {}
+        for batch in batches:
+            if batch.num_rows == 0:
+                continue
+            table = pa.Table.from_batches([batch])
+            if not partition_by:
+                groups.setdefault((), []).append(table)
+                continue
+            keys = pa.Table.from_arrays([table.column(c) for c in partition_by], names=partition_by)
+            for key in keys.group_by(partition_by).aggregate([]).to_pylist():
+                mask = None
+                for column in partition_by:
+                    cond = pa.compute.equal(table.column(column), key[column])
+                    mask = cond if mask is None else pa.compute.and_(mask, cond)
+                part_key = tuple(str(key[c]) for c in partition_by)
+                groups.setdefault(part_key, []).append(table.filter(mask))
+        rows = []
+        for part_key, tables in groups.items():
+            values = dict(zip(partition_by, part_key))
+            data = pa.concat_tables(tables).drop_columns(partition_by)
+            relative_dir = _partition_path(values)
+            name = f"part-{run_id}-{uuid.uuid4().hex}.snappy.parquet"
+            relative = f"{relative_dir}/{name}" if relative_dir else name
+            full = os.path.join(table_dir, relative)
+            os.makedirs(os.path.dirname(full), exist_ok=True)
+            pq.write_table(data, full, compression="snappy")
+            rows.append(
+                {
+                    "path": relative,
+                    "size": os.path.getsize(full),
+                    "partition_values": json.dumps(values),
+                    "num_records": data.num_rows,
+                }
+            )
+        yield pa.RecordBatch.from_pylist(rows, schema=to_arrow_schema(_WRITTEN_FILE_SCHEMA))
+
+    return write
+
+
+class Warehouse:
+    """The tables under one root folder, read and written through the Delta log."""
+
+    def __init__(self, spark: SparkSession, root: str | Path, writer: str = "auto") -> None:
+        self.spark = spark
+        self.root = str(root) if "://" in str(root) else str(Path(root).resolve())
+        if writer == "auto":
+            writer = "delta-spark" if delta_spark_available(spark) else "delta-rs"
+        if writer not in WRITERS:
+            raise ValueError(f"unknown Delta writer '{writer}', expected one of {', '.join(WRITERS)} or auto")
+        if writer == "delta-spark" and not delta_spark_available(spark):
+            raise ValueError("writer delta-spark asked for, but io.delta:delta-spark is not on the classpath")
+        self.writer = writer
+
+    def path(self, table: str) -> str:
+        return f"{self.root.rstrip('/')}/{table}"
+
+    def exists(self, table: str) -> bool:
+        return DeltaTable.is_deltatable(self.path(table))
+
+    # ---- reads -------------------------------------------------------------------------
+    def read(self, spec: TableSpec, partition: dict[str, str] | None = None) -> DataFrame:
+        """Read the committed files of a table (optionally one partition) as a DataFrame.
+
+        Columns are the table's own (as stored); validate with `schemas.conform`.
+        """
+        if not self.exists(spec.name):
+            raise FileNotFoundError(f"{spec.name}: no Delta table at {self.path(spec.name)}")
+        if self.writer == "delta-spark":
+            df = self.spark.read.format("delta").load(self.path(spec.name))
+        else:
+            df = self._read_with_delta_rs(spec, partition)
+        for column, value in (partition or {}).items():
+            df = df.where(F.col(column) == value)
+        return df
+
+    def _read_with_delta_rs(self, spec: TableSpec, partition: dict[str, str] | None) -> DataFrame:
+        table = DeltaTable(self.path(spec.name))
+        stored = pa.schema(table.schema().to_arrow())
+        spark_schema = self.spark.createDataFrame([], _arrow_to_spark_schema(stored)).schema
+        filters = None
+        if partition and set(partition) <= set(table.metadata().partition_columns):
+            filters = [(k, "=", v) for k, v in partition.items()]
+        files = table.file_uris(partition_filters=filters)
+        if not files:
+            return self.spark.createDataFrame([], spark_schema)
+        return (
+            self.spark.read.schema(spark_schema)
+            .option("basePath", self.path(spec.name))
+            .parquet(*files)
+            .select(*spark_schema.fieldNames())
+        )
+
+    # ---- writes ------------------------------------------------------------------------
+    def overwrite_partition(self, df: DataFrame, spec: TableSpec, partition: dict[str, str], run_id: str) -> int:
+        """Replace exactly one partition of `spec` with `df` in one commit; returns rows written."""
+        if set(partition) != set(spec.partition_by):
+            raise ValueError(f"{spec.name}: partition {partition} does not name all of {spec.partition_by}")
+        return self._write(df, spec, "overwrite", partition, run_id)
+
+    def replace(self, df: DataFrame, spec: TableSpec, run_id: str) -> int:
+        """Replace the whole table with `df` in one commit; returns rows written."""
+        return self._write(df, spec, "overwrite", None, run_id)
+
+    def append(self, df: DataFrame, spec: TableSpec, run_id: str) -> int:
+        """Append `df` to `spec` in one commit; returns rows written."""
+        return self._write(df, spec, "append", None, run_id)
+
+    def _write(self, df: DataFrame, spec: TableSpec, mode: str, partition: dict[str, str] | None, run_id: str) -> int:
+        df = df.select(*spec.columns)
+        if self.writer == "delta-spark":
+            return self._write_with_delta_spark(df, spec, mode, partition)
+        return self._write_with_delta_rs(df, spec, mode, partition, run_id)
+
+    def _write_with_delta_rs(
+        self, df: DataFrame, spec: TableSpec, mode: str, partition: dict[str, str] | None, run_id: str
+    ) -> int:
+        table_dir = self.path(spec.name)
+        partition_by = list(spec.partition_by)
+        written = df.mapInArrow(_parquet_file_writer(table_dir, partition_by, run_id), _WRITTEN_FILE_SCHEMA).collect()
+        now_ms = int(time.time() * 1000)
+        actions = []
+        for row in written:
+            values = json.loads(row.partition_values)
+            if partition and values != {k: str(v) for k, v in partition.items()}:
+                raise ValueError(f"{spec.name}: rows for partition {values} in a write of partition {partition}")
+            actions.append(
+                AddAction(
+                    path=row.path,
+                    size=row.size,
+                    partition_values=values,
+                    modification_time=now_ms,
+                    data_change=True,
+                    stats=json.dumps({"numRecords": row.num_records}),
+                )
+            )
+        schema = DeltaSchema.from_arrow(to_arrow_schema(spec.schema))
+        if not self.exists(spec.name):
+            create_table_with_add_actions(
+                table_dir, schema, actions, mode="error", partition_by=partition_by or None, name=spec.name
+            )
+        else:
+            filters = [(k, "=", str(v)) for k, v in partition.items()] if partition else None
+            DeltaTable(table_dir).create_write_transaction(
+                actions, mode=mode, schema=schema, partition_by=partition_by or None, partition_filters=filters
+            )
+        return sum(row.num_records for row in written)
+
+    def _write_with_delta_spark(self, df: DataFrame, spec: TableSpec, mode: str, partition: dict[str, str] | None) -> int:
+        writer = df.write.format("delta").mode(mode)
+        if spec.partition_by:
+            writer = writer.partitionBy(*spec.partition_by)
+        if partition:
+            predicate = " AND ".join(f"{k} = '{v}'" for k, v in partition.items())
+            writer = writer.option("replaceWhere", predicate)
+        writer.save(self.path(spec.name))
+        history = self.spark.sql(f"DESCRIBE HISTORY delta.`{self.path(spec.name)}` LIMIT 1").collect()[0]
+        return int((history.operationMetrics or {}).get("numOutputRows", 0))
+
+    def delta_table(self, table: str) -> DeltaTable:
+        return DeltaTable(self.path(table))
+
+
+def _arrow_to_spark_schema(schema: pa.Schema) -> StructType:
+    from pyspark.sql.pandas.types import from_arrow_schema
+
+    return from_arrow_schema(schema)

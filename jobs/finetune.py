@@ -1,0 +1,275 @@
+"""finetune: judgments + catalog -> a new cross-encoder model version (weights, tokenizer, model card).
+
+Queries are split into train / validation / test (no query in two splits). The
+network learns graded relevance (target = grade / top grade); the best epoch by
+validation nDCG@10 is kept; Platt scaling on validation turns logits into the
+probability that a product is relevant; thresholds are chosen on validation and
+metrics are reported on the held-out test queries.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import datetime as dt
+import hashlib
+import math
+import os
+import random
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from pyspark.sql import functions as F
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+from jobs.build_pairs import catalog_texts, classify_judgments
+from jobs.core.config import get
+from jobs.core.job import JobContext, JobResult
+from jobs.metrics import choose_threshold_max_f1, confusion_at_threshold, per_query_ranking_metrics
+from jobs.transforms import rejects_frame
+from schemas import conform
+from schemas.tables import CATALOG, JUDGMENTS, REJECTS
+from udfs.model import LoadedModel, load_network, promote, resolve_base_model, save_model_version
+from udfs.scorer import collate, encode_pairs, score_pairs
+
+JOB = "finetune"
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    seed: int = 13
+    epochs: int = 3
+    batch_size: int = 32
+    learning_rate: float = 5e-5
+    weight_decay: float = 0.01
+    warmup_fraction: float = 0.1
+    max_length: int = 96
+    val_fraction: float = 0.15
+    test_fraction: float = 0.15
+    max_train_seconds: float = 300.0
+    eval_k: int = 10
+
+
+def split_of(query: str, seed: int, val_fraction: float, test_fraction: float) -> str:
+    """Deterministic split by query: a hash of (seed, query) picks train, val or test."""
+    digest = hashlib.sha256(f"{seed}\x1f{query}".encode()).digest()
+    u = int.from_bytes(digest[:8], "big") / 2**64
+    return "test" if u < test_fraction else "val" if u < test_fraction + val_fraction else "train"
+
+
+def data_fingerprint(examples: pd.DataFrame) -> str:
+    """Hash of the exact training data (query, product, text, grade), order-independent."""
+    rows = sorted(zip(examples.query_norm, examples.product_id, examples.product_text, examples.grade.astype(int)))
+    return hashlib.sha256(repr(rows).encode()).hexdigest()[:16]
+
+
+def _predict_logits(tokenizer, network, frame: pd.DataFrame, max_length: int) -> np.ndarray:
+    card = {"max_length": max_length, "calibration": {"a": 1.0, "b": 0.0}}
+    model = LoadedModel("training", tokenizer, network, torch.device("cpu"), card)
+    network.eval()
+    probabilities, _ = score_pairs(model, frame.query_norm.tolist(), frame.product_text.tolist())
+    clipped = np.clip(probabilities, 1e-12, 1 - 1e-12)
+    return np.log(clipped / (1 - clipped))
+
+
+def ranking_quality(frame: pd.DataFrame, scores: np.ndarray, k: int, relevant_min_grade: int, gain: str) -> float:
+    ranked = pd.DataFrame({"query": frame.query_norm.values, "product_id": frame.product_id.values, "score": scores})
+    judged = pd.DataFrame({"query": frame.query_norm.values, "product_id": frame.product_id.values, "grade": frame.grade.values})
+    per_query = per_query_ranking_metrics(ranked, judged, [k], relevant_min_grade, gain)
+    return float(per_query[f"ndcg@{k}"].mean())
+
+
+def train_cross_encoder(
+    base_dir: str, train: pd.DataFrame, val: pd.DataFrame, top_grade: int, settings: TrainSettings,
+    relevant_min_grade: int, gain: str, log=print,
+) -> tuple[Any, Any, dict[str, Any]]:
+    """Fine-tune from the base checkpoint; returns (tokenizer, best network, training history)."""
+    random.seed(settings.seed)
+    np.random.seed(settings.seed)
+    torch.manual_seed(settings.seed)
+    tokenizer, network = load_network(base_dir)
+    encoded = encode_pairs(tokenizer, train.query_norm.tolist(), train.product_text.tolist(), settings.max_length)
+    targets = torch.tensor(train.grade.to_numpy(dtype=np.float32) / max(top_grade, 1))
+    steps_per_epoch = math.ceil(len(train) / settings.batch_size)
+    total_steps = steps_per_epoch * settings.epochs
+    warmup = max(1, int(total_steps * settings.warmup_fraction))
+    optimizer = torch.optim.AdamW(network.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: min((step + 1) / warmup, max(0.0, (total_steps - step) / max(1, total_steps - warmup)))
+    )
+    loss_fn = torch.nn.BCEWithLogitsLoss()
+    generator = torch.Generator().manual_seed(settings.seed)
+    pad_id = tokenizer.pad_token_id or 0
+    best_state, best_ndcg, history, started = None, -1.0, [], time.time()
+    for epoch in range(settings.epochs):
+        network.train()
+        order = torch.randperm(len(train), generator=generator).tolist()
+        losses = []
+        for start in range(0, len(order), settings.batch_size):
+            rows = order[start : start + settings.batch_size]
+            logits = network(**collate(encoded, rows, pad_id)).logits[:, 0]
+            loss = loss_fn(logits, targets[rows])
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(network.parameters(), 1.0)
+            optimizer.step()
+            schedule.step()
+            optimizer.zero_grad()
+            losses.append(loss.item())
+            if time.time() - started > settings.max_train_seconds:
+                break
+        val_ndcg = ranking_quality(val, _predict_logits(tokenizer, network, val, settings.max_length),
+                                   settings.eval_k, relevant_min_grade, gain)
+        history.append({"epoch": epoch + 1, "train_loss": float(np.mean(losses)), f"val_ndcg@{settings.eval_k}": val_ndcg,
+                        "seconds": round(time.time() - started, 1)})
+        log(f"  epoch {epoch + 1}: train loss {np.mean(losses):.4f}, val nDCG@{settings.eval_k} {val_ndcg:.4f}")
+        if val_ndcg > best_ndcg:
+            best_ndcg, best_state = val_ndcg, copy.deepcopy(network.state_dict())
+        elif epoch > 0:
+            log("  validation nDCG stopped improving: early stop")
+            break
+        if time.time() - started > settings.max_train_seconds:
+            log(f"  time budget of {settings.max_train_seconds:.0f}s reached: stop")
+            break
+    network.load_state_dict(best_state)
+    network.eval()
+    return tokenizer, network, {"epochs": history, "best_val_ndcg": best_ndcg, "train_seconds": round(time.time() - started, 1)}
+
+
+def fit_calibration(logits: np.ndarray, relevant: np.ndarray) -> dict[str, float]:
+    """Platt scaling: P(relevant) = sigmoid(a * logit + b), fitted on validation."""
+    if relevant.min() == relevant.max():
+        return {"a": 1.0, "b": 0.0}
+    fitted = LogisticRegression(C=1e6).fit(logits.reshape(-1, 1), relevant.astype(int))
+    return {"a": float(fitted.coef_[0][0]), "b": float(fitted.intercept_[0])}
+
+
+def grade_thresholds(scores: np.ndarray, grades: np.ndarray, positive_grades: list[int], decision_grade: int, decision: float) -> dict[str, float]:
+    """Minimum score per grade (F1-optimal on validation), non-decreasing with the grade."""
+    thresholds: dict[str, float] = {}
+    floor = 0.0
+    for grade in sorted(positive_grades):
+        t = decision if grade == decision_grade else choose_threshold_max_f1(scores, grades >= grade)
+        floor = max(floor, float(t))
+        thresholds[str(grade)] = floor
+    return thresholds
+
+
+def evaluate(frame: pd.DataFrame, scores: np.ndarray, threshold: float, relevant_min_grade: int, gain: str, ks: list[int]) -> dict[str, float]:
+    """Held-out metrics of a scored frame: ranking (per query, averaged) and classification at the threshold."""
+    ranked = pd.DataFrame({"query": frame.query_norm.values, "product_id": frame.product_id.values, "score": scores})
+    judged = pd.DataFrame({"query": frame.query_norm.values, "product_id": frame.product_id.values, "grade": frame.grade.values})
+    per_query = per_query_ranking_metrics(ranked, judged, ks, relevant_min_grade, gain)
+    relevant = frame.grade.to_numpy() >= relevant_min_grade
+    counts = confusion_at_threshold(scores, relevant, threshold)
+    metrics = {c: float(per_query[c].mean()) for c in per_query.columns if "@" in c or c in ("map", "mrr")}
+    metrics.update({"precision": counts.precision, "recall": counts.recall, "f1": counts.f1, "queries": int(len(per_query)),
+                    "pairs": int(len(frame))})
+    if relevant.min() != relevant.max():
+        metrics["roc_auc"] = float(roc_auc_score(relevant, scores))
+        metrics["average_precision"] = float(average_precision_score(relevant, scores))
+    return metrics
+
+
+def settings_from_config(cfg: dict) -> TrainSettings:
+    fields = TrainSettings.__dataclass_fields__
+    return TrainSettings(**{name: type(f.default)(get(cfg, f"finetune.{name}")) for name, f in fields.items()
+                            if get(cfg, f"finetune.{name}", None) is not None})
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "Fine-tune the cross-encoder on judgments and save (and promote) a new model version. "
+        "Name it with --set finetune.version=NAME (default: ce-<time>-<data fingerprint>)."
+    )
+
+
+def run(ctx: JobContext) -> JobResult:
+    cfg, wh = ctx.cfg, ctx.warehouse
+    settings = settings_from_config(cfg)
+    scheme = get(cfg, f"labels.schemes.{get(cfg, 'labels.scheme')}")
+    relevant_min_grade, gain = int(scheme["relevant_min_grade"]), str(scheme.get("gain", "linear"))
+    grades = sorted({int(g) for g in scheme["grades"].values()})
+    base_name = str(get(cfg, "model.base"))
+    base_dir = resolve_base_model(base_name)
+    torch.set_num_threads(os.cpu_count() or 1)
+
+    judgments = conform(wh.read(JUDGMENTS), JUDGMENTS, wh.path(JUDGMENTS.name))
+    catalog = conform(wh.read(CATALOG), CATALOG, wh.path(CATALOG.name))
+    texts, _ = catalog_texts(catalog, int(get(cfg, "pairs.product_text_max_words", 64)))
+    classified = classify_judgments(judgments, texts).cache()
+    rows_in = classified.count()
+    examples = classified.where(F.col("reason").isNull()).select("query_norm", "product_id", "product_text", "grade").toPandas()
+    rejected = classified.where(F.col("reason").isNotNull())
+    # duplicate judgments of one pair: keep the mean grade, rounded
+    examples = examples.groupby(["query_norm", "product_id", "product_text"], as_index=False).grade.mean()
+    examples["grade"] = examples.grade.round().astype(int)
+    examples["split"] = [split_of(q, settings.seed, settings.val_fraction, settings.test_fraction) for q in examples.query_norm]
+    parts = {name: examples[examples.split == name].reset_index(drop=True) for name in SPLITS}
+    if min(len(p) for p in parts.values()) == 0:
+        raise ValueError(f"judgments in {wh.path(JUDGMENTS.name)} are too few to split by query: "
+                         + ", ".join(f"{n}={len(p)}" for n, p in parts.items()))
+    fingerprint = data_fingerprint(examples)
+    print(f"finetune: {len(examples)} judged pairs ({', '.join(f'{n} {len(p)}' for n, p in parts.items())}) from {base_name}")
+
+    tokenizer, network, history = train_cross_encoder(
+        str(base_dir), parts["train"], parts["val"], max(grades), settings, relevant_min_grade, gain
+    )
+    val_logits = _predict_logits(tokenizer, network, parts["val"], settings.max_length)
+    calibration = fit_calibration(val_logits, parts["val"].grade.to_numpy() >= relevant_min_grade)
+    val_scores = 1 / (1 + np.exp(-(calibration["a"] * val_logits + calibration["b"])))
+    threshold = choose_threshold_max_f1(val_scores, parts["val"].grade.to_numpy() >= relevant_min_grade)
+    thresholds = grade_thresholds(val_scores, parts["val"].grade.to_numpy(), [g for g in grades if g > 0],
+                                  relevant_min_grade, threshold)
+    test_logits = _predict_logits(tokenizer, network, parts["test"], settings.max_length)
+    test_scores = 1 / (1 + np.exp(-(calibration["a"] * test_logits + calibration["b"])))
+    ks = [int(k) for k in get(cfg, "audit.ks", [5, 10])]
+    test_metrics = evaluate(parts["test"], test_scores, threshold, relevant_min_grade, gain, ks)
+
+    version = get(cfg, "finetune.version", None) or (
+        f"ce-{dt.datetime.now(dt.timezone.utc).strftime('%Y%m%d%H%M%S')}-{fingerprint[:8]}"
+    )
+    card = {
+        "version": version,
+        "base_model": base_name,
+        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+        "run_id": ctx.run_id,
+        "label_scheme": get(cfg, "labels.scheme"),
+        "grades": scheme["grades"],
+        "relevant_min_grade": relevant_min_grade,
+        "gain": gain,
+        "max_length": settings.max_length,
+        "product_text_max_words": int(get(cfg, "pairs.product_text_max_words", 64)),
+        "calibration": calibration,
+        "threshold": float(threshold),
+        "grade_thresholds": thresholds,
+        "data_fingerprint": fingerprint,
+        "data": {name: {"pairs": len(p), "queries": int(p.query_norm.nunique())} for name, p in parts.items()},
+        "hyperparameters": settings.__dict__,
+        "training": history,
+        "metrics": {"test": test_metrics},
+    }
+    models_root = get(cfg, "model.models_root")
+    path = save_model_version(models_root, network, tokenizer, card)
+    wh.overwrite_partition(rejects_frame(rejected, JOB, JUDGMENTS.name, ctx.run_id, ctx.ds or "all"), REJECTS,
+                           {"job": JOB, "ds": ctx.ds or "all"}, ctx.run_id)
+    if get(cfg, "finetune.promote", True):
+        promote(models_root, version)
+    rows_used = int(classified.where(F.col("reason").isNull()).count())
+    return JobResult(
+        rows_in=rows_in,
+        rows_out=rows_used,
+        rows_rejected=rows_in - rows_used,
+        model_version=version,
+        throughput_per_s=len(parts["train"]) * len(history["epochs"]) / max(history["train_seconds"], 1e-9),
+        device="cpu",
+        details={"model_dir": str(path), "unique_pairs": len(examples), "train_seconds": history["train_seconds"], "test": test_metrics,
+                 "threshold": threshold, "promoted": bool(get(cfg, "finetune.promote", True))},
+        summary=f"model {version} saved to {path}; held-out nDCG@{ks[-1]} {test_metrics.get(f'ndcg@{ks[-1]}', float('nan')):.3f}, "
+        f"F1 {test_metrics['f1']:.3f} at threshold {threshold:.3f}; trained in {history['train_seconds']:.0f}s",
+    )

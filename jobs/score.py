@@ -1,0 +1,134 @@
+"""score: `pairs` for one ds -> `relevance` (calibrated probability per pair) with the cross-encoder in a pandas UDF."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from jobs.core.config import get
+from jobs.core.job import JobContext, JobResult
+from jobs.transforms import raw_json, rejects_frame
+from schemas import conform
+from schemas.tables import PAIRS, REJECTS, RELEVANCE
+from udfs.model import load_model_version, resolve_model_dir
+from udfs.scorer import score_pairs
+from udfs.spark_udf import ScoringSettings, make_score_udf
+
+JOB = "score"
+
+
+def grade_from_score(score: Column, grade_thresholds: dict[str, float], lowest_grade: int = 0) -> Column:
+    """The highest grade whose minimum score the pair reaches (thresholds from the model card)."""
+    expression = F.lit(lowest_grade).cast("long")
+    for grade, threshold in sorted(grade_thresholds.items(), key=lambda item: int(item[0])):
+        expression = F.when(score >= F.lit(float(threshold)), F.lit(int(grade)).cast("long")).otherwise(expression)
+    return expression
+
+
+def classify_pairs(pairs: DataFrame) -> DataFrame:
+    """Attach a `reason` to pairs that cannot be scored (null for the rest)."""
+    blank = lambda c: F.col(c).isNull() | (F.trim(F.col(c)) == "")  # noqa: E731
+    reason = (
+        F.when(blank("query_norm"), "empty query_norm")
+        .when(blank("product_id"), "missing product_id")
+        .when(blank("product_text"), "empty product_text")
+    )
+    return pairs.withColumn("raw", raw_json(pairs)).withColumn("reason", reason)
+
+
+def score_frame(pairs_ok: DataFrame, settings: ScoringSettings, card: dict, run_id: str, partitions: int) -> DataFrame:
+    """Pure transformation: usable pairs -> relevance rows (scored lazily by the pandas UDF)."""
+    udf = make_score_udf(settings)
+    scored = pairs_ok.repartition(partitions).withColumn("score", udf(F.col("query_norm"), F.col("product_text")))
+    return scored.select(
+        "query_norm",
+        "product_id",
+        "score",
+        grade_from_score(F.col("score"), card.get("grade_thresholds", {})).alias("grade_pred"),
+        F.lit(card["version"]).alias("model_version"),
+        "text_fingerprint",
+        F.lit(run_id).alias("run_id"),
+        F.current_timestamp().alias("scored_at"),
+        "ds",
+    )
+
+
+def threads_per_task(spark: SparkSession, configured: object) -> int:
+    """Torch threads per scoring task: configured, or cores / concurrent tasks on a local master."""
+    if configured not in (None, "auto"):
+        return int(configured)  # type: ignore[arg-type]
+    if spark.sparkContext.master.startswith("local"):
+        return max(1, (os.cpu_count() or 1) // spark.sparkContext.defaultParallelism)
+    return int(spark.conf.get("spark.task.cpus", "1"))
+
+
+def load_checked_model(cfg: dict) -> tuple[Path, dict]:
+    """Resolve and load the model on the driver, and score one probe pair: a broken model stops here."""
+    model_dir = resolve_model_dir(get(cfg, "model.models_root"), str(get(cfg, "model.version")))
+    model = load_model_version(model_dir)
+    score_pairs(model, ["probe query"], ["probe product"])
+    return model_dir, model.card
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = "Score one day's pairs with the promoted (or configured) cross-encoder into `relevance`."
+
+
+def run(ctx: JobContext) -> JobResult:
+    wh, ds, spark = ctx.warehouse, ctx.ds, ctx.spark
+    model_dir, card = load_checked_model(ctx.cfg)
+    pairs = conform(wh.read(PAIRS, {"ds": ds}), PAIRS, wh.path(PAIRS.name)).cache()
+    rows_in = pairs.count()
+    if rows_in == 0:
+        raise FileNotFoundError(f"pairs has no rows for ds={ds} in {wh.path(PAIRS.name)} (run build_pairs first)")
+
+    settings = ScoringSettings(
+        model_dir=str(model_dir),
+        device=str(get(ctx.cfg, "scoring.device", "auto")),
+        threads_per_task=threads_per_task(spark, get(ctx.cfg, "scoring.threads_per_task", "auto")),
+        batch_tokens=int(get(ctx.cfg, "scoring.batch_tokens", 8192)),
+        max_batch_rows=int(get(ctx.cfg, "scoring.max_batch_rows", 256)),
+    )
+    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(get(ctx.cfg, "scoring.arrow_batch_rows", 4096)))
+    classified = classify_pairs(pairs)
+    relevance = score_frame(
+        classified.where(F.col("reason").isNull()), settings, card, ctx.run_id, spark.sparkContext.defaultParallelism
+    ).cache()
+
+    started = time.time()
+    scored = relevance.count()
+    scoring_seconds = time.time() - started
+    written = wh.overwrite_partition(relevance, RELEVANCE, {"ds": ds}, ctx.run_id)
+    rejected = classified.where(F.col("reason").isNotNull())
+    rejected_count = wh.overwrite_partition(
+        rejects_frame(rejected, JOB, PAIRS.name, ctx.run_id, ds), REJECTS, {"job": JOB, "ds": ds}, ctx.run_id
+    )
+    throughput = scored / scoring_seconds if scoring_seconds > 0 else None
+    device = expected_device(spark, settings.device)
+    return JobResult(
+        rows_in=rows_in,
+        rows_out=written,
+        rows_rejected=rejected_count,
+        model_version=card["version"],
+        throughput_per_s=throughput,
+        device=device,
+        details={"scoring_seconds": round(scoring_seconds, 3), "threads_per_task": settings.threads_per_task,
+                 "batch_tokens": settings.batch_tokens, "model_dir": str(model_dir)},
+        summary=f"{written} pairs scored with {card['version']} in {scoring_seconds:.1f}s "
+        f"({throughput or 0:.0f} pairs/s on {device})",
+    )
+
+
+def expected_device(spark: SparkSession, preference: str) -> str:
+    """What the scoring tasks run on, as far as the driver can tell (recorded in `runs`)."""
+    import torch
+
+    if preference == "cpu" or not torch.cuda.is_available():
+        return "cpu"
+    gpu_per_task = spark.conf.get("spark.task.resource.gpu.amount", None)
+    return "cuda" if preference == "cuda" or gpu_per_task else "cpu"

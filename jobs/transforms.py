@@ -1,0 +1,71 @@
+"""Spark column helpers shared by several jobs (the pure text functions live in udfs.text)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import pandas as pd
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql.functions import pandas_udf
+from pyspark.sql.types import StringType
+
+from udfs.text import build_product_text, normalize_text
+
+
+@pandas_udf(StringType())
+def normalize_text_udf(texts: pd.Series) -> pd.Series:
+    return texts.map(normalize_text)
+
+
+def _as_mapping(value) -> Mapping[str, str]:
+    """Spark maps arrive in pandas as dicts or as lists of (key, value) pairs."""
+    if value is None:
+        return {}
+    if isinstance(value, Mapping):
+        return value
+    return dict(value)
+
+
+def product_text_udf(max_words: int):
+    @pandas_udf(StringType())
+    def product_text(titles: pd.Series, brands: pd.Series, categories: pd.Series, attributes: pd.Series) -> pd.Series:
+        return pd.Series(
+            [
+                build_product_text(t, b, c, _as_mapping(a), max_words)
+                for t, b, c, a in zip(titles, brands, categories, attributes)
+            ],
+            index=titles.index,
+        )
+
+    return product_text
+
+
+def with_normalized_query(df: DataFrame, raw_column: str, out_column: str = "query_norm") -> DataFrame:
+    """Add the normalized query, normalizing each distinct raw query once."""
+    distinct = df.select(raw_column).distinct().where(F.col(raw_column).isNotNull())
+    mapping = distinct.withColumn(out_column, normalize_text_udf(F.col(raw_column)))
+    return df.join(F.broadcast(mapping), on=raw_column, how="left")
+
+
+def text_fingerprint(query_norm: Column, product_text: Column) -> Column:
+    """Hash of the exact query and product text the model sees."""
+    return F.substring(F.sha2(F.concat_ws("\u001f", query_norm, product_text), 256), 1, 32)
+
+
+def raw_json(df: DataFrame) -> Column:
+    """The whole input row as JSON, for `rejects.raw`."""
+    return F.to_json(F.struct(*[F.col(c) for c in df.columns]))
+
+
+def rejects_frame(rejected: DataFrame, job: str, source_table: str, run_id: str, ds: str) -> DataFrame:
+    """Shape rows carrying `reason` and `raw` columns into the `rejects` table's columns."""
+    return rejected.select(
+        F.lit(job).alias("job"),
+        F.lit(source_table).alias("source_table"),
+        F.col("reason"),
+        F.col("raw"),
+        F.lit(run_id).alias("run_id"),
+        F.current_timestamp().alias("rejected_at"),
+        F.lit(ds).alias("ds"),
+    )

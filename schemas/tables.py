@@ -1,0 +1,201 @@
+"""Spark schemas of every table in the warehouse.
+
+Column names are contracts: downstream SQL depends on them. Add columns freely;
+rename or drop only with a migration note in the README.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pyspark.sql.types import (
+    DataType,
+    DoubleType,
+    IntegerType,
+    LongType,
+    MapType,
+    StringType,
+    StructField,
+    StructType,
+    TimestampType,
+)
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """A warehouse table: its schema, its partition columns and which columns an input must have."""
+
+    name: str
+    schema: StructType
+    partition_by: tuple[str, ...] = ()
+    required: tuple[str, ...] = ()
+
+    @property
+    def columns(self) -> list[str]:
+        return [f.name for f in self.schema.fields]
+
+
+def _struct(*fields: tuple[str, DataType]) -> StructType:
+    return StructType([StructField(name, dtype, True) for name, dtype in fields])
+
+
+S, L, I, D, T = StringType(), LongType(), IntegerType(), DoubleType(), TimestampType()
+
+QUERY_LOG = TableSpec(
+    "query_log",
+    _struct(
+        ("query_id", S),
+        ("client_id", S),
+        ("session_id", S),
+        ("user_query", S),
+        ("timestamp", T),
+        ("action_name", S),
+        ("object_id", S),
+        ("position", L),
+        ("ds", S),
+    ),
+    partition_by=("ds",),
+    required=("query_id", "user_query", "timestamp", "action_name", "object_id", "position"),
+)
+
+CATALOG = TableSpec(
+    "catalog",
+    _struct(
+        ("product_id", S),
+        ("title", S),
+        ("description", S),
+        ("brand", S),
+        ("category", S),
+        ("attributes", MapType(S, S)),
+        ("updated_at", T),
+    ),
+    required=("product_id", "title", "brand", "category", "attributes"),
+)
+
+JUDGMENTS = TableSpec(
+    "judgments",
+    _struct(("query", S), ("product_id", S), ("grade", L), ("label", S), ("source", S)),
+    required=("query", "product_id", "grade"),
+)
+
+GROUND_TRUTH = TableSpec(
+    "ground_truth",
+    _struct(("query", S), ("product_id", S), ("grade", L)),
+    required=("query", "product_id", "grade"),
+)
+
+PAIRS = TableSpec(
+    "pairs",
+    _struct(
+        ("query_norm", S),
+        ("product_id", S),
+        ("impressions", L),
+        ("clicks", L),
+        ("carts", L),
+        ("purchases", L),
+        ("mean_position", D),
+        ("ctr_smoothed", D),
+        ("query_searches", L),
+        ("segment", S),
+        ("source", S),
+        ("product_text", S),
+        ("text_fingerprint", S),
+        ("run_id", S),
+        ("ds", S),
+    ),
+    partition_by=("ds",),
+    required=("query_norm", "product_id", "product_text", "text_fingerprint", "segment", "ds"),
+)
+
+RELEVANCE = TableSpec(
+    "relevance",
+    _struct(
+        ("query_norm", S),
+        ("product_id", S),
+        ("score", D),
+        ("grade_pred", L),
+        ("model_version", S),
+        ("text_fingerprint", S),
+        ("run_id", S),
+        ("scored_at", T),
+        ("ds", S),
+    ),
+    partition_by=("ds",),
+    required=("query_norm", "product_id", "score", "model_version", "ds"),
+)
+
+RELEVANCE_AUDIT = TableSpec(
+    "relevance_audit",
+    _struct(
+        ("run_id", S),
+        ("model_version", S),
+        ("system", S),
+        ("segment", S),
+        ("metric", S),
+        ("k", L),
+        ("threshold", D),
+        ("value", D),
+        ("support", L),
+        ("ci_low", D),
+        ("ci_high", D),
+        ("baseline", S),
+        ("baseline_value", D),
+        ("definition", S),
+        ("created_at", T),
+        ("ds", S),
+    ),
+    partition_by=("ds",),
+)
+
+RUNS = TableSpec(
+    "runs",
+    _struct(
+        ("run_id", S),
+        ("job", S),
+        ("ds", S),
+        ("status", S),
+        ("error", S),
+        ("config_hash", S),
+        ("model_version", S),
+        ("rows_in", L),
+        ("rows_out", L),
+        ("rows_rejected", L),
+        ("rows_reused", L),
+        ("duration_s", D),
+        ("throughput_per_s", D),
+        ("device", S),
+        ("writer", S),
+        ("details", S),
+        ("started_at", T),
+        ("finished_at", T),
+    ),
+)
+
+REJECTS = TableSpec(
+    "rejects",
+    _struct(
+        ("job", S),
+        ("source_table", S),
+        ("reason", S),
+        ("raw", S),
+        ("run_id", S),
+        ("rejected_at", T),
+        ("ds", S),
+    ),
+    partition_by=("job", "ds"),
+)
+
+TABLES: dict[str, TableSpec] = {
+    spec.name: spec
+    for spec in (
+        QUERY_LOG,
+        CATALOG,
+        JUDGMENTS,
+        GROUND_TRUTH,
+        PAIRS,
+        RELEVANCE,
+        RELEVANCE_AUDIT,
+        RUNS,
+        REJECTS,
+    )
+}

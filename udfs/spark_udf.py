@@ -1,0 +1,55 @@
+"""The pandas UDF that adapts the pure scorer to Spark (iterator of Arrow batches)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pandas as pd
+from pyspark.sql.functions import pandas_udf
+from pyspark.sql.types import DoubleType
+
+# One loaded model per Python worker process, reused by every task the worker runs.
+_WORKER_MODELS: dict[tuple[str, str], object] = {}
+
+
+@dataclass(frozen=True)
+class ScoringSettings:
+    model_dir: str
+    device: str = "auto"  # auto | cpu | cuda
+    threads_per_task: int = 1
+    batch_tokens: int = 8192
+    max_batch_rows: int = 256
+
+
+def worker_model(settings: ScoringSettings):
+    """Load (once per worker process and device) the model version for this task's device."""
+    import torch
+
+    from udfs.model import load_model_version, quiet_transformers, task_device
+
+    device = task_device(settings.device)
+    if device.type == "cpu":
+        torch.set_num_threads(max(1, settings.threads_per_task))
+    key = (settings.model_dir, str(device))
+    if key not in _WORKER_MODELS:
+        quiet_transformers()
+        _WORKER_MODELS[key] = load_model_version(settings.model_dir, device)
+    return _WORKER_MODELS[key]
+
+
+def make_score_udf(settings: ScoringSettings):
+    """A pandas UDF (query_norm, product_text) -> calibrated relevance probability."""
+
+    @pandas_udf(DoubleType())
+    def score_udf(batches: Iterator[tuple[pd.Series, pd.Series]]) -> Iterator[pd.Series]:
+        from udfs.scorer import score_pairs
+
+        model = worker_model(settings)
+        for queries, texts in batches:
+            scores, _ = score_pairs(
+                model, queries.tolist(), texts.tolist(), settings.batch_tokens, settings.max_batch_rows
+            )
+            yield pd.Series(scores, index=queries.index)
+
+    return score_udf

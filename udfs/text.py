@@ -1,0 +1,67 @@
+"""Text normalization and the product text the model sees.
+
+One place for both: fine-tuning, scoring and build_pairs all call these functions,
+so the text a model is trained on is byte-for-byte the text it scores.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Mapping
+
+# Characters kept inside words ("t-shirt", "55\"", "1/2", "o'neill", "4.5", "h&m", "100%").
+_NOT_KEPT = re.compile(r"[^\w\s\-'./&+%]")
+_SPACES = re.compile(r"\s+")
+_EDGE_PUNCT = re.compile(r"(?<!\w)[\-'./&+]+|[\-'./&+]+(?!\w)")
+
+# Attributes shown to the model first, in this order; others follow alphabetically.
+KEY_ATTRIBUTES = ("type", "color", "material", "size", "style", "pattern", "features")
+
+
+def normalize_text(text: str | None) -> str:
+    """Unicode-normalize, lowercase, drop punctuation that carries no meaning, collapse spaces."""
+    if not text:
+        return ""
+    text = unicodedata.normalize("NFKC", str(text)).lower()
+    text = _NOT_KEPT.sub(" ", text)
+    text = _EDGE_PUNCT.sub(" ", text)
+    return _SPACES.sub(" ", text).strip()
+
+
+def _truncate_words(text: str, max_words: int) -> str:
+    words = text.split(" ")
+    return text if len(words) <= max_words else " ".join(words[:max_words])
+
+
+def _ordered_attributes(attributes: Mapping[str, str] | None) -> list[tuple[str, str]]:
+    items = {normalize_text(k): normalize_text(v) for k, v in (attributes or {}).items() if k and v}
+    first = [(k, items[k]) for k in KEY_ATTRIBUTES if items.get(k)]
+    rest = sorted((k, v) for k, v in items.items() if k not in KEY_ATTRIBUTES and v)
+    return first + rest
+
+
+def build_product_text(
+    title: str | None,
+    brand: str | None,
+    category: str | None,
+    attributes: Mapping[str, str] | None,
+    max_words: int = 64,
+) -> str:
+    """The product side of a (query, product) pair: title, brand, category, key attributes.
+
+    Capped at `max_words` words (the tokenizer's token budget truncates further).
+    """
+    parts = [normalize_text(title)]
+    brand_norm = normalize_text(brand)
+    if brand_norm:
+        parts.append(f"brand: {brand_norm}")
+    levels = [normalize_text(level) for level in (category or "").split(">")]
+    levels = [level for level in levels if level]
+    if levels:
+        parts.append("category: " + " > ".join(levels[-2:]))
+    attrs = _ordered_attributes(attributes)
+    if attrs:
+        parts.append(", ".join(f"{k}: {v}" for k, v in attrs))
+    text = " | ".join(p for p in parts if p)
+    return _truncate_words(text, max_words)
