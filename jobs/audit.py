@@ -65,7 +65,7 @@ def _ranking_rows(per_query: pd.DataFrame, system: str, segment: str, settings: 
         if len(values) == 0:
             continue
         low, high = bootstrap_mean_ci(values, settings.bootstrap_samples, settings.confidence, settings.seed)
-        rows.append({"system": system, "segment": segment, "metric": column.split("@")[0] + ("@k" if "@" in column else ""),
+        rows.append({"system": system, "segment": segment, "metric": column,
                      "k": _metric_k(column), "value": float(values.mean()), "support": int(len(values)),
                      "ci_low": low, "ci_high": high, "definition": settings.definition(column)})
     return rows
@@ -140,15 +140,14 @@ def format_summary(frame: pd.DataFrame, model_version: str, ds: str) -> str:
     model = frame[frame.system == MODEL].copy()
     if model.empty:
         return f"audit ds={ds}: no judged queries among the scored pairs; nothing to report"
-    model["name"] = [m.replace("@k", f"@{int(k)}") if k == k and k is not None else m for m, k in zip(model.metric, model.k)]
     lines = [f"audit ds={ds} model={model_version}  value [95% CI] (logged ranking)", ""]
     segments = [s for s in SEGMENTS if s in set(model.segment)]
     header = f"{'metric':<14}" + "".join(f"{s:>30}" for s in segments)
     lines += [header, "-" * len(header)]
-    for name in dict.fromkeys(model.name):
+    for name in dict.fromkeys(model.metric):
         cells = []
         for segment in segments:
-            row = model[(model.name == name) & (model.segment == segment)]
+            row = model[(model.metric == name) & (model.segment == segment)]
             if row.empty:
                 cells.append(f"{'-':>30}")
                 continue
@@ -156,11 +155,8 @@ def format_summary(frame: pd.DataFrame, model_version: str, ds: str) -> str:
             base = f" ({r.baseline_value:.3f})" if pd.notna(r.baseline_value) else ""
             cells.append(f"{r.value:.3f} [{r.ci_low:.3f},{r.ci_high:.3f}]{base}".rjust(30))
         lines.append(f"{name:<14}" + "".join(cells))
-    support = model[(model.segment == "all") & (model.metric == "ndcg@k")].support
-    if len(support):
-        lines.append(f"\n{int(support.iloc[0])} judged queries; segment support: " + ", ".join(
-            f"{s} {int(model[(model.segment == s) & (model.metric == 'ndcg@k')].support.max())}"
-            for s in segments if s != "all" and not model[(model.segment == s) & (model.metric == "ndcg@k")].empty))
+    queries = model[model.metric == "map"].set_index("segment").support
+    lines.append("\njudged queries evaluated: " + ", ".join(f"{s} {int(queries[s])}" for s in segments if s in queries))
     return "\n".join(lines)
 
 
@@ -211,12 +207,11 @@ def run(ctx: JobContext) -> JobResult:
     judged_pd = judged.join(F.broadcast(relevance.select("query_norm").distinct()), "query_norm", "left_semi").toPandas()
     frame = audit_rows(candidates, judged_pd, settings)
     now = dt.datetime.now(dt.timezone.utc)
-    frame = frame.assign(run_id=ctx.run_id, model_version=model_version, created_at=now, ds=ds)
-    records = [tuple(None if (isinstance(v, float) and np.isnan(v)) else v for v in row)
-               for row in frame[RELEVANCE_AUDIT.columns].itertuples(index=False, name=None)]
-    audit_df = spark.createDataFrame(records, RELEVANCE_AUDIT.schema)
-    written = wh.overwrite_partition(audit_df, RELEVANCE_AUDIT, {"ds": ds}, ctx.run_id)
+    frame = frame.assign(run_id=ctx.run_id, model_version=model_version, created_at=now, ds=ds,
+                         k=frame.k.astype("Int64"), support=frame.support.astype("Int64"))
     summary = format_summary(frame, model_version, ds)
+    audit_df = spark.createDataFrame(frame[RELEVANCE_AUDIT.columns], RELEVANCE_AUDIT.schema)
+    written = wh.overwrite_partition(audit_df, RELEVANCE_AUDIT, {"ds": ds}, ctx.run_id)
     return JobResult(
         rows_in=rows_in,
         rows_out=written,

@@ -36,9 +36,7 @@ def apply_arguments(cfg: dict, args: argparse.Namespace) -> None:
 
 def to_spark(spark: SparkSession, frame: pd.DataFrame, spec: TableSpec) -> DataFrame:
     """A pandas frame with the table's columns as a Spark DataFrame of the table's schema."""
-    columns = spec.columns
-    records = frame.reindex(columns=columns).astype(object).where(frame.reindex(columns=columns).notna(), None)
-    return spark.createDataFrame(records.itertuples(index=False, name=None), spec.schema)
+    return spark.createDataFrame(frame.reindex(columns=spec.columns), spec.schema)
 
 
 def run(ctx: JobContext) -> JobResult:
