@@ -23,6 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from udfs.text import normalize_text
+
 # --------------------------------------------------------------------------------------------
 # Taxonomy
 # --------------------------------------------------------------------------------------------
@@ -266,13 +268,6 @@ def _build_vocab() -> _Vocab:
 # --------------------------------------------------------------------------------------------
 # Text helpers
 # --------------------------------------------------------------------------------------------
-
-
-def normalize_text(text: str) -> str:
-    """Lowercase, drop punctuation (keeping '-' and '.' inside words), collapse spaces."""
-    text = re.sub(r"[^a-z0-9\-\. ]+", " ", text.lower())
-    text = re.sub(r"(?<![a-z0-9])[\-\.]|[\-\.](?![a-z0-9])", " ", text)
-    return " ".join(text.split())
 
 
 def _tokens(text: str) -> list[str]:

@@ -1,0 +1,181 @@
+"""Spark tests of each job on small generated data with a tiny random BERT (real Spark, real Delta tables)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from deltalake import DeltaTable, write_deltalake
+from pyspark.sql import functions as F
+
+from jobs import audit, build_pairs, finetune, nightly, score
+from jobs.__main__ import main
+from jobs.core.delta import Warehouse
+from jobs.core.job import JobError
+from schemas.tables import PAIRS, QUERY_LOG, RELEVANCE, REJECTS, RUNS
+from tests.conftest import DEMO_DS, make_config, run
+from udfs.model import load_model_version, resolve_model_dir
+from udfs.scorer import score_pairs
+from udfs.text import build_product_text, normalize_text
+
+OUTPUT_TABLES = ("pairs", "relevance", "relevance_audit", "rejects")
+
+
+def table(cfg: dict, name: str) -> pd.DataFrame:
+    return DeltaTable(str(Path(cfg["warehouse"]["root"]) / name)).to_pandas()
+
+
+def runs_of(cfg: dict, job: str) -> pd.DataFrame:
+    runs = table(cfg, "runs")
+    return runs[runs.job == job].sort_values("started_at")
+
+
+def add_malformed_events(spark, cfg: dict) -> int:
+    """Append events that must be rejected, each for a different reason, to the demo day."""
+    ts = dt.datetime(2025, 1, 7, 10, tzinfo=dt.timezone.utc)
+    good_product = table(cfg, "catalog").product_id.iloc[0]
+    bad = [
+        (None, "c", "s", "gray sofa", ts, "click", good_product, 1),      # missing query_id
+        ("qx1", "c", "s", "gray sofa", ts, "hover", good_product, 1),     # unsupported action
+        ("qx2", "c", "s", "gray sofa", ts, "impression", "NOPE-404", 1),  # product not in catalog
+        ("qx3", "c", "s", "?!?", ts, "impression", good_product, 1),      # empty after normalization
+        ("qx4", "c", "s", "gray sofa", ts, "impression", good_product, None),  # impression without position
+        ("qx5", "c", "s", "gray sofa", None, "click", good_product, 2),   # missing timestamp
+    ]
+    rows = [(*r, DEMO_DS) for r in bad]
+    df = spark.createDataFrame(rows, QUERY_LOG.schema)
+    Warehouse(spark, cfg["warehouse"]["root"], "delta-rs").append(df, QUERY_LOG, "test-malformed")
+    return len(bad)
+
+
+def test_build_pairs_accounts_for_every_event(spark, fresh_warehouse):
+    cfg = fresh_warehouse
+    n_bad = add_malformed_events(spark, cfg)
+    result = run(spark, cfg, build_pairs)
+
+    events_of_day = table(cfg, "query_log").query("ds == @DEMO_DS")
+    assert result.rows_in == len(events_of_day)
+    assert result.rows_in == result.details["events_accepted"] + result.rows_rejected
+    assert result.rows_rejected == n_bad
+    rejects = table(cfg, "rejects")
+    reasons = set(rejects[rejects.source_table == "query_log"].reason)
+    assert reasons == {"missing query_id", "unsupported action_name 'hover'", "product not in catalog",
+                       "empty query after normalization", "impression without a valid position", "missing timestamp"}
+    assert all(json.loads(raw) for raw in rejects.raw)  # the raw row is kept
+
+    pairs = table(cfg, "pairs")
+    assert len(pairs) == result.rows_out and set(pairs.ds) == {DEMO_DS}
+    assert set(pairs.segment) == {"head", "torso", "tail"}
+    assert pairs.text_fingerprint.str.fullmatch(r"[0-9a-f]{32}").all()
+    assert not pairs.duplicated(["query_norm", "product_id"]).any()
+    logged = pairs[pairs.source == "log"]
+    assert logged.impressions.sum() == (events_of_day.action_name == "impression").sum() - 3  # 3 bad impressions
+    assert (logged.clicks <= logged.impressions).all() and logged.ctr_smoothed.between(0, 1).all()
+    # the product text in pairs is exactly what the shared text function builds
+    catalog = table(cfg, "catalog").set_index("product_id")
+    sample = pairs.iloc[0]
+    product = catalog.loc[sample.product_id]
+    assert sample.product_text == build_product_text(product.title, product.brand, product.category,
+                                                     dict(product.attributes), cfg["pairs"]["product_text_max_words"])
+    assert all(q == normalize_text(q) for q in pairs.query_norm)
+
+
+def test_score_matches_the_pure_scorer_and_records_throughput(spark, fresh_warehouse):
+    cfg = fresh_warehouse
+    run(spark, cfg, build_pairs)
+    result = run(spark, cfg, score)
+    pairs, relevance = table(cfg, "pairs"), table(cfg, "relevance")
+    assert result.rows_in == len(pairs) == result.rows_out + result.rows_rejected
+    assert len(relevance) == len(pairs) and relevance.score.between(0, 1).all()
+    assert set(relevance.model_version) == {"tiny-test"} and relevance.grade_pred.isin([0, 1, 2]).all()
+    merged = relevance.merge(pairs, on=["query_norm", "product_id"]).head(50)
+    model = load_model_version(resolve_model_dir(cfg["model"]["models_root"], "tiny-test"))
+    expected, _ = score_pairs(model, merged.query_norm.tolist(), merged.product_text.tolist())
+    np.testing.assert_allclose(merged.score.to_numpy(), expected, atol=1e-5)
+    run_row = runs_of(cfg, "score").iloc[-1]
+    assert run_row.status == "succeeded" and run_row.throughput_per_s > 0 and run_row.device == "cpu"
+
+
+def test_nightly_end_to_end_is_idempotent(spark, fresh_warehouse):
+    cfg = fresh_warehouse
+    run(spark, cfg, nightly)
+    first = {name: len(table(cfg, name)) for name in OUTPUT_TABLES}
+    versions = {name: DeltaTable(str(Path(cfg["warehouse"]["root"]) / name)).version() for name in OUTPUT_TABLES}
+    run(spark, cfg, nightly)
+    second = {name: len(table(cfg, name)) for name in OUTPUT_TABLES}
+    assert first == second and all(v > 0 for v in first.values())
+    for name in OUTPUT_TABLES:  # the second run committed again (a replace, not a no-op)
+        assert DeltaTable(str(Path(cfg["warehouse"]["root"]) / name)).version() > versions[name]
+
+    audit_rows = table(cfg, "relevance_audit")
+    model_rows = audit_rows[audit_rows.system == "model"]
+    assert {"all", "head", "torso", "tail"} <= set(model_rows.segment)
+    assert {"precision@10", "recall@10", "ndcg@10", "precision", "recall", "f1"} <= set(model_rows.metric)
+    assert (model_rows.ci_low <= model_rows.value + 1e-12).all() and (model_rows.value <= model_rows.ci_high + 1e-12).all()
+    ranking = model_rows[model_rows.metric == "ndcg@10"]
+    assert ranking.baseline.eq("logged_position").all() and ranking.baseline_value.notna().all()
+    runs = table(cfg, "runs")
+    assert (runs[runs.job.isin(["build_pairs", "score", "audit", "nightly"])].status == "succeeded").all()
+    assert runs.job.value_counts()["nightly"] == 2
+
+
+def test_wrong_schema_stops_before_writing_with_one_line(spark, fresh_warehouse, capsys, tmp_path):
+    cfg = fresh_warehouse
+    root = Path(cfg["warehouse"]["root"])
+    broken = table(cfg, "query_log").assign(position=lambda f: f.position.astype(str))
+    write_deltalake(str(root / "query_log"), broken, mode="overwrite", schema_mode="overwrite")
+    conf = tmp_path / "conf.yaml"
+    conf.write_text(json.dumps(cfg))  # JSON is YAML
+    assert main(["build_pairs", "--conf", str(conf), "--ds", DEMO_DS]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0
+    assert "query_log: column 'position' has type string, expected bigint" in err and str(root / "query_log") in err
+    assert not (root / "pairs").exists() and not (root / "rejects").exists()
+    failed = runs_of(cfg, "build_pairs").iloc[-1]
+    assert failed.status == "failed" and "position" in failed.error
+
+
+def test_missing_model_stops_score_before_writing(spark, fresh_warehouse):
+    cfg = fresh_warehouse
+    run(spark, cfg, build_pairs)
+    cfg = {**cfg, "model": {**cfg["model"], "version": "no-such-model"}}
+    with pytest.raises(JobError, match="model version 'no-such-model' not found"):
+        run(spark, cfg, score)
+    assert not (Path(cfg["warehouse"]["root"]) / "relevance").exists()
+
+
+def test_missing_day_is_a_clear_error(spark, fresh_warehouse):
+    with pytest.raises(JobError, match="query_log has no events for ds=1999-01-01"):
+        run(spark, fresh_warehouse, build_pairs, ds="1999-01-01")
+
+
+def test_finetune_saves_a_versioned_model_that_score_uses(spark, fresh_warehouse, tiny_model_root):
+    cfg = make_config(Path(fresh_warehouse["warehouse"]["root"]), Path(fresh_warehouse["warehouse"]["root"]) / "models")
+    cfg["model"]["base"] = str(tiny_model_root / "tiny-test" / "model")  # any local HF BERT folder works as a base
+    cfg["model"]["version"] = "promoted"
+    cfg["finetune"].update({"epochs": 1, "batch_size": 16, "max_length": 48, "version": "ft-test"})
+    result = run(spark, cfg, finetune, ds=None)
+    assert result.model_version == "ft-test" and result.rows_in == result.rows_out + result.rows_rejected
+    model_dir = Path(cfg["model"]["models_root"]) / "ft-test"
+    card = json.loads((model_dir / "model_card.json").read_text())
+    for key in ("base_model", "grades", "threshold", "grade_thresholds", "calibration", "data_fingerprint",
+                "hyperparameters", "metrics", "training"):
+        assert key in card
+    assert 0 < card["threshold"] < 1 and "ndcg@10" in card["metrics"]["test"]
+    assert card["data"]["train"]["queries"] > 0 and card["data"]["test"]["queries"] > 0
+    assert (Path(cfg["model"]["models_root"]) / "PROMOTED").read_text().strip() == "ft-test"
+    run(spark, cfg, build_pairs)
+    scored = run(spark, cfg, score)
+    assert scored.model_version == "ft-test"
+
+
+def test_split_by_query_never_shares_a_query():
+    queries = [f"query {i}" for i in range(2000)]
+    splits = {q: finetune.split_of(q, 13, 0.15, 0.15) for q in queries}
+    assert splits == {q: finetune.split_of(q, 13, 0.15, 0.15) for q in queries}  # deterministic
+    shares = pd.Series(splits).value_counts(normalize=True)
+    assert abs(shares["test"] - 0.15) < 0.03 and abs(shares["val"] - 0.15) < 0.03
