@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import os
 import time
 from pathlib import Path
@@ -17,7 +18,7 @@ from schemas import conform
 from schemas.tables import PAIRS, REJECTS, RELEVANCE
 from udfs.model import load_model_version, resolve_model_dir
 from udfs.scorer import score_pairs
-from udfs.spark_udf import ScoringSettings, make_score_udf
+from udfs.spark_udf import ScoreCounters, ScoringSettings, make_score_udf
 
 JOB = "score"
 
@@ -41,11 +42,9 @@ def classify_pairs(pairs: DataFrame) -> DataFrame:
     return pairs.withColumn("raw", raw_json(pairs)).withColumn("reason", reason)
 
 
-def score_frame(pairs_ok: DataFrame, settings: ScoringSettings, card: dict, run_id: str, partitions: int) -> DataFrame:
-    """Pure transformation: usable pairs -> relevance rows (scored lazily by the pandas UDF)."""
-    udf = make_score_udf(settings)
-    scored = pairs_ok.repartition(partitions).withColumn("score", udf(F.col("query_norm"), F.col("product_text")))
-    return scored.select(
+def relevance_rows(frame: DataFrame, score: Column, scored_at: Column, reused: bool, card: dict, run_id: str) -> DataFrame:
+    """Shape pairs with a score into `relevance` rows."""
+    return frame.withColumn("score", score).select(
         "query_norm",
         "product_id",
         "score",
@@ -53,9 +52,36 @@ def score_frame(pairs_ok: DataFrame, settings: ScoringSettings, card: dict, run_
         F.lit(card["version"]).alias("model_version"),
         "text_fingerprint",
         F.lit(run_id).alias("run_id"),
-        F.current_timestamp().alias("scored_at"),
+        scored_at.alias("scored_at"),
+        F.lit(reused).alias("reused"),
         "ds",
     )
+
+
+def score_frame(pairs_ok: DataFrame, settings: ScoringSettings, card: dict, run_id: str, partitions: int,
+                counters: ScoreCounters | None = None) -> DataFrame:
+    """Pure transformation: usable pairs -> relevance rows (scored lazily by the pandas UDF)."""
+    udf = make_score_udf(settings, counters)
+    return relevance_rows(pairs_ok.repartition(partitions), udf(F.col("query_norm"), F.col("product_text")),
+                          F.current_timestamp(), False, card, run_id)
+
+
+def split_reusable(pairs_ok: DataFrame, previous: DataFrame | None) -> tuple[DataFrame, DataFrame | None]:
+    """Pairs to score, and pairs whose (text_fingerprint, model_version) already has a score (with it)."""
+    if previous is None:
+        return pairs_ok, None
+    known = previous.select("text_fingerprint", F.col("score").alias("previous_score"),
+                            F.col("scored_at").alias("previous_scored_at")).dropDuplicates(["text_fingerprint"])
+    return pairs_ok.join(known, "text_fingerprint", "left_anti"), pairs_ok.join(known, "text_fingerprint", "inner")
+
+
+def previous_scores(wh, model_version: str, ds: str, lookback_days: int) -> DataFrame | None:
+    """Scores this model version gave in the last `lookback_days` days (ds included), if any."""
+    if lookback_days <= 0 or not wh.exists(RELEVANCE.name):
+        return None
+    since = (dt.date.fromisoformat(ds) - dt.timedelta(days=lookback_days)).isoformat()
+    table = conform(wh.read(RELEVANCE), RELEVANCE, wh.path(RELEVANCE.name))
+    return table.where((F.col("model_version") == model_version) & (F.col("ds") >= since) & (F.col("ds") <= ds))
 
 
 def threads_per_task(spark: SparkSession, configured: object) -> int:
@@ -96,31 +122,48 @@ def run(ctx: JobContext) -> JobResult:
     )
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(get(ctx.cfg, "scoring.arrow_batch_rows", 4096)))
     classified = classify_pairs(pairs)
-    relevance = score_frame(
-        classified.where(F.col("reason").isNull()), settings, card, ctx.run_id, spark.sparkContext.defaultParallelism
-    ).cache()
+    previous = None
+    if get(ctx.cfg, "scoring.incremental", True):
+        previous = previous_scores(wh, card["version"], ds, int(get(ctx.cfg, "scoring.reuse_lookback_days", 30)))
+        previous = previous.cache() if previous is not None else None
+    to_score, reusable = split_reusable(classified.where(F.col("reason").isNull()), previous)
+    counters = ScoreCounters(spark.sparkContext)
+    fresh = score_frame(to_score, settings, card, ctx.run_id, spark.sparkContext.defaultParallelism, counters).cache()
 
     started = time.time()
-    scored = relevance.count()
+    scored = fresh.count()
     scoring_seconds = time.time() - started
+    relevance = fresh
+    reused = 0
+    if reusable is not None:
+        reused_rows = relevance_rows(reusable, F.col("previous_score"), F.col("previous_scored_at"), True, card, ctx.run_id)
+        relevance = fresh.unionByName(reused_rows)
+        reused = reusable.count()
     written = wh.overwrite_partition(relevance, RELEVANCE, {"ds": ds}, ctx.run_id)
     rejected = classified.where(F.col("reason").isNotNull())
     rejected_count = wh.overwrite_partition(
         rejects_frame(rejected, JOB, PAIRS.name, ctx.run_id, ds), REJECTS, {"job": JOB, "ds": ds}, ctx.run_id
     )
-    throughput = scored / scoring_seconds if scoring_seconds > 0 else None
+    stats = counters.values()
+    throughput = scored / scoring_seconds if scored and scoring_seconds > 0 else None
     device = expected_device(spark, settings.device)
     return JobResult(
         rows_in=rows_in,
         rows_out=written,
         rows_rejected=rejected_count,
+        rows_reused=reused,
         model_version=card["version"],
         throughput_per_s=throughput,
         device=device,
-        details={"scoring_seconds": round(scoring_seconds, 3), "threads_per_task": settings.threads_per_task,
-                 "batch_tokens": settings.batch_tokens, "model_dir": str(model_dir)},
-        summary=f"{written} pairs scored with {card['version']} in {scoring_seconds:.1f}s "
-        f"({throughput or 0:.0f} pairs/s on {device})",
+        details={
+            "pairs_scored": scored, "scoring_seconds": round(scoring_seconds, 3),
+            "padding_efficiency": round(stats["real_tokens"] / stats["padded_tokens"], 4) if stats["padded_tokens"] else None,
+            "truncation_rate": round(stats["truncated"] / stats["unique_pairs"], 4) if stats["unique_pairs"] else None,
+            "unique_pairs_scored": stats["unique_pairs"], "threads_per_task": settings.threads_per_task,
+            "batch_tokens": settings.batch_tokens, "model_dir": str(model_dir),
+        },
+        summary=f"{written} pairs in relevance with {card['version']}: {scored} scored in {scoring_seconds:.1f}s "
+        f"({throughput or 0:.0f} pairs/s on {device}), {reused} reused from earlier runs",
     )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pyspark.sql.types import (
+    BooleanType,
     DataType,
     DoubleType,
     IntegerType,
@@ -118,6 +119,7 @@ RELEVANCE = TableSpec(
         ("text_fingerprint", S),
         ("run_id", S),
         ("scored_at", T),
+        ("reused", BooleanType()),
         ("ds", S),
     ),
     partition_by=("ds",),

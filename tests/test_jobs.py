@@ -16,7 +16,7 @@ from jobs import audit, build_pairs, finetune, nightly, score
 from jobs.__main__ import main
 from jobs.core.delta import Warehouse
 from jobs.core.job import JobError
-from schemas.tables import PAIRS, QUERY_LOG, RELEVANCE, REJECTS, RUNS
+from schemas.tables import QUERY_LOG, TABLES
 from tests.conftest import DEMO_DS, make_config, run
 from udfs.model import load_model_version, resolve_model_dir
 from udfs.scorer import score_pairs
@@ -179,3 +179,30 @@ def test_split_by_query_never_shares_a_query():
     assert splits == {q: finetune.split_of(q, 13, 0.15, 0.15) for q in queries}  # deterministic
     shares = pd.Series(splits).value_counts(normalize=True)
     assert abs(shares["test"] - 0.15) < 0.03 and abs(shares["val"] - 0.15) < 0.03
+
+
+def test_incremental_scoring_reuses_unchanged_pairs(spark, fresh_warehouse):
+    cfg = fresh_warehouse
+    run(spark, cfg, build_pairs)
+    first = run(spark, cfg, score)
+    assert first.rows_reused == 0 and first.details["pairs_scored"] == first.rows_out
+    assert 0 < first.details["padding_efficiency"] <= 1 and first.details["truncation_rate"] is not None
+
+    # change the title of a few products: only their pairs get a new fingerprint and a new score
+    root = Path(cfg["warehouse"]["root"])
+    catalog = table(cfg, "catalog").assign(attributes=lambda f: f.attributes.map(dict))  # Delta maps read as pairs
+    changed = set(catalog.product_id.iloc[::20])
+    catalog.loc[catalog.product_id.isin(changed), "title"] += " renamed"
+    Warehouse(spark, str(root), "delta-rs").replace(
+        spark.createDataFrame(catalog, schema=TABLES["catalog"].schema), TABLES["catalog"], "test-edit")
+    run(spark, cfg, build_pairs)
+    second = run(spark, cfg, score)
+    pairs = table(cfg, "pairs")
+    n_changed = pairs.product_id.isin(changed).sum()
+    assert 0 < n_changed < len(pairs)
+    assert second.details["pairs_scored"] == n_changed
+    assert second.rows_reused == len(pairs) - n_changed == second.rows_out - n_changed
+    relevance = table(cfg, "relevance")
+    assert relevance.reused.sum() == second.rows_reused
+    assert relevance.text_fingerprint.isin(pairs.text_fingerprint).all()
+    assert runs_of(cfg, "score").iloc[-1].rows_reused == second.rows_reused

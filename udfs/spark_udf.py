@@ -38,7 +38,23 @@ def worker_model(settings: ScoringSettings):
     return _WORKER_MODELS[key]
 
 
-def make_score_udf(settings: ScoringSettings):
+class ScoreCounters:
+    """Spark accumulators that bring the workers' scorer statistics back to the driver."""
+
+    FIELDS = ("pairs", "unique_pairs", "real_tokens", "padded_tokens", "truncated")
+
+    def __init__(self, spark_context) -> None:
+        self.accumulators = {name: spark_context.accumulator(0) for name in self.FIELDS}
+
+    def add(self, stats) -> None:
+        for name, accumulator in self.accumulators.items():
+            accumulator.add(getattr(stats, name))
+
+    def values(self) -> dict[str, int]:
+        return {name: accumulator.value for name, accumulator in self.accumulators.items()}
+
+
+def make_score_udf(settings: ScoringSettings, counters: ScoreCounters | None = None):
     """A pandas UDF (query_norm, product_text) -> calibrated relevance probability."""
 
     @pandas_udf(DoubleType())
@@ -47,9 +63,11 @@ def make_score_udf(settings: ScoringSettings):
 
         model = worker_model(settings)
         for queries, texts in batches:
-            scores, _ = score_pairs(
+            scores, stats = score_pairs(
                 model, queries.tolist(), texts.tolist(), settings.batch_tokens, settings.max_batch_rows
             )
+            if counters is not None:
+                counters.add(stats)
             yield pd.Series(scores, index=queries.index)
 
     return score_udf
