@@ -10,10 +10,11 @@ from schemas.tables import TABLES
 
 JOB = "demo"
 OUTPUT_TABLES = ("pairs", "relevance", "relevance_audit", "runs", "rejects")
-EXAMPLE_SQL = """SELECT r.query_norm, r.product_id, round(r.score, 3) AS score, p.mean_position, p.segment
+EXAMPLE_SQL = """SELECT r.query_norm, r.product_id, round(r.score, 3) AS score, p.mean_position, p.impressions,
+       substring(p.product_text, 1, 50) AS product
 FROM relevance r JOIN pairs p USING (ds, query_norm, product_id)
-WHERE r.ds = '{ds}' AND p.mean_position <= 3 AND r.score < 0.2
-ORDER BY p.impressions DESC LIMIT 5"""
+WHERE r.ds = '{ds}' AND p.mean_position <= 3 AND r.grade_pred = 0
+ORDER BY p.impressions DESC, r.score LIMIT 5"""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
