@@ -1,0 +1,43 @@
+"""The CLI as users call it: `python -m jobs` and spark-submit on the same entry point."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pyspark
+import pytest
+
+from tests.conftest import ROOT
+
+JOBS = ["generate", "build_pairs", "finetune", "score", "audit", "nightly", "demo"]
+
+
+def test_every_job_has_help():
+    out = subprocess.run([sys.executable, "-m", "jobs", "--help"], cwd=ROOT, capture_output=True, text=True, check=True)
+    for job in JOBS:
+        assert job in out.stdout
+    score_help = subprocess.run([sys.executable, "-m", "jobs", "score", "--help"], cwd=ROOT, capture_output=True,
+                                text=True, check=True).stdout
+    assert "--ds" in score_help and "--set" in score_help and "--conf" in score_help
+
+
+def test_bad_ds_and_bad_config_are_usage_errors(tmp_path):
+    bad_ds = subprocess.run([sys.executable, "-m", "jobs", "score", "--ds", "07/01/2025"], cwd=ROOT,
+                            capture_output=True, text=True)
+    assert bad_ds.returncode == 2 and "is not a date in YYYY-MM-DD form" in bad_ds.stderr
+    missing = subprocess.run([sys.executable, "-m", "jobs", "score", "--ds", "2025-01-07", "--conf",
+                              str(tmp_path / "nope.yaml")], cwd=ROOT, capture_output=True, text=True)
+    assert missing.returncode == 2 and missing.stderr.strip() == f"error: config file not found: {tmp_path / 'nope.yaml'}"
+
+
+def test_spark_submit_runs_the_same_entry_point():
+    spark_home = Path(pyspark.__file__).parent
+    submit = Path(sys.executable).parent / "spark-submit"
+    if not submit.exists():
+        pytest.skip("spark-submit is not installed next to this Python")
+    env = {**os.environ, "SPARK_HOME": str(spark_home), "PYSPARK_PYTHON": sys.executable}
+    out = subprocess.run([str(submit), "--master", "local[1]", "jobs/__main__.py", "audit", "--help"], cwd=ROOT,
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "usage: python -m jobs audit" in out.stdout
