@@ -14,6 +14,7 @@ from pyspark.sql import functions as F
 from jobs.core.config import get
 from jobs.core.job import JobContext, JobResult
 from jobs.transforms import (
+    is_blank,
     product_text_udf,
     raw_json,
     rejects_frame,
@@ -43,16 +44,12 @@ class BuiltPairs:
     events_accepted: DataFrame
 
 
-def _blank(column: str):
-    return F.col(column).isNull() | (F.trim(F.col(column)) == "")
-
-
 def catalog_texts(catalog: DataFrame, max_words: int) -> tuple[DataFrame, DataFrame]:
     """(product_id, product_text) for usable catalog rows (latest `updated_at` wins), and the rejected rows."""
     with_reason = catalog.withColumn("raw", raw_json(catalog)).withColumn(
         "reason",
-        F.when(_blank("product_id"), "catalog row without product_id")
-        .when(_blank("title"), "catalog row without title"),
+        F.when(is_blank("product_id"), "catalog row without product_id")
+        .when(is_blank("title"), "catalog row without title"),
     )
     usable = with_reason.where(F.col("reason").isNull())
     latest = Window.partitionBy("product_id").orderBy(F.col("updated_at").desc_nulls_last(), F.col("title"))
@@ -72,14 +69,14 @@ def classify_events(events: DataFrame, texts: DataFrame) -> DataFrame:
     staged = with_normalized_query(events.withColumn("raw", raw_json(events)), "user_query")
     staged = staged.join(texts, staged.object_id == texts.product_id, "left").drop(texts.product_id)
     reason = (
-        F.when(_blank("query_id"), "missing query_id")
-        .when(_blank("object_id"), "missing object_id (product id)")
+        F.when(is_blank("query_id"), "missing query_id")
+        .when(is_blank("object_id"), "missing object_id (product id)")
         .when(F.col("timestamp").isNull(), "missing timestamp")
         .when(~F.col("action_name").isin(valid_actions) | F.col("action_name").isNull(),
               F.concat(F.lit("unsupported action_name '"), F.coalesce(F.col("action_name"), F.lit("null")), F.lit("'")))
         .when((F.col("action_name") == "impression") & (F.col("position").isNull() | (F.col("position") < 1)),
               "impression without a valid position")
-        .when(_blank("query_norm"), "empty query after normalization")
+        .when(is_blank("query_norm"), "empty query after normalization")
         .when(F.col("product_text").isNull(), "product not in catalog")
     )
     return staged.withColumn("reason", reason)
@@ -114,8 +111,8 @@ def classify_judgments(judgments: DataFrame, texts: DataFrame) -> DataFrame:
     staged = with_normalized_query(judgments.withColumn("raw", raw_json(judgments)), "query")
     staged = staged.join(texts, "product_id", "left")
     reason = (
-        F.when(_blank("query_norm"), "empty query after normalization")
-        .when(_blank("product_id"), "missing product_id")
+        F.when(is_blank("query_norm"), "empty query after normalization")
+        .when(is_blank("product_id"), "missing product_id")
         .when(F.col("product_text").isNull(), "product not in catalog")
     )
     return staged.withColumn("reason", reason)

@@ -35,7 +35,7 @@ from jobs.transforms import rejects_frame
 from schemas import conform
 from schemas.tables import CATALOG, JUDGMENTS, REJECTS
 from udfs.model import LoadedModel, load_network, promote, resolve_base_model, save_model_version
-from udfs.scorer import collate, encode_pairs, score_pairs
+from udfs.scorer import calibrate, collate, encode_pairs, score_logits
 
 JOB = "finetune"
 SPLITS = ("train", "val", "test")
@@ -70,19 +70,21 @@ def data_fingerprint(examples: pd.DataFrame) -> str:
 
 
 def _predict_logits(tokenizer, network, frame: pd.DataFrame, max_length: int) -> np.ndarray:
-    card = {"max_length": max_length, "calibration": {"a": 1.0, "b": 0.0}}
-    model = LoadedModel("training", tokenizer, network, torch.device("cpu"), card)
     network.eval()
-    probabilities, _ = score_pairs(model, frame.query_norm.tolist(), frame.product_text.tolist())
-    clipped = np.clip(probabilities, 1e-12, 1 - 1e-12)
-    return np.log(clipped / (1 - clipped))
+    model = LoadedModel("training", tokenizer, network, torch.device("cpu"), {"max_length": max_length})
+    logits, _ = score_logits(model, frame.query_norm.tolist(), frame.product_text.tolist())
+    return logits
+
+
+def _per_query(frame: pd.DataFrame, scores: np.ndarray, ks: list[int], relevant_min_grade: int, gain: str) -> pd.DataFrame:
+    """Per-query ranking metrics of judged pairs scored by `scores`."""
+    pairs = {"query": frame.query_norm.values, "product_id": frame.product_id.values}
+    ranked, judged = pd.DataFrame({**pairs, "score": scores}), pd.DataFrame({**pairs, "grade": frame.grade.values})
+    return per_query_ranking_metrics(ranked, judged, ks, relevant_min_grade, gain)
 
 
 def ranking_quality(frame: pd.DataFrame, scores: np.ndarray, k: int, relevant_min_grade: int, gain: str) -> float:
-    ranked = pd.DataFrame({"query": frame.query_norm.values, "product_id": frame.product_id.values, "score": scores})
-    judged = pd.DataFrame({"query": frame.query_norm.values, "product_id": frame.product_id.values, "grade": frame.grade.values})
-    per_query = per_query_ranking_metrics(ranked, judged, [k], relevant_min_grade, gain)
-    return float(per_query[f"ndcg@{k}"].mean())
+    return float(_per_query(frame, scores, [k], relevant_min_grade, gain)[f"ndcg@{k}"].mean())
 
 
 def train_cross_encoder(
@@ -162,9 +164,7 @@ def grade_thresholds(scores: np.ndarray, grades: np.ndarray, positive_grades: li
 
 def evaluate(frame: pd.DataFrame, scores: np.ndarray, threshold: float, relevant_min_grade: int, gain: str, ks: list[int]) -> dict[str, float]:
     """Held-out metrics of a scored frame: ranking (per query, averaged) and classification at the threshold."""
-    ranked = pd.DataFrame({"query": frame.query_norm.values, "product_id": frame.product_id.values, "score": scores})
-    judged = pd.DataFrame({"query": frame.query_norm.values, "product_id": frame.product_id.values, "grade": frame.grade.values})
-    per_query = per_query_ranking_metrics(ranked, judged, ks, relevant_min_grade, gain)
+    per_query = _per_query(frame, scores, ks, relevant_min_grade, gain)
     relevant = frame.grade.to_numpy() >= relevant_min_grade
     counts = confusion_at_threshold(scores, relevant, threshold)
     metrics = {c: float(per_query[c].mean()) for c in per_query.columns if "@" in c or c in ("map", "mrr")}
@@ -222,12 +222,12 @@ def run(ctx: JobContext) -> JobResult:
     )
     val_logits = _predict_logits(tokenizer, network, parts["val"], settings.max_length)
     calibration = fit_calibration(val_logits, parts["val"].grade.to_numpy() >= relevant_min_grade)
-    val_scores = 1 / (1 + np.exp(-(calibration["a"] * val_logits + calibration["b"])))
+    val_scores = calibrate(val_logits, calibration["a"], calibration["b"])
     threshold = choose_threshold_max_f1(val_scores, parts["val"].grade.to_numpy() >= relevant_min_grade)
     thresholds = grade_thresholds(val_scores, parts["val"].grade.to_numpy(), [g for g in grades if g > 0],
                                   relevant_min_grade, threshold)
     test_logits = _predict_logits(tokenizer, network, parts["test"], settings.max_length)
-    test_scores = 1 / (1 + np.exp(-(calibration["a"] * test_logits + calibration["b"])))
+    test_scores = calibrate(test_logits, calibration["a"], calibration["b"])
     ks = [int(k) for k in get(cfg, "audit.ks", [5, 10])]
     test_metrics = evaluate(parts["test"], test_scores, threshold, relevant_min_grade, gain, ks)
 

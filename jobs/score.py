@@ -13,7 +13,7 @@ from pyspark.sql import functions as F
 
 from jobs.core.config import get
 from jobs.core.job import JobContext, JobResult
-from jobs.transforms import raw_json, rejects_frame
+from jobs.transforms import is_blank, raw_json, rejects_frame
 from schemas import conform
 from schemas.tables import PAIRS, REJECTS, RELEVANCE
 from udfs.model import load_model_version, resolve_model_dir
@@ -33,11 +33,10 @@ def grade_from_score(score: Column, grade_thresholds: dict[str, float], lowest_g
 
 def classify_pairs(pairs: DataFrame) -> DataFrame:
     """Attach a `reason` to pairs that cannot be scored (null for the rest)."""
-    blank = lambda c: F.col(c).isNull() | (F.trim(F.col(c)) == "")  # noqa: E731
     reason = (
-        F.when(blank("query_norm"), "empty query_norm")
-        .when(blank("product_id"), "missing product_id")
-        .when(blank("product_text"), "empty product_text")
+        F.when(is_blank("query_norm"), "empty query_norm")
+        .when(is_blank("product_id"), "missing product_id")
+        .when(is_blank("product_text"), "empty product_text")
     )
     return pairs.withColumn("raw", raw_json(pairs)).withColumn("reason", reason)
 

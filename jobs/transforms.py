@@ -41,6 +41,11 @@ def product_text_udf(max_words: int):
     return product_text
 
 
+def is_blank(column: str) -> Column:
+    """Null, empty or whitespace-only."""
+    return F.col(column).isNull() | (F.trim(F.col(column)) == "")
+
+
 def with_normalized_query(df: DataFrame, raw_column: str, out_column: str = "query_norm") -> DataFrame:
     """Add the normalized query, normalizing each distinct raw query once."""
     distinct = df.select(raw_column).distinct().where(F.col(raw_column).isNotNull())

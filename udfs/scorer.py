@@ -94,14 +94,14 @@ class ScoreStats:
         return self.real_tokens / self.padded_tokens if self.padded_tokens else 1.0
 
 
-def score_pairs(
+def score_logits(
     model: LoadedModel,
     queries: Sequence[str],
     texts: Sequence[str],
     batch_tokens: int = 8192,
     max_batch_rows: int = 256,
 ) -> tuple[np.ndarray, ScoreStats]:
-    """Calibrated probability of relevance for each (query, product text) pair, in input order."""
+    """The network's relevance logit for each (query, product text) pair, in input order."""
     if len(queries) != len(texts):
         raise ValueError(f"{len(queries)} queries but {len(texts)} product texts")
     keys = list(zip(queries, texts))
@@ -116,10 +116,23 @@ def score_pairs(
         for rows in token_budget_batches(lengths, batch_tokens, max_batch_rows):
             batch = {k: v.to(model.device) for k, v in collate(encoded, rows, pad_id).items()}
             padded += batch["input_ids"].numel()
-            out = model.network(**batch).logits[:, 0].float().cpu().numpy()
-            logits[rows] = out
-    a, b = model.calibration
-    probabilities = 1.0 / (1.0 + np.exp(-(a * logits + b)))
-    scores = probabilities[[position[key] for key in keys]]
+            logits[rows] = model.network(**batch).logits[:, 0].float().cpu().numpy()
     stats = ScoreStats(len(keys), len(distinct), sum(lengths), padded, encoded.truncated)
-    return scores, stats
+    return logits[[position[key] for key in keys]], stats
+
+
+def calibrate(logits: np.ndarray, a: float, b: float) -> np.ndarray:
+    """Platt scaling: probability of relevance = sigmoid(a * logit + b)."""
+    return 1.0 / (1.0 + np.exp(-(a * logits + b)))
+
+
+def score_pairs(
+    model: LoadedModel,
+    queries: Sequence[str],
+    texts: Sequence[str],
+    batch_tokens: int = 8192,
+    max_batch_rows: int = 256,
+) -> tuple[np.ndarray, ScoreStats]:
+    """Calibrated probability of relevance for each (query, product text) pair, in input order."""
+    logits, stats = score_logits(model, queries, texts, batch_tokens, max_batch_rows)
+    return calibrate(logits, *model.calibration), stats

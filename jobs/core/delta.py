@@ -29,7 +29,7 @@ from deltalake import Schema as DeltaSchema
 from deltalake.transaction import AddAction, create_table_with_add_actions
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql.pandas.types import to_arrow_schema
+from pyspark.sql.pandas.types import from_arrow_schema, to_arrow_schema
 from pyspark.sql.types import LongType, StringType, StructField, StructType
 
 from schemas.tables import TableSpec
@@ -144,7 +144,7 @@ class Warehouse:
     def _read_with_delta_rs(self, spec: TableSpec, partition: dict[str, str] | None) -> DataFrame:
         table = DeltaTable(self.path(spec.name))
         stored = pa.schema(table.schema().to_arrow())
-        spark_schema = self.spark.createDataFrame([], _arrow_to_spark_schema(stored)).schema
+        spark_schema = self.spark.createDataFrame([], from_arrow_schema(stored)).schema
         filters = None
         if partition and set(partition) <= set(table.metadata().partition_columns):
             filters = [(k, "=", v) for k, v in partition.items()]
@@ -228,7 +228,3 @@ class Warehouse:
         return DeltaTable(self.path(table))
 
 
-def _arrow_to_spark_schema(schema: pa.Schema) -> StructType:
-    from pyspark.sql.pandas.types import from_arrow_schema
-
-    return from_arrow_schema(schema)
