@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -18,8 +20,18 @@ from pyspark.sql import functions as F
 
 from jobs.core.config import get
 from jobs.core.job import JobContext, JobResult
-from jobs.metrics import bootstrap_ci, bootstrap_mean_ci, confusion_at_threshold, per_query_ranking_metrics
-from jobs.transforms import with_normalized_query
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+from jobs.metrics import (
+    bootstrap_ci,
+    bootstrap_grouped_ci,
+    bootstrap_mean_ci,
+    brier_score,
+    confusion_at_threshold,
+    expected_calibration_error,
+    per_query_ranking_metrics,
+)
+from jobs.transforms import to_spark, with_normalized_query
 from schemas import conform
 from schemas.tables import JUDGMENTS, PAIRS, RELEVANCE, RELEVANCE_AUDIT
 
@@ -37,6 +49,7 @@ class AuditSettings:
     bootstrap_samples: int = 500
     confidence: float = 0.95
     seed: int = 0
+    calibration_bins: int = 10
 
     def definition(self, metric: str) -> str:
         ranking = (f"rank by score desc then product_id asc; unjudged = not relevant; relevant: grade >= "
@@ -49,6 +62,11 @@ class AuditSettings:
             return f"DCG@k / ideal DCG@k over all judged grades; log2(rank+1) discount; {ranking}"
         if metric in ("map", "mrr"):
             return f"{'mean average precision' if metric == 'map' else 'mean reciprocal rank'}; {ranking}"
+        if metric in ("brier", "ece"):
+            return (f"{'Brier score' if metric == 'brier' else f'expected calibration error, {self.calibration_bins} equal-mass bins'}"
+                    f" of judged scored pairs; relevant: grade >= {self.relevant_min_grade}")
+        if metric in ("roc_auc", "average_precision"):
+            return f"{metric} of judged scored pairs (score vs relevant: grade >= {self.relevant_min_grade})"
         return (f"{metric} of judged scored pairs at score >= threshold {self.threshold:.4f}; relevant: grade >= "
                 f"{self.relevant_min_grade}; CI: query-level bootstrap")
 
@@ -71,28 +89,81 @@ def _ranking_rows(per_query: pd.DataFrame, system: str, segment: str, settings: 
     return rows
 
 
-def _classifier_rows(scored: pd.DataFrame, segment: str, settings: AuditSettings) -> list[dict]:
-    """Precision, recall and F1 at the model threshold over judged, scored pairs; CIs by query bootstrap."""
-    relevant = scored.grade.to_numpy() >= settings.relevant_min_grade
-    predicted = scored.score.to_numpy() >= settings.threshold
-    per_query = (
-        pd.DataFrame({"query": scored.query_norm.values, "tp": relevant & predicted,
-                      "fp": ~relevant & predicted, "fn": relevant & ~predicted})
-        .groupby("query")[["tp", "fp", "fn"]].sum().to_numpy(dtype=float)
-    )
-    counts = confusion_at_threshold(scored.score.to_numpy(), relevant, settings.threshold)
-    statistics = {
-        "precision": (counts.precision, counts.tp + counts.fp, lambda m: m[:, 0].sum() / max(m[:, 0].sum() + m[:, 1].sum(), 1e-12)),
-        "recall": (counts.recall, counts.tp + counts.fn, lambda m: m[:, 0].sum() / max(m[:, 0].sum() + m[:, 2].sum(), 1e-12)),
-        "f1": (counts.f1, len(scored), lambda m: 2 * m[:, 0].sum() / max(2 * m[:, 0].sum() + m[:, 1].sum() + m[:, 2].sum(), 1e-12)),
+def _pair_metrics(settings: AuditSettings) -> dict[str, Callable[[np.ndarray, np.ndarray], float]]:
+    """Metrics of judged, scored pairs: f(scores, relevant) -> value."""
+
+    def at_threshold(name: str) -> Callable[[np.ndarray, np.ndarray], float]:
+        return lambda scores, relevant: getattr(confusion_at_threshold(scores, relevant, settings.threshold), name)
+
+    def ranked(fn: Callable[[np.ndarray, np.ndarray], float]) -> Callable[[np.ndarray, np.ndarray], float]:
+        return lambda scores, relevant: float(fn(relevant, scores)) if 0 < relevant.sum() < len(relevant) else float("nan")
+
+    return {
+        "precision": at_threshold("precision"),
+        "recall": at_threshold("recall"),
+        "f1": at_threshold("f1"),
+        "roc_auc": ranked(roc_auc_score),
+        "average_precision": ranked(average_precision_score),
+        "brier": lambda scores, relevant: brier_score(scores, relevant),
+        "ece": lambda scores, relevant: expected_calibration_error(scores, relevant, settings.calibration_bins),
     }
+
+
+def _classifier_rows(scored: pd.DataFrame, segment: str, settings: AuditSettings) -> list[dict]:
+    """Classifier metrics over judged, scored pairs; CIs by resampling whole queries."""
+    scores = scored.score.to_numpy(dtype=float)
+    relevant = scored.grade.to_numpy() >= settings.relevant_min_grade
+    predicted = scores >= settings.threshold
+    supports = {"precision": int(predicted.sum()), "recall": int(relevant.sum())}
     rows = []
-    for metric, (value, support, statistic) in statistics.items():
-        low, high = bootstrap_ci(per_query, statistic, settings.bootstrap_samples, settings.confidence, settings.seed)
-        rows.append({"system": MODEL, "segment": segment, "metric": metric, "k": None, "threshold": settings.threshold,
-                     "value": float(value), "support": int(support), "ci_low": low, "ci_high": high,
+    for metric, fn in _pair_metrics(settings).items():
+        value = fn(scores, relevant)
+        low, high = bootstrap_grouped_ci(scored.query_norm.to_numpy(), lambda r: fn(scores[r], relevant[r]),
+                                         settings.bootstrap_samples, settings.confidence, settings.seed)
+        rows.append({"system": MODEL, "segment": segment, "metric": metric, "k": None,
+                     "threshold": settings.threshold if metric in ("precision", "recall", "f1") else None,
+                     "value": value, "support": supports.get(metric, len(scored)), "ci_low": low, "ci_high": high,
                      "definition": settings.definition(metric)})
     return rows
+
+
+def log_only_rows(behavior: pd.DataFrame, settings: AuditSettings) -> pd.DataFrame:
+    """Audits from the logs alone: how much of what users saw, clicked or bought the model calls irrelevant.
+
+    `behavior` has one row per pair with query_norm, segment, score, impressions, clicks,
+    purchases and mean_position. Shares are weighted by events; CIs resample queries.
+    """
+    irrelevant = behavior.score.to_numpy(dtype=float) < settings.threshold
+    measures = {f"irrelevant_impression_share@{k}": ("impressions", behavior.mean_position.le(k).to_numpy(), k)
+                for k in settings.ks}
+    measures["irrelevant_click_share"] = ("clicks", np.ones(len(behavior), bool), None)
+    measures["irrelevant_purchase_share"] = ("purchases", np.ones(len(behavior), bool), None)
+    rows = []
+    for segment in SEGMENTS:
+        in_segment = np.ones(len(behavior), bool) if segment == "all" else (behavior.segment == segment).to_numpy()
+        for metric, (events, eligible, k) in measures.items():
+            weights = behavior[events].to_numpy(dtype=float) * (eligible & in_segment)
+            per_query = (
+                pd.DataFrame({"query": behavior.query_norm.values, "flagged": weights * irrelevant, "all": weights})
+                .groupby("query")[["flagged", "all"]].sum()
+            )
+            per_query = per_query[per_query["all"] > 0].to_numpy()
+            if len(per_query) == 0:
+                continue
+            share = lambda m: m[:, 0].sum() / m[:, 1].sum()  # noqa: E731
+            low, high = bootstrap_ci(per_query, share, settings.bootstrap_samples, settings.confidence, settings.seed)
+            rows.append({"system": MODEL, "segment": segment, "metric": metric, "k": k, "threshold": settings.threshold,
+                         "value": float(share(per_query)), "support": int(per_query[:, 1].sum()), "ci_low": low,
+                         "ci_high": high, "definition": f"{events} on pairs scored below the threshold / all {events}"
+                         + (f" at mean position <= {k}" if k else "") + "; from the logs alone, no judgments needed"})
+    return pd.DataFrame(rows)
+
+
+def worst_offenders(behavior: pd.DataFrame, threshold: float, limit: int = 10) -> pd.DataFrame:
+    """The most-shown pairs the model calls irrelevant: where to look first."""
+    flagged = behavior[(behavior.score < threshold) & (behavior.impressions > 0)]
+    return flagged.sort_values(["impressions", "score"], ascending=[False, True]).head(limit)[
+        ["query_norm", "product_id", "score", "impressions", "clicks", "mean_position", "segment"]]
 
 
 def audit_rows(candidates: pd.DataFrame, judged: pd.DataFrame, settings: AuditSettings) -> pd.DataFrame:
@@ -142,7 +213,7 @@ def format_summary(frame: pd.DataFrame, model_version: str, ds: str) -> str:
         return f"audit ds={ds}: no judged queries among the scored pairs; nothing to report"
     lines = [f"audit ds={ds} model={model_version}  value [95% CI] (logged ranking)", ""]
     segments = [s for s in SEGMENTS if s in set(model.segment)]
-    header = f"{'metric':<14}" + "".join(f"{s:>30}" for s in segments)
+    header = f"{'metric':<32}" + "".join(f"{s:>30}" for s in segments)
     lines += [header, "-" * len(header)]
     for name in dict.fromkeys(model.metric):
         cells = []
@@ -154,10 +225,20 @@ def format_summary(frame: pd.DataFrame, model_version: str, ds: str) -> str:
             r = row.iloc[0]
             base = f" ({r.baseline_value:.3f})" if pd.notna(r.baseline_value) else ""
             cells.append(f"{r.value:.3f} [{r.ci_low:.3f},{r.ci_high:.3f}]{base}".rjust(30))
-        lines.append(f"{name:<14}" + "".join(cells))
+        lines.append(f"{name:<32}" + "".join(cells))
     queries = model[model.metric == "map"].set_index("segment").support
     lines.append("\njudged queries evaluated: " + ", ".join(f"{s} {int(queries[s])}" for s in segments if s in queries))
     return "\n".join(lines)
+
+
+def write_markdown_report(root: str, ds: str, model_version: str, run_id: str, summary: str) -> str | None:
+    """A short Markdown summary next to the tables (local warehouses only); returns its path."""
+    if "://" in root:
+        return None
+    path = Path(root) / "reports" / f"audit_{ds}.md"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"# Relevance audit {ds}\n\nmodel `{model_version}`, run `{run_id}`\n\n```\n{summary}\n```\n")
+    return str(path)
 
 
 def settings_from_config(cfg: dict, card_threshold: float) -> AuditSettings:
@@ -184,7 +265,8 @@ def run(ctx: JobContext) -> JobResult:
     relevance = conform(wh.read(RELEVANCE, {"ds": ds}), RELEVANCE, wh.path(RELEVANCE.name))
     pairs = conform(wh.read(PAIRS, {"ds": ds}), PAIRS, wh.path(PAIRS.name))
     judgments_spec = replace(JUDGMENTS, name=str(get(ctx.cfg, "audit.judgments_table", JUDGMENTS.name)))
-    judgments = conform(wh.read(judgments_spec), judgments_spec, wh.path(judgments_spec.name))
+    judgments = (conform(wh.read(judgments_spec), judgments_spec, wh.path(judgments_spec.name))
+                 if wh.exists(judgments_spec.name) else None)
 
     relevance = relevance.cache()
     rows_in = relevance.count()
@@ -195,29 +277,42 @@ def run(ctx: JobContext) -> JobResult:
     card = read_card(resolve_model_dir(get(ctx.cfg, "model.models_root"), model_version))
     settings = settings_from_config(ctx.cfg, card.get("threshold", 0.5))
 
-    judged = with_normalized_query(judgments, "query").groupBy("query_norm", "product_id").agg(
-        F.round(F.avg("grade")).cast("long").alias("grade"))
-    judged_queries = judged.select("query_norm").distinct()
-    candidates = (
-        relevance.join(judged_queries, "query_norm", "left_semi")
-        .join(pairs.select("query_norm", "product_id", "mean_position", "segment"), ["query_norm", "product_id"], "left")
-        .select("query_norm", "product_id", "score", "mean_position", "segment")
+    behavior = (
+        relevance.join(pairs.where((F.col("impressions") > 0) | (F.col("clicks") > 0)), ["query_norm", "product_id"])
+        .select("query_norm", "product_id", "segment", "score", "impressions", "clicks", "purchases", "mean_position")
         .toPandas()
     )
-    judged_pd = judged.join(F.broadcast(relevance.select("query_norm").distinct()), "query_norm", "left_semi").toPandas()
-    frame = audit_rows(candidates, judged_pd, settings)
+    frames = [log_only_rows(behavior, settings)]
+    judged_queries_count = 0
+    if judgments is not None:
+        judged = with_normalized_query(judgments, "query").groupBy("query_norm", "product_id").agg(
+            F.round(F.avg("grade")).cast("long").alias("grade"))
+        candidates = (
+            relevance.join(judged.select("query_norm").distinct(), "query_norm", "left_semi")
+            .join(pairs.select("query_norm", "product_id", "mean_position", "segment"), ["query_norm", "product_id"], "left")
+            .select("query_norm", "product_id", "score", "mean_position", "segment")
+            .toPandas()
+        )
+        judged_pd = judged.join(F.broadcast(relevance.select("query_norm").distinct()), "query_norm", "left_semi").toPandas()
+        frames.insert(0, audit_rows(candidates, judged_pd, settings))
+        judged_queries_count = int(candidates.query_norm.nunique())
+    frame = pd.concat([f for f in frames if not f.empty], ignore_index=True)
     now = dt.datetime.now(dt.timezone.utc)
-    frame = frame.assign(run_id=ctx.run_id, model_version=model_version, created_at=now, ds=ds,
-                         k=frame.k.astype("Int64"), support=frame.support.astype("Int64"))
-    summary = format_summary(frame, model_version, ds)
-    audit_df = spark.createDataFrame(frame[RELEVANCE_AUDIT.columns], RELEVANCE_AUDIT.schema)
+    frame = frame.assign(run_id=ctx.run_id, model_version=model_version, created_at=now, ds=ds)
+    offenders = worst_offenders(behavior, settings.threshold)
+    summary = format_summary(frame, model_version, ds) + "\n\nMost-shown pairs the model calls irrelevant:\n" + (
+        offenders.to_string(index=False, float_format=lambda v: f"{v:.3f}") if len(offenders) else "(none)")
+    report = write_markdown_report(wh.root, ds, model_version, ctx.run_id, summary)
+    if report:
+        summary += f"\n\nreport: {report}"
+    audit_df = to_spark(spark, frame, RELEVANCE_AUDIT)
     written = wh.overwrite_partition(audit_df, RELEVANCE_AUDIT, {"ds": ds}, ctx.run_id)
     return JobResult(
         rows_in=rows_in,
         rows_out=written,
         rows_rejected=0,
         model_version=model_version,
-        details={"judged_queries": int(candidates.query_norm.nunique()), "threshold": settings.threshold,
+        details={"judged_queries": judged_queries_count, "threshold": settings.threshold, "report": report,
                  "model_versions_in_partition": versions},
         summary=summary,
     )

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-import pandas as pd
-from pyspark.sql import DataFrame, SparkSession
-
 from jobs.core.config import get, set_path
 from jobs.core.job import JobContext, JobResult
 from jobs.demo_data import generate_demo
-from schemas.tables import CATALOG, GROUND_TRUTH, JUDGMENTS, QUERY_LOG, TableSpec
+from jobs.transforms import to_spark
+from schemas.tables import CATALOG, GROUND_TRUTH, JUDGMENTS, QUERY_LOG
 
 JOB = "generate"
 NEEDS_DS = False
@@ -32,11 +30,6 @@ def apply_arguments(cfg: dict, args: argparse.Namespace) -> None:
     for flag, key in FLAGS.items():
         if getattr(args, flag, None) is not None:
             set_path(cfg, key, getattr(args, flag))
-
-
-def to_spark(spark: SparkSession, frame: pd.DataFrame, spec: TableSpec) -> DataFrame:
-    """A pandas frame with the table's columns as a Spark DataFrame of the table's schema."""
-    return spark.createDataFrame(frame.reindex(columns=spec.columns), spec.schema)
 
 
 def run(ctx: JobContext) -> JobResult:

@@ -443,3 +443,52 @@ def bootstrap_mean_ci(
         return float("nan"), float("nan")
     idx = _bootstrap_indices(len(data), n_boot, seed)
     return _percentile_interval(data[idx].mean(axis=1), confidence)
+
+
+# ----------------------------------------------------------------------------- calibration
+
+
+def brier_score(scores: np.ndarray, relevant: np.ndarray) -> float:
+    """Mean squared error between predicted probability and the 0/1 outcome."""
+    scores, outcome = np.asarray(scores, dtype=float), np.asarray(relevant, dtype=float)
+    return float(np.mean((scores - outcome) ** 2)) if len(scores) else float("nan")
+
+
+def calibration_bins(scores: np.ndarray, relevant: np.ndarray, n_bins: int = 10) -> pd.DataFrame:
+    """Equal-mass reliability bins (sorted by score): count, mean score, observed rate per bin."""
+    scores, outcome = np.asarray(scores, dtype=float), np.asarray(relevant, dtype=float)
+    order = np.argsort(scores, kind="stable")
+    bins = np.array_split(order, min(n_bins, len(scores))) if len(scores) else []
+    return pd.DataFrame(
+        [{"bin": i, "count": len(b), "mean_score": scores[b].mean(), "observed_rate": outcome[b].mean()}
+         for i, b in enumerate(bins) if len(b)]
+    )
+
+
+def expected_calibration_error(scores: np.ndarray, relevant: np.ndarray, n_bins: int = 10) -> float:
+    """ECE with equal-mass bins: count-weighted mean |observed rate - mean score|."""
+    bins = calibration_bins(scores, relevant, n_bins)
+    if bins.empty:
+        return float("nan")
+    return float(np.sum(bins["count"] * (bins.observed_rate - bins.mean_score).abs()) / bins["count"].sum())
+
+
+def bootstrap_grouped_ci(
+    groups: np.ndarray,
+    statistic: Callable[[np.ndarray], float],
+    n_boot: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Percentile bootstrap CI resampling whole groups (queries) of rows.
+
+    ``groups`` gives each row's group; ``statistic`` receives the row indices of one
+    resample (rows of a group drawn twice appear twice) and returns a float.
+    """
+    codes, _ = pd.factorize(pd.Series(groups), sort=True)
+    if len(codes) == 0:
+        return float("nan"), float("nan")
+    members = pd.Series(np.arange(len(codes))).groupby(codes).apply(np.asarray).tolist()
+    idx = _bootstrap_indices(len(members), n_boot, seed)
+    stats = np.fromiter((statistic(np.concatenate([members[g] for g in row])) for row in idx), dtype=float, count=n_boot)
+    return _percentile_interval(stats, confidence)

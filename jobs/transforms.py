@@ -5,10 +5,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import pandas as pd
-from pyspark.sql import Column, DataFrame
+import pyarrow as pa
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.functions import pandas_udf
+from pyspark.sql.pandas.types import to_arrow_schema
 from pyspark.sql.types import StringType
+
+from schemas.tables import TableSpec
 
 from udfs.text import build_product_text, normalize_text
 
@@ -74,3 +78,9 @@ def rejects_frame(rejected: DataFrame, job: str, source_table: str, run_id: str,
         F.current_timestamp().alias("rejected_at"),
         F.lit(ds).alias("ds"),
     )
+
+
+def to_spark(spark: SparkSession, frame: pd.DataFrame, spec: TableSpec) -> DataFrame:
+    """A pandas frame (any extra columns dropped, missing ones null) as a DataFrame of the table's schema, via Arrow."""
+    arrow = pa.Table.from_pandas(frame.reindex(columns=spec.columns), schema=to_arrow_schema(spec.schema), preserve_index=False)
+    return spark.createDataFrame(arrow)

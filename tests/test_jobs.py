@@ -114,7 +114,9 @@ def test_nightly_end_to_end_is_idempotent(spark, fresh_warehouse):
     audit_rows = table(cfg, "relevance_audit")
     model_rows = audit_rows[audit_rows.system == "model"]
     assert {"all", "head", "torso", "tail"} <= set(model_rows.segment)
-    assert {"precision@10", "recall@10", "ndcg@10", "precision", "recall", "f1"} <= set(model_rows.metric)
+    assert {"precision@10", "recall@10", "ndcg@10", "precision", "recall", "f1", "roc_auc", "average_precision",
+            "brier", "ece", "irrelevant_impression_share@10", "irrelevant_click_share"} <= set(model_rows.metric)
+    assert (Path(cfg["warehouse"]["root"]) / "reports" / f"audit_{DEMO_DS}.md").is_file()
     assert (model_rows.ci_low <= model_rows.value + 1e-12).all() and (model_rows.value <= model_rows.ci_high + 1e-12).all()
     ranking = model_rows[model_rows.metric == "ndcg@10"]
     assert ranking.baseline.eq("logged_position").all() and ranking.baseline_value.notna().all()

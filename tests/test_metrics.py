@@ -360,3 +360,31 @@ def test_bootstrap_ci_on_count_rows_micro_f1():
 def test_bootstrap_empty_input_is_nan():
     assert all(math.isnan(x) for x in bootstrap_mean_ci(np.array([np.nan])))
     assert all(math.isnan(x) for x in bootstrap_ci(np.array([]), np.mean))
+
+
+# ----------------------------------------------------------------------------- calibration
+
+
+def test_brier_and_equal_mass_ece_by_hand():
+    from jobs.metrics import brier_score, calibration_bins, expected_calibration_error
+
+    scores = np.array([0.1, 0.2, 0.8, 0.9])
+    relevant = np.array([0, 1, 1, 1])
+    assert brier_score(scores, relevant) == pytest.approx((0.01 + 0.64 + 0.04 + 0.01) / 4)
+    bins = calibration_bins(scores, relevant, n_bins=2)
+    assert bins["count"].tolist() == [2, 2]
+    # bin 1: mean score 0.15, observed 0.5; bin 2: mean score 0.85, observed 1.0
+    assert expected_calibration_error(scores, relevant, n_bins=2) == pytest.approx((2 * 0.35 + 2 * 0.15) / 4)
+
+
+def test_grouped_bootstrap_resamples_whole_queries():
+    from jobs.metrics import bootstrap_grouped_ci
+
+    groups = np.array(["a", "a", "b", "b", "c"])
+    values = np.array([1.0, 1.0, 0.0, 0.0, 0.5])
+    lo, hi = bootstrap_grouped_ci(groups, lambda rows: values[rows].mean(), n_boot=300, seed=1)
+    assert 0.0 <= lo <= values.mean() <= hi <= 1.0
+    assert (lo, hi) == bootstrap_grouped_ci(groups, lambda rows: values[rows].mean(), n_boot=300, seed=1)
+    # a statistic constant within every query has a degenerate interval only if all queries agree
+    same = bootstrap_grouped_ci(np.array(["a", "b"]), lambda rows: 0.25, n_boot=50)
+    assert same == (0.25, 0.25)

@@ -1,0 +1,54 @@
+"""The pure audit functions on hand-made frames."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from jobs.audit import AuditSettings, audit_rows, log_only_rows, worst_offenders
+
+SETTINGS = AuditSettings(ks=(2,), relevant_min_grade=1, threshold=0.5, bootstrap_samples=200)
+
+
+def behavior() -> pd.DataFrame:
+    return pd.DataFrame({
+        "query_norm": ["sofa", "sofa", "sofa", "tee", "tee"],
+        "product_id": ["a", "b", "c", "d", "e"],
+        "segment": ["head", "head", "head", "tail", "tail"],
+        "score": [0.9, 0.2, 0.1, 0.7, 0.3],
+        "impressions": [10, 10, 4, 5, 5],
+        "clicks": [6, 1, 0, 2, 3],
+        "purchases": [1, 0, 0, 1, 0],
+        "mean_position": [1.0, 2.0, 3.0, 1.0, 2.0],
+    })
+
+
+def test_log_only_shares_by_hand():
+    rows = log_only_rows(behavior(), SETTINGS).set_index(["segment", "metric"])
+    # top-2 impressions: sofa a,b (10 + 10) and tee d,e (5 + 5); flagged (< 0.5): b (10) and e (5)
+    assert rows.loc[("all", "irrelevant_impression_share@2"), "value"] == pytest.approx(15 / 30)
+    assert rows.loc[("all", "irrelevant_impression_share@2"), "support"] == 30
+    assert rows.loc[("head", "irrelevant_impression_share@2"), "value"] == pytest.approx(10 / 20)
+    # clicks: flagged b (1), c (0), e (3) of 12
+    assert rows.loc[("all", "irrelevant_click_share"), "value"] == pytest.approx(4 / 12)
+    assert rows.loc[("all", "irrelevant_purchase_share"), "value"] == 0.0
+    lo, hi = rows.loc[("all", "irrelevant_click_share"), ["ci_low", "ci_high"]]
+    assert lo <= 4 / 12 <= hi
+
+
+def test_worst_offenders_are_the_most_shown_flagged_pairs():
+    top = worst_offenders(behavior(), 0.5, limit=2)
+    assert top.product_id.tolist() == ["b", "e"]
+
+
+def test_audit_rows_compare_with_the_logged_ranking():
+    candidates = behavior().assign(mean_position=[3.0, 1.0, 2.0, 1.0, 2.0])
+    judged = pd.DataFrame({"query_norm": ["sofa", "sofa", "sofa", "tee", "tee"],
+                           "product_id": ["a", "b", "c", "d", "e"], "grade": [2, 0, 0, 1, 0]})
+    frame = audit_rows(candidates, judged, SETTINGS).set_index(["system", "segment", "metric"])
+    # model ranks the relevant product first in both queries; the logged ranking puts sofa/a last
+    assert frame.loc[("model", "all", "mrr"), "value"] == 1.0
+    assert frame.loc[("logged_position", "all", "mrr"), "value"] == pytest.approx((1 / 3 + 1) / 2)
+    assert frame.loc[("model", "all", "mrr"), "baseline_value"] == pytest.approx((1 / 3 + 1) / 2)
+    assert frame.loc[("model", "all", "precision"), "value"] == 1.0  # a, d predicted and relevant
+    assert frame.loc[("model", "all", "roc_auc"), "value"] == 1.0
+    assert frame.loc[("model", "tail", "roc_auc"), "value"] == 1.0  # tee: d relevant (0.7) above e (0.3)
