@@ -30,6 +30,7 @@ from jobs.metrics import (
     confusion_at_threshold,
     expected_calibration_error,
     per_query_ranking_metrics,
+    threshold_for_precision,
 )
 from jobs.transforms import to_spark, with_normalized_query
 from schemas import conform
@@ -50,6 +51,7 @@ class AuditSettings:
     confidence: float = 0.95
     seed: int = 0
     calibration_bins: int = 10
+    target_precision: float = 0.9
 
     def definition(self, metric: str) -> str:
         ranking = (f"rank by score desc then product_id asc; unjudged = not relevant; relevant: grade >= "
@@ -124,6 +126,13 @@ def _classifier_rows(scored: pd.DataFrame, segment: str, settings: AuditSettings
                      "threshold": settings.threshold if metric in ("precision", "recall", "f1") else None,
                      "value": value, "support": supports.get(metric, len(scored)), "ci_low": low, "ci_high": high,
                      "definition": settings.definition(metric)})
+    threshold, precision, recall = threshold_for_precision(scores, relevant, settings.target_precision, settings.confidence)
+    definition = (f"lowest threshold whose Wilson {settings.confidence:.0%} lower bound on precision reaches "
+                  f"{settings.target_precision}; precision there {precision:.4f}")
+    for metric, value in (("threshold_for_target_precision", threshold), ("recall_at_target_precision", recall)):
+        rows.append({"system": MODEL, "segment": segment, "metric": metric, "k": None,
+                     "threshold": None if np.isnan(threshold) else threshold, "value": value, "support": len(scored),
+                     "ci_low": None, "ci_high": None, "definition": definition})
     return rows
 
 
@@ -251,6 +260,7 @@ def settings_from_config(cfg: dict, card_threshold: float) -> AuditSettings:
         bootstrap_samples=int(get(cfg, "audit.bootstrap_samples", 500)),
         confidence=float(get(cfg, "audit.confidence", 0.95)),
         seed=int(get(cfg, "audit.seed", 0)),
+        target_precision=float(get(cfg, "audit.target_precision", 0.9)),
     )
 
 

@@ -30,7 +30,12 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 from jobs.build_pairs import catalog_texts, classify_judgments
 from jobs.core.config import get
 from jobs.core.job import JobContext, JobResult
-from jobs.metrics import choose_threshold_max_f1, confusion_at_threshold, per_query_ranking_metrics
+from jobs.metrics import (
+    choose_threshold_max_f1,
+    confusion_at_threshold,
+    per_query_ranking_metrics,
+    threshold_for_precision,
+)
 from jobs.transforms import rejects_frame
 from schemas import conform
 from schemas.tables import CATALOG, JUDGMENTS, REJECTS
@@ -226,6 +231,9 @@ def run(ctx: JobContext) -> JobResult:
     threshold = choose_threshold_max_f1(val_scores, parts["val"].grade.to_numpy() >= relevant_min_grade)
     thresholds = grade_thresholds(val_scores, parts["val"].grade.to_numpy(), [g for g in grades if g > 0],
                                   relevant_min_grade, threshold)
+    target = float(get(cfg, "audit.target_precision", 0.9))
+    target_threshold, target_precision, target_recall = threshold_for_precision(
+        val_scores, parts["val"].grade.to_numpy() >= relevant_min_grade, target)
     test_logits = _predict_logits(tokenizer, network, parts["test"], settings.max_length)
     test_scores = calibrate(test_logits, calibration["a"], calibration["b"])
     ks = [int(k) for k in get(cfg, "audit.ks", [5, 10])]
@@ -248,6 +256,9 @@ def run(ctx: JobContext) -> JobResult:
         "calibration": calibration,
         "threshold": float(threshold),
         "grade_thresholds": thresholds,
+        "threshold_for_target_precision": {"target": target, "threshold": target_threshold,
+                                           "precision": target_precision, "recall": target_recall,
+                                           "rule": "lowest validation threshold whose Wilson 95% lower bound meets the target"},
         "data_fingerprint": fingerprint,
         "data": {name: {"pairs": len(p), "queries": int(p.query_norm.nunique())} for name, p in parts.items()},
         "hyperparameters": settings.__dict__,

@@ -363,12 +363,18 @@ def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[f
         raise ValueError(f"need 0 <= successes <= n, got successes={successes}, n={n}")
     if n == 0:
         return float("nan"), float("nan")
+    center, half = _wilson_center_half(np.float64(successes), np.float64(n), confidence)
+    return float(max(0.0, center - half)), float(min(1.0, center + half))
+
+
+def _wilson_center_half(successes: np.ndarray, n: np.ndarray, confidence: float) -> tuple[np.ndarray, np.ndarray]:
+    """Centre and half-width of the Wilson score interval (element-wise)."""
     z = NormalDist().inv_cdf(0.5 + confidence / 2.0)
     p = successes / n
     z2n = z * z / n
     center = (p + z2n / 2.0) / (1.0 + z2n)
     half = z / (1.0 + z2n) * np.sqrt(p * (1.0 - p) / n + z * z / (4.0 * n * n))
-    return float(max(0.0, center - half)), float(min(1.0, center + half))
+    return center, half
 
 
 def _prepare_rows(groups: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
@@ -492,3 +498,27 @@ def bootstrap_grouped_ci(
     idx = _bootstrap_indices(len(members), n_boot, seed)
     stats = np.fromiter((statistic(np.concatenate([members[g] for g in row])) for row in idx), dtype=float, count=n_boot)
     return _percentile_interval(stats, confidence)
+
+
+def threshold_for_precision(
+    scores: np.ndarray, relevant: np.ndarray, target: float, confidence: float = 0.95
+) -> tuple[float, float, float]:
+    """Lowest threshold whose Wilson lower bound on precision reaches `target`.
+
+    Returns (threshold, precision, recall) at that threshold (predicted relevant when
+    score >= threshold), or (nan, nan, nan) when no threshold qualifies.
+    """
+    scores, relevant = np.asarray(scores, dtype=float), np.asarray(relevant, dtype=bool)
+    order = np.argsort(-scores, kind="stable")
+    sorted_scores, hits = scores[order], relevant[order]
+    last_of_value = np.r_[sorted_scores[1:] != sorted_scores[:-1], True]  # cut only between distinct scores
+    tp = np.cumsum(hits)[last_of_value]
+    predicted = (np.flatnonzero(last_of_value) + 1).astype(float)
+    thresholds = sorted_scores[last_of_value]
+    center, half = _wilson_center_half(tp.astype(float), predicted, confidence)
+    lower, p = center - half, tp / predicted
+    qualifying = np.flatnonzero(lower >= target)
+    if len(qualifying) == 0 or relevant.sum() == 0:
+        return float("nan"), float("nan"), float("nan")
+    best = qualifying[-1]  # thresholds descend, so the last qualifying cut is the lowest threshold
+    return float(thresholds[best]), float(p[best]), float(tp[best] / relevant.sum())

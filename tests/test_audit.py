@@ -52,3 +52,18 @@ def test_audit_rows_compare_with_the_logged_ranking():
     assert frame.loc[("model", "all", "precision"), "value"] == 1.0  # a, d predicted and relevant
     assert frame.loc[("model", "all", "roc_auc"), "value"] == 1.0
     assert frame.loc[("model", "tail", "roc_auc"), "value"] == 1.0  # tee: d relevant (0.7) above e (0.3)
+
+
+def test_audit_reports_the_threshold_for_the_target_precision():
+    rng = np.random.default_rng(0)
+    n = 400
+    relevant = rng.random(n) < 0.5
+    scores = np.clip(np.where(relevant, 0.7, 0.3) + rng.normal(0, 0.15, n), 0, 1)
+    candidates = pd.DataFrame({"query_norm": [f"q{i % 40}" for i in range(n)], "product_id": [f"p{i}" for i in range(n)],
+                               "score": scores, "mean_position": np.nan, "segment": "tail"})
+    judged = candidates[["query_norm", "product_id"]].assign(grade=relevant.astype(int))
+    frame = audit_rows(candidates, judged, SETTINGS).set_index(["segment", "metric"])
+    threshold = frame.loc[("all", "threshold_for_target_precision"), "value"]
+    above = scores >= threshold
+    assert 0.3 < threshold < 0.9 and relevant[above].mean() >= 0.9
+    assert frame.loc[("all", "recall_at_target_precision"), "value"] == pytest.approx(relevant[above].sum() / relevant.sum())

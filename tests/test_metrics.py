@@ -388,3 +388,15 @@ def test_grouped_bootstrap_resamples_whole_queries():
     # a statistic constant within every query has a degenerate interval only if all queries agree
     same = bootstrap_grouped_ci(np.array(["a", "b"]), lambda rows: 0.25, n_boot=50)
     assert same == (0.25, 0.25)
+
+
+def test_threshold_for_precision_uses_the_wilson_lower_bound():
+    from jobs.metrics import threshold_for_precision, wilson_interval
+
+    scores = np.array([0.95, 0.9, 0.85, 0.8, 0.7, 0.6, 0.5, 0.4])
+    relevant = np.array([1, 1, 1, 1, 1, 0, 1, 0], dtype=bool)
+    threshold, precision, recall = threshold_for_precision(scores, relevant, target=0.5)
+    # 5/5 at 0.7 has Wilson lower bound 0.566 >= 0.5; 5/6 at 0.6 -> 0.436; 6/7 at 0.5 -> 0.487; 6/8 -> 0.409
+    assert wilson_interval(5, 5)[0] >= 0.5 > wilson_interval(6, 7)[0]
+    assert (threshold, precision, recall) == (0.7, 1.0, 5 / 6)
+    assert np.isnan(threshold_for_precision(scores, relevant, target=0.99)[0])
