@@ -18,8 +18,8 @@ import numpy as np
 import pandas as pd
 from pyspark.sql import functions as F
 
-from jobs.core.config import get
-from jobs.core.job import JobContext, JobResult
+from jobs.core.config import get, set_path
+from jobs.core.job import JobContext, JobError, JobResult
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from jobs.metrics import (
@@ -29,6 +29,7 @@ from jobs.metrics import (
     brier_score,
     confusion_at_threshold,
     expected_calibration_error,
+    paired_randomization_p_value,
     per_query_ranking_metrics,
     threshold_for_precision,
 )
@@ -215,6 +216,58 @@ def audit_rows(candidates: pd.DataFrame, judged: pd.DataFrame, settings: AuditSe
     return frame
 
 
+def compare_rows(candidates: pd.DataFrame, judged: pd.DataFrame, other_scores: np.ndarray, other_version: str,
+                 settings: AuditSettings) -> tuple[pd.DataFrame, dict]:
+    """Model vs another model version on the same judged candidates: paired per-query deltas.
+
+    Rows carry metric `delta_<metric>` (current - other), a bootstrap CI of the mean delta
+    and the sign-flip randomization p-value in `definition`; details count queries that
+    got better or worse on each metric.
+    """
+    judged_for_metrics = judged.rename(columns={"query_norm": "query"})
+    per_query = {
+        name: per_query_ranking_metrics(
+            pd.DataFrame({"query": candidates.query_norm.values, "product_id": candidates.product_id.values,
+                          "score": scores}), judged_for_metrics, list(settings.ks), settings.relevant_min_grade,
+            settings.gain).set_index("query")
+        for name, scores in (("current", candidates.score.to_numpy(dtype=float)), ("other", other_scores))
+    }
+    segment_of = candidates.groupby("query_norm").segment.first()
+    metrics = [c for c in per_query["current"].columns if "@" in c or c in ("map", "mrr")]
+    rows, movement = [], {}
+    for segment in SEGMENTS:
+        queries = per_query["current"].index if segment == "all" else \
+            per_query["current"].index[per_query["current"].index.map(segment_of) == segment]
+        for metric in metrics:
+            current, other = per_query["current"].loc[queries, metric], per_query["other"].loc[queries, metric]
+            delta = (current - other).dropna().to_numpy()
+            if len(delta) == 0:
+                continue
+            low, high = bootstrap_mean_ci(delta, settings.bootstrap_samples, settings.confidence, settings.seed)
+            p_value = paired_randomization_p_value(delta, seed=settings.seed)
+            rows.append({"system": MODEL, "segment": segment, "metric": f"delta_{metric}", "k": _metric_k(metric),
+                         "threshold": None, "value": float(delta.mean()), "support": len(delta), "ci_low": low,
+                         "ci_high": high, "baseline": f"model:{other_version}", "baseline_value": float(other.mean()),
+                         "definition": f"mean per-query {metric} of this model minus {other_version}; "
+                                       f"p={p_value:.4f} (paired sign-flip randomization test)"})
+            if segment == "all":
+                movement[metric] = {"better": int((delta > 1e-12).sum()), "worse": int((delta < -1e-12).sum()),
+                                    "p_value": p_value}
+    return pd.DataFrame(rows), movement
+
+
+def regression_failure(comparison: pd.DataFrame, metric: str, margin: float) -> str | None:
+    """The one-line reason to fail, when `metric` dropped by more than `margin` overall."""
+    row = comparison[(comparison.metric == f"delta_{metric}") & (comparison.segment == "all")]
+    if row.empty:
+        return f"regression gate: no '{metric}' comparison to check"
+    delta = float(row.value.iloc[0])
+    if delta < -margin:
+        return (f"regression: {metric} changed by {delta:+.4f} against {row.baseline.iloc[0]}, beyond the allowed "
+                f"drop of {margin} (95% CI of the change [{row.ci_low.iloc[0]:+.4f}, {row.ci_high.iloc[0]:+.4f}])")
+    return None
+
+
 def format_summary(frame: pd.DataFrame, model_version: str, ds: str) -> str:
     """A readable table: model metric per segment, with the logged ranking in brackets."""
     model = frame[frame.system == MODEL].copy()
@@ -266,10 +319,22 @@ def settings_from_config(cfg: dict, card_threshold: float) -> AuditSettings:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = "Audit one day's relevance scores against human judgments into `relevance_audit`."
+    parser.add_argument("--compare", metavar="MODEL_VERSION",
+                        help="also score the judged candidates with this model version and report paired deltas")
+    parser.add_argument("--fail-on-regression", dest="fail_on_regression", action="store_true",
+                        help="exit non-zero when audit.regression.metric drops by more than audit.regression.margin")
+
+
+def apply_arguments(cfg: dict, args: argparse.Namespace) -> None:
+    if args.compare:
+        set_path(cfg, "audit.compare", args.compare)
+    if args.fail_on_regression:
+        set_path(cfg, "audit.fail_on_regression", True)
 
 
 def run(ctx: JobContext) -> JobResult:
-    from udfs.model import read_card, resolve_model_dir
+    from udfs.model import load_model_version, read_card, resolve_model_dir
+    from udfs.scorer import score_pairs
 
     wh, ds, spark = ctx.warehouse, ctx.ds, ctx.spark
     relevance = conform(wh.read(RELEVANCE, {"ds": ds}), RELEVANCE, wh.path(RELEVANCE.name))
@@ -293,19 +358,28 @@ def run(ctx: JobContext) -> JobResult:
         .toPandas()
     )
     frames = [log_only_rows(behavior, settings)]
-    judged_queries_count = 0
+    judged_queries_count, comparison, movement = 0, None, {}
     if judgments is not None:
         judged = with_normalized_query(judgments, "query").groupBy("query_norm", "product_id").agg(
             F.round(F.avg("grade")).cast("long").alias("grade"))
         candidates = (
             relevance.join(judged.select("query_norm").distinct(), "query_norm", "left_semi")
-            .join(pairs.select("query_norm", "product_id", "mean_position", "segment"), ["query_norm", "product_id"], "left")
-            .select("query_norm", "product_id", "score", "mean_position", "segment")
+            .join(pairs.select("query_norm", "product_id", "mean_position", "segment", "product_text"),
+                  ["query_norm", "product_id"], "left")
+            .select("query_norm", "product_id", "score", "mean_position", "segment", "product_text")
             .toPandas()
         )
         judged_pd = judged.join(F.broadcast(relevance.select("query_norm").distinct()), "query_norm", "left_semi").toPandas()
         frames.insert(0, audit_rows(candidates, judged_pd, settings))
         judged_queries_count = int(candidates.query_norm.nunique())
+        other_version = get(ctx.cfg, "audit.compare", None)
+        if other_version:
+            other = load_model_version(resolve_model_dir(get(ctx.cfg, "model.models_root"), str(other_version)))
+            other_scores, _ = score_pairs(other, candidates.query_norm.tolist(), candidates.product_text.tolist())
+            comparison, movement = compare_rows(candidates, judged_pd, other_scores, other.version, settings)
+            frames.append(comparison)
+    elif get(ctx.cfg, "audit.compare", None):
+        raise FileNotFoundError(f"--compare needs judgments: no table at {wh.path(judgments_spec.name)}")
     frame = pd.concat([f for f in frames if not f.empty], ignore_index=True)
     now = dt.datetime.now(dt.timezone.utc)
     frame = frame.assign(run_id=ctx.run_id, model_version=model_version, created_at=now, ds=ds)
@@ -317,12 +391,24 @@ def run(ctx: JobContext) -> JobResult:
         summary += f"\n\nreport: {report}"
     audit_df = to_spark(spark, frame, RELEVANCE_AUDIT)
     written = wh.overwrite_partition(audit_df, RELEVANCE_AUDIT, {"ds": ds}, ctx.run_id)
+    if comparison is not None:
+        primary = str(get(ctx.cfg, "audit.regression.metric", "ndcg@10"))
+        moved = movement.get(primary, {})
+        summary += (f"\n\nagainst {get(ctx.cfg, 'audit.compare')}: {primary} better on {moved.get('better', 0)} queries, "
+                    f"worse on {moved.get('worse', 0)} (p={moved.get('p_value', float('nan')):.4f})")
+        failure = regression_failure(comparison, primary, float(get(ctx.cfg, "audit.regression.margin", 0.01)))
+        if failure and get(ctx.cfg, "audit.fail_on_regression", False):
+            print(summary)
+            raise JobError(failure)
+        if failure:
+            summary += f"\n{failure} (not failing: --fail-on-regression not set)"
     return JobResult(
         rows_in=rows_in,
         rows_out=written,
         rows_rejected=0,
         model_version=model_version,
         details={"judged_queries": judged_queries_count, "threshold": settings.threshold, "report": report,
+                 "compared_with": get(ctx.cfg, "audit.compare", None), "query_movement": movement,
                  "model_versions_in_partition": versions},
         summary=summary,
     )

@@ -522,3 +522,14 @@ def threshold_for_precision(
         return float("nan"), float("nan"), float("nan")
     best = qualifying[-1]  # thresholds descend, so the last qualifying cut is the lowest threshold
     return float(thresholds[best]), float(p[best]), float(tp[best] / relevant.sum())
+
+
+def paired_randomization_p_value(differences: np.ndarray, n_permutations: int = 2000, seed: int = 0) -> float:
+    """Two-sided sign-flip randomization test of mean(differences) = 0 (paired per query)."""
+    d = np.asarray(differences, dtype=float)
+    d = d[~np.isnan(d)]
+    if len(d) == 0:
+        return float("nan")
+    signs = np.random.default_rng(seed).choice([-1.0, 1.0], size=(n_permutations, len(d)))
+    permuted = np.abs((signs * d).mean(axis=1))
+    return float((1 + np.sum(permuted >= abs(d.mean()) - 1e-15)) / (n_permutations + 1))

@@ -67,3 +67,22 @@ def test_audit_reports_the_threshold_for_the_target_precision():
     above = scores >= threshold
     assert 0.3 < threshold < 0.9 and relevant[above].mean() >= 0.9
     assert frame.loc[("all", "recall_at_target_precision"), "value"] == pytest.approx(relevant[above].sum() / relevant.sum())
+
+
+def test_compare_reports_paired_deltas_and_the_gate_fails_on_a_worse_model():
+    from jobs.audit import compare_rows, regression_failure
+
+    candidates = behavior()
+    judged = pd.DataFrame({"query_norm": ["sofa", "sofa", "sofa", "tee", "tee"],
+                           "product_id": ["a", "b", "c", "d", "e"], "grade": [2, 0, 0, 1, 0]})
+    # the other model ranks the relevant product last in both queries: this model is better
+    better, movement = compare_rows(candidates, judged, np.array([0.1, 0.5, 0.9, 0.1, 0.9]), "old", SETTINGS)
+    row = better.set_index(["segment", "metric"]).loc[("all", "delta_mrr")]
+    assert row.value == pytest.approx(1 - (1 / 3 + 1 / 2) / 2) and row.baseline == "model:old"
+    assert movement["mrr"] == {"better": 2, "worse": 0, "p_value": movement["mrr"]["p_value"]}
+    assert regression_failure(better, "mrr", 0.01) is None
+    # swap roles: the current model is the worse one, and the gate says so in one line
+    worse, _ = compare_rows(candidates.assign(score=[0.1, 0.5, 0.9, 0.1, 0.9]), judged, candidates.score.to_numpy(),
+                            "good", SETTINGS)
+    failure = regression_failure(worse, "mrr", 0.01)
+    assert failure.startswith("regression: mrr changed by -0.5833 against model:good") and "\n" not in failure

@@ -208,3 +208,20 @@ def test_incremental_scoring_reuses_unchanged_pairs(spark, fresh_warehouse):
     assert relevance.reused.sum() == second.rows_reused
     assert relevance.text_fingerprint.isin(pairs.text_fingerprint).all()
     assert runs_of(cfg, "score").iloc[-1].rows_reused == second.rows_reused
+
+
+def test_audit_compare_gate_sets_the_exit_code(spark, fresh_warehouse, tmp_path, capsys):
+    cfg = fresh_warehouse
+    run(spark, cfg, build_pairs)
+    run(spark, cfg, score)
+    conf = tmp_path / "conf.yaml"
+    conf.write_text(json.dumps(cfg))
+    base = ["audit", "--conf", str(conf), "--ds", DEMO_DS, "--compare", "tiny-test", "--fail-on-regression"]
+    assert main(base) == 0  # the same model: every delta is 0, within the margin
+    rows = table(cfg, "relevance_audit")
+    delta = rows[(rows.metric == "delta_ndcg@10") & (rows.segment == "all")]
+    assert len(delta) == 1 and delta.value.iloc[0] == 0 and delta.baseline.iloc[0] == "model:tiny-test"
+    # a gate that demands an improvement of 0.5 must stop the nightly
+    assert main(base + ["--set", "audit.regression.margin=-0.5"]) == 1
+    assert "regression: ndcg@10 changed by +0.0000 against model:tiny-test, beyond the allowed drop of -0.5" in capsys.readouterr().err
+    assert runs_of(cfg, "audit").iloc[-1].status == "failed"

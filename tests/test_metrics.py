@@ -400,3 +400,12 @@ def test_threshold_for_precision_uses_the_wilson_lower_bound():
     assert wilson_interval(5, 5)[0] >= 0.5 > wilson_interval(6, 7)[0]
     assert (threshold, precision, recall) == (0.7, 1.0, 5 / 6)
     assert np.isnan(threshold_for_precision(scores, relevant, target=0.99)[0])
+
+
+def test_paired_randomization_test():
+    from jobs.metrics import paired_randomization_p_value
+
+    assert paired_randomization_p_value(np.full(30, 0.1)) < 0.001  # consistent improvement
+    noise = np.random.default_rng(3).normal(0, 1, 40)
+    assert paired_randomization_p_value(noise - noise.mean()) > 0.9  # centred noise: no evidence
+    assert paired_randomization_p_value(np.array([0.5, -0.5])) == 1.0
