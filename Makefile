@@ -31,6 +31,10 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
+## scoring throughput benchmark: naive UDF, CrossEncoder, predict_batch_udf, our scorer, our score job
+bench: $(STAMP)
+	$(BIN)/python bench/score_bench.py --out bench/results.json
+
 ## a zip of the packages for spark-submit --py-files
 package:
 	mkdir -p dist && rm -f dist/relevance.zip && zip -qr dist/relevance.zip jobs udfs schemas -x '*__pycache__*'
