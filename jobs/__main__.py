@@ -19,9 +19,9 @@ from jobs.core.job import JobContext, JobError, run_job  # noqa: E402
 
 
 def _job_modules() -> dict:
-    from jobs import audit, build_pairs, demo, finetune, generate, nightly, score
+    from jobs import audit, build_pairs, demo, finetune, generate, import_esci, import_ubi, import_wands, nightly, score
 
-    return {m.JOB: m for m in (generate, build_pairs, finetune, score, audit, nightly, demo)}
+    return {m.JOB: m for m in (generate, import_wands, import_esci, import_ubi, build_pairs, finetune, score, audit, nightly, demo)}
 
 
 def _ds(value: str) -> str:

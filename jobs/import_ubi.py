@@ -1,0 +1,119 @@
+"""import-ubi: OpenSearch User Behavior Insights (UBI) ndjson -> `query_log` (the whole table is replaced).
+
+Reads UBI queries and events, as OpenSearch bulk files (an {"index": {"_index": "ubi_queries"|"ubi_events"}}
+line before each document) or as plain one-document-per-line ndjson, from one file (`--path`) or two
+(`--queries`, `--events`). Each event gets its query's `user_query` (by query_id), a UTC timestamp,
+ds = its UTC date, object_id and a 1-based position. Events that cannot be mapped go to `rejects`
+(job import-ubi, ds "all") with a reason: rows_in = events read (plus unreadable lines) = written + rejected.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Mapping
+from functools import reduce
+
+import pandas as pd
+from pyspark.sql import DataFrame
+
+from jobs.build_pairs import ACTION_COUNTS
+from jobs.core.config import ConfigError, get, set_path
+from jobs.core.job import JobContext, JobResult
+from jobs.importers import EVENTS, QUERIES, missing_from_catalog, query_texts, read_ubi, ubi_query_log
+from jobs.transforms import rejects_frame, to_spark
+from schemas.tables import CATALOG, QUERY_LOG, REJECTS
+
+JOB = "import-ubi"
+NEEDS_DS = False
+REJECTS_DS = "all"  # an import is not a daily run: its rejects live in one partition per job
+FLAGS = {"path": "imports.ubi.path", "queries": "imports.ubi.queries", "events": "imports.ubi.events",
+         "position_base": "imports.ubi.position_base"}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = "Import OpenSearch UBI queries and events (ndjson, plain or bulk format) into query_log."
+    parser.add_argument("--path", help="one ndjson file holding both queries and events")
+    parser.add_argument("--queries", help="ndjson file of UBI queries (with --events)")
+    parser.add_argument("--events", help="ndjson file of UBI events (with --queries)")
+    parser.add_argument("--position-base", dest="position_base", type=int, choices=(0, 1),
+                        help="whether event_attributes.position.ordinal counts from 0 (default, as UBI's index) or 1")
+
+
+def apply_arguments(cfg: dict, args: argparse.Namespace) -> None:
+    if args.path or args.queries or args.events:  # files named on the command line replace those in the config
+        for flag in ("path", "queries", "events"):
+            set_path(cfg, FLAGS[flag], getattr(args, flag))
+    if args.position_base is not None:
+        set_path(cfg, FLAGS["position_base"], args.position_base)
+    input_files(cfg)  # fail early, as a configuration error, when no input is named
+
+
+def input_files(cfg: dict) -> list[tuple[str, str | None]]:
+    """The files to read, each with the kind of document it holds (None: both, told apart per line)."""
+    path, queries, events = (get(cfg, f"imports.ubi.{k}", None) for k in ("path", "queries", "events"))
+    if path and not (queries or events):
+        return [(str(path), None)]
+    if queries and events and not path:
+        return [(str(queries), QUERIES), (str(events), EVENTS)]
+    raise ConfigError("import-ubi needs either --path FILE or both --queries FILE and --events FILE")
+
+
+# ---- job edges shared by the import jobs (import-wands and import-esci import these) ----
+
+def write_rejects(ctx: JobContext, job: str, rejected: Mapping[str, pd.DataFrame]) -> int:
+    """Replace the job's rejects partition (ds "all") with the rows (`reason`, `raw`) rejected per source; returns rows written."""
+    frames = [
+        rejects_frame(ctx.spark.createDataFrame(rows[["reason", "raw"]].astype(object), "reason string, raw string"),
+                      job, source, ctx.run_id, REJECTS_DS)
+        for source, rows in rejected.items()
+    ]
+    return ctx.warehouse.overwrite_partition(
+        reduce(DataFrame.unionByName, frames), REJECTS, {"job": job, "ds": REJECTS_DS}, ctx.run_id
+    )
+
+
+def catalog_ids(ctx: JobContext) -> set[str] | None:
+    """The product ids of the existing `catalog` table, or None when there is none."""
+    if not ctx.warehouse.exists(CATALOG.name):
+        return None
+    return {row.product_id for row in ctx.warehouse.read(CATALOG).select("product_id").distinct().collect()}
+
+
+def catalog_report(product_ids: pd.Series, known: set[str] | None) -> tuple[dict, str]:
+    """(details, summary phrase) on how many distinct product ids the catalog lacks."""
+    distinct = int(product_ids.dropna().nunique())
+    missing = missing_from_catalog(product_ids, known)
+    details = {"distinct_products": distinct, "missing_from_catalog": missing, "catalog_exists": known is not None}
+    where = "the catalog" if known is not None else "the catalog (there is no catalog table yet)"
+    return details, f"{missing} of {distinct} product ids are missing from {where}"
+
+
+# ---- the job ----------------------------------------------------------------------------
+
+def run(ctx: JobContext) -> JobResult:
+    position_base = int(get(ctx.cfg, "imports.ubi.position_base", 0))
+    documents = read_ubi(input_files(ctx.cfg))
+    texts, conflicting = query_texts(documents.queries)
+    product_actions = list(ACTION_COUNTS)
+    log, rejected = ubi_query_log(documents.events, texts, product_actions, position_base)
+    rejected = pd.concat([documents.unreadable, rejected], ignore_index=True)
+
+    written = ctx.warehouse.replace(to_spark(ctx.spark, log, QUERY_LOG), QUERY_LOG, ctx.run_id)
+    n_rejected = write_rejects(ctx, JOB, {"ubi_events": rejected})
+    # only product actions (those build_pairs counts) name a catalog product; filters and searches do not
+    details, phrase = catalog_report(log.loc[log["action_name"].isin(product_actions), "object_id"], catalog_ids(ctx))
+    days = sorted(log["ds"].unique())
+    details.update({
+        "queries_read": len(documents.queries), "distinct_query_ids": len(texts),
+        "query_ids_with_conflicting_text": conflicting, "events_read": len(documents.events),
+        "unreadable_lines": len(documents.unreadable), "position_base": position_base,
+        "days": days, "actions": log["action_name"].value_counts().to_dict(),
+        "rejects_by_reason": rejected["reason"].value_counts().to_dict(),
+    })
+    rows_in = len(documents.events) + len(documents.unreadable)
+    span = f" over {len(days)} days ({days[0]}..{days[-1]})" if days else ""
+    return JobResult(
+        rows_in=rows_in, rows_out=written, rows_rejected=n_rejected, details=details,
+        summary=f"UBI: {len(documents.queries)} queries, {rows_in} events -> {written} query_log rows{span}, "
+                f"{n_rejected} rejected; {phrase}",
+    )

@@ -1,0 +1,54 @@
+"""import-wands: the Wayfair WANDS data set (product.csv, query.csv, label.csv) -> `catalog` and `judgments`.
+
+Both tables are replaced. Labels Exact/Partial/Irrelevant are graded by the config's
+`labels.schemes.wands.grades`. Rows that cannot be used go to `rejects` (job import-wands, ds "all"):
+rows_in = products + labels read = catalog + judgments written + rejected.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import pandas as pd
+
+from jobs.core.config import get, set_path
+from jobs.core.job import JobContext, JobResult
+from jobs.import_ubi import write_rejects
+from jobs.importers import read_wands, wands_catalog, wands_judgments
+from jobs.transforms import to_spark
+from schemas.tables import CATALOG, JUDGMENTS
+
+JOB = "import-wands"
+NEEDS_DS = False
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = "Import WANDS (Wayfair ANnotation DataSet) products and labels into catalog and judgments."
+    parser.add_argument("--path", required=True, help="folder holding the tab-separated product.csv, query.csv, label.csv")
+
+
+def apply_arguments(cfg: dict, args: argparse.Namespace) -> None:
+    set_path(cfg, "imports.wands.path", args.path)
+
+
+def run(ctx: JobContext) -> JobResult:
+    files = read_wands(get(ctx.cfg, "imports.wands.path"))
+    grades = get(ctx.cfg, "labels.schemes.wands.grades")
+    catalog, catalog_rejects = wands_catalog(files.products, pd.Timestamp.now(tz="UTC"))
+    judgments, judgment_rejects = wands_judgments(files.labels, files.queries, grades)
+
+    written = {
+        CATALOG.name: ctx.warehouse.replace(to_spark(ctx.spark, catalog, CATALOG), CATALOG, ctx.run_id),
+        JUDGMENTS.name: ctx.warehouse.replace(to_spark(ctx.spark, judgments, JUDGMENTS), JUDGMENTS, ctx.run_id),
+    }
+    n_rejected = write_rejects(ctx, JOB, {"wands.product": catalog_rejects, "wands.label": judgment_rejects})
+    rows_in = len(files.products) + len(files.labels)
+    rows_out = sum(written.values())
+    return JobResult(
+        rows_in=rows_in, rows_out=rows_out, rows_rejected=n_rejected,
+        details={"rows": written, "products_read": len(files.products), "labels_read": len(files.labels),
+                 "queries_read": len(files.queries), "labels": judgments["label"].value_counts().to_dict(),
+                 "rejects_by_reason": pd.concat([catalog_rejects, judgment_rejects])["reason"].value_counts().to_dict()},
+        summary=f"WANDS: {len(files.products)} products -> catalog {written['catalog']}, {len(files.labels)} labels -> "
+                f"judgments {written['judgments']}; {n_rejected} rejected",
+    )
