@@ -176,6 +176,13 @@ def worst_offenders(behavior: pd.DataFrame, threshold: float, limit: int = 10) -
         ["query_norm", "product_id", "score", "impressions", "clicks", "mean_position", "segment"]]
 
 
+def per_query_metrics(candidates: pd.DataFrame, scores: np.ndarray, judged: pd.DataFrame, settings: AuditSettings) -> pd.DataFrame:
+    """Per-query ranking metrics of the candidates ranked by `scores` against the judgments."""
+    ranked = pd.DataFrame({"query": candidates.query_norm.values, "product_id": candidates.product_id.values, "score": scores})
+    return per_query_ranking_metrics(ranked, judged.rename(columns={"query_norm": "query"}), list(settings.ks),
+                                     settings.relevant_min_grade, settings.gain)
+
+
 def audit_rows(candidates: pd.DataFrame, judged: pd.DataFrame, settings: AuditSettings) -> pd.DataFrame:
     """Pure audit: candidates (query_norm, product_id, score, mean_position, segment) x judgments -> metric rows.
 
@@ -186,18 +193,11 @@ def audit_rows(candidates: pd.DataFrame, judged: pd.DataFrame, settings: AuditSe
     candidates = candidates[candidates.query_norm.isin(judged_queries)]
     judged = judged[judged.query_norm.isin(judged_queries)]
     segment_of = candidates.groupby("query_norm").segment.first()
-    judged_for_metrics = judged.rename(columns={"query_norm": "query"})
     systems = {
         MODEL: candidates.score.to_numpy(dtype=float),
         LOGGED: -candidates.mean_position.fillna(np.inf).to_numpy(dtype=float),
     }
-    per_system = {
-        name: per_query_ranking_metrics(
-            pd.DataFrame({"query": candidates.query_norm.values, "product_id": candidates.product_id.values, "score": scores}),
-            judged_for_metrics, list(settings.ks), settings.relevant_min_grade, settings.gain,
-        )
-        for name, scores in systems.items()
-    }
+    per_system = {name: per_query_metrics(candidates, scores, judged, settings) for name, scores in systems.items()}
     scored_judged = candidates.merge(judged, on=["query_norm", "product_id"], how="inner")
     rows: list[dict] = []
     for segment in SEGMENTS:
@@ -224,12 +224,8 @@ def compare_rows(candidates: pd.DataFrame, judged: pd.DataFrame, other_scores: n
     and the sign-flip randomization p-value in `definition`; details count queries that
     got better or worse on each metric.
     """
-    judged_for_metrics = judged.rename(columns={"query_norm": "query"})
     per_query = {
-        name: per_query_ranking_metrics(
-            pd.DataFrame({"query": candidates.query_norm.values, "product_id": candidates.product_id.values,
-                          "score": scores}), judged_for_metrics, list(settings.ks), settings.relevant_min_grade,
-            settings.gain).set_index("query")
+        name: per_query_metrics(candidates, scores, judged, settings).set_index("query")
         for name, scores in (("current", candidates.score.to_numpy(dtype=float)), ("other", other_scores))
     }
     segment_of = candidates.groupby("query_norm").segment.first()
