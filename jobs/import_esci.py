@@ -19,7 +19,7 @@ import pandas as pd
 
 from jobs.core.config import ConfigError, get, set_path
 from jobs.core.job import JobContext, JobResult
-from jobs.import_ubi import catalog_ids, catalog_report, write_rejects
+from jobs.import_edges import catalog_ids, catalog_report, write_rejects
 from jobs.importers import (
     ESCI_EXAMPLES,
     ESCI_PRODUCTS,

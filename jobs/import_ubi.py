@@ -10,22 +10,19 @@ ds = its UTC date, object_id and a 1-based position. Events that cannot be mappe
 from __future__ import annotations
 
 import argparse
-from collections.abc import Mapping
-from functools import reduce
 
 import pandas as pd
-from pyspark.sql import DataFrame
 
 from jobs.build_pairs import ACTION_COUNTS
 from jobs.core.config import ConfigError, get, set_path
 from jobs.core.job import JobContext, JobResult
-from jobs.importers import EVENTS, QUERIES, missing_from_catalog, query_texts, read_ubi, ubi_query_log
-from jobs.transforms import rejects_frame, to_spark
-from schemas.tables import CATALOG, QUERY_LOG, REJECTS
+from jobs.import_edges import catalog_ids, catalog_report, write_rejects
+from jobs.importers import EVENTS, QUERIES, query_texts, read_ubi, ubi_query_log
+from jobs.transforms import to_spark
+from schemas.tables import QUERY_LOG
 
 JOB = "import-ubi"
 NEEDS_DS = False
-REJECTS_DS = "all"  # an import is not a daily run: its rejects live in one partition per job
 FLAGS = {"path": "imports.ubi.path", "queries": "imports.ubi.queries", "events": "imports.ubi.events",
          "position_base": "imports.ubi.position_base"}
 
@@ -56,36 +53,6 @@ def input_files(cfg: dict) -> list[tuple[str, str | None]]:
     if queries and events and not path:
         return [(str(queries), QUERIES), (str(events), EVENTS)]
     raise ConfigError("import-ubi needs either --path FILE or both --queries FILE and --events FILE")
-
-
-# ---- job edges shared by the import jobs (import-wands and import-esci import these) ----
-
-def write_rejects(ctx: JobContext, job: str, rejected: Mapping[str, pd.DataFrame]) -> int:
-    """Replace the job's rejects partition (ds "all") with the rows (`reason`, `raw`) rejected per source; returns rows written."""
-    frames = [
-        rejects_frame(ctx.spark.createDataFrame(rows[["reason", "raw"]].astype(object), "reason string, raw string"),
-                      job, source, ctx.run_id, REJECTS_DS)
-        for source, rows in rejected.items()
-    ]
-    return ctx.warehouse.overwrite_partition(
-        reduce(DataFrame.unionByName, frames), REJECTS, {"job": job, "ds": REJECTS_DS}, ctx.run_id
-    )
-
-
-def catalog_ids(ctx: JobContext) -> set[str] | None:
-    """The product ids of the existing `catalog` table, or None when there is none."""
-    if not ctx.warehouse.exists(CATALOG.name):
-        return None
-    return {row.product_id for row in ctx.warehouse.read(CATALOG).select("product_id").distinct().collect()}
-
-
-def catalog_report(product_ids: pd.Series, known: set[str] | None) -> tuple[dict, str]:
-    """(details, summary phrase) on how many distinct product ids the catalog lacks."""
-    distinct = int(product_ids.dropna().nunique())
-    missing = missing_from_catalog(product_ids, known)
-    details = {"distinct_products": distinct, "missing_from_catalog": missing, "catalog_exists": known is not None}
-    where = "the catalog" if known is not None else "the catalog (there is no catalog table yet)"
-    return details, f"{missing} of {distinct} product ids are missing from {where}"
 
 
 # ---- the job ----------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import pandas as pd
 
 from jobs.core.config import get, set_path
 from jobs.core.job import JobContext, JobResult
-from jobs.import_ubi import write_rejects
+from jobs.import_edges import write_rejects
 from jobs.importers import read_wands, wands_catalog, wands_judgments
 from jobs.transforms import to_spark
 from schemas.tables import CATALOG, JUDGMENTS
