@@ -1,75 +1,92 @@
-"""audit: `relevance` + judgments (+ `pairs` for segments and the logged ranking) -> `relevance_audit`.
+"""audit: `relevance` + judgments (+ `pairs`, `catalog`) -> `relevance_audit` and an HTML/Markdown report.
 
-Per run, segment (all / head / torso / tail), system and metric, with query-level
-bootstrap confidence intervals. Systems: the model (`model`) and the production
-ranking seen in the logs (`logged_position`, by mean impression position), ranked
-over the same candidates, so the model rows carry the logged ranking as baseline.
+Per run, segment, system and metric, with query-level bootstrap confidence intervals.
+Systems, all ranked over the same candidates and judged on the same pairs: the model
+(`model`), BM25 (`bm25`), the base checkpoint zero-shot (`zero_shot`) and the production
+ranking seen in the logs (`logged_position`, by mean impression position). Segments: all,
+head / torso / tail (query log frequency), category=<top category>, query_len=1..4+.
+Judged metrics use only the queries the model was not trained or tuned on (its model
+version's `split.json`); log-only audits use every scored pair of the day.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
-from collections.abc import Callable
+import json
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from jobs import pair_metrics
+from jobs.baselines import BM25, ZERO_SHOT
 from jobs.core.config import get, set_path
 from jobs.core.job import JobContext, JobError, JobResult
-from sklearn.metrics import average_precision_score, roc_auc_score
-
 from jobs.metrics import (
     bootstrap_ci,
     bootstrap_grouped_ci,
     bootstrap_mean_ci,
-    brier_score,
-    confusion_at_threshold,
+    calibration_bins,
     expected_calibration_error,
     paired_randomization_p_value,
     per_query_ranking_metrics,
     threshold_for_precision,
+    wilson_interval,
 )
 from jobs.transforms import to_spark, with_normalized_query
 from schemas import conform
-from schemas.tables import JUDGMENTS, PAIRS, RELEVANCE, RELEVANCE_AUDIT
+from schemas.tables import CATALOG, JUDGMENTS, PAIRS, RELEVANCE, RELEVANCE_AUDIT
 
 JOB = "audit"
 MODEL, LOGGED = "model", "logged_position"
-SEGMENTS = ("all", "head", "torso", "tail")
+SYSTEMS = (MODEL, BM25, ZERO_SHOT, LOGGED)
+FREQUENCY_SEGMENTS = ("all", "head", "torso", "tail")
+CURVE_PREFIXES = ("pr_curve_", "reliability_")
+COMPARED_METRICS = ("ndcg@10", "precision@10", "recall@10", "mrr", "roc_auc", "average_precision")
+AUDIT_COLUMNS = ["system", "segment", "metric", "k", "threshold", "value", "support", "ci_low", "ci_high",
+                 "definition", "baseline", "baseline_value"]
 
 
 @dataclass(frozen=True)
 class AuditSettings:
     ks: tuple[int, ...] = (5, 10)
     relevant_min_grade: int = 1
-    gain: str = "linear"
+    gain: str | dict = "linear"  # linear | exponential | {grade: gain}
     threshold: float = 0.5
     bootstrap_samples: int = 500
     confidence: float = 0.95
     seed: int = 0
     calibration_bins: int = 10
     target_precision: float = 0.9
+    scope: str = "all judged queries"
 
     def definition(self, metric: str) -> str:
+        return f"{self._definition(metric)}; queries: {self.scope}"
+
+    def _definition(self, metric: str) -> str:
         ranking = (f"rank by score desc then product_id asc; unjudged = not relevant; relevant: grade >= "
                    f"{self.relevant_min_grade}; gain {self.gain}")
         if metric.startswith("precision@"):
-            return f"relevant in top k / k; {ranking}"
+            return f"relevant in top k / k (k even when fewer are ranked); {ranking}"
         if metric.startswith("recall@"):
             return f"relevant in top k / relevant judged; queries without relevant excluded; {ranking}"
         if metric.startswith("ndcg@"):
             return f"DCG@k / ideal DCG@k over all judged grades; log2(rank+1) discount; {ranking}"
+        if metric.startswith("judged@"):
+            return f"judged products in top k / k; {ranking}"
         if metric in ("map", "mrr"):
             return f"{'mean average precision' if metric == 'map' else 'mean reciprocal rank'}; {ranking}"
         if metric in ("brier", "ece"):
             return (f"{'Brier score' if metric == 'brier' else f'expected calibration error, {self.calibration_bins} equal-mass bins'}"
                     f" of judged scored pairs; relevant: grade >= {self.relevant_min_grade}")
         if metric in ("roc_auc", "average_precision"):
-            return f"{metric} of judged scored pairs (score vs relevant: grade >= {self.relevant_min_grade})"
+            return (f"{metric} of judged scored pairs (score vs relevant: grade >= {self.relevant_min_grade}; ties grouped); "
+                    "CI: query-level bootstrap")
         return (f"{metric} of judged scored pairs at score >= threshold {self.threshold:.4f}; relevant: grade >= "
                 f"{self.relevant_min_grade}; CI: query-level bootstrap")
 
@@ -92,51 +109,6 @@ def _ranking_rows(per_query: pd.DataFrame, system: str, segment: str, settings: 
     return rows
 
 
-def _pair_metrics(settings: AuditSettings) -> dict[str, Callable[[np.ndarray, np.ndarray], float]]:
-    """Metrics of judged, scored pairs: f(scores, relevant) -> value."""
-
-    def at_threshold(name: str) -> Callable[[np.ndarray, np.ndarray], float]:
-        return lambda scores, relevant: getattr(confusion_at_threshold(scores, relevant, settings.threshold), name)
-
-    def ranked(fn: Callable[[np.ndarray, np.ndarray], float]) -> Callable[[np.ndarray, np.ndarray], float]:
-        return lambda scores, relevant: float(fn(relevant, scores)) if 0 < relevant.sum() < len(relevant) else float("nan")
-
-    return {
-        "precision": at_threshold("precision"),
-        "recall": at_threshold("recall"),
-        "f1": at_threshold("f1"),
-        "roc_auc": ranked(roc_auc_score),
-        "average_precision": ranked(average_precision_score),
-        "brier": lambda scores, relevant: brier_score(scores, relevant),
-        "ece": lambda scores, relevant: expected_calibration_error(scores, relevant, settings.calibration_bins),
-    }
-
-
-def _classifier_rows(scored: pd.DataFrame, segment: str, settings: AuditSettings) -> list[dict]:
-    """Classifier metrics over judged, scored pairs; CIs by resampling whole queries."""
-    scores = scored.score.to_numpy(dtype=float)
-    relevant = scored.grade.to_numpy() >= settings.relevant_min_grade
-    predicted = scores >= settings.threshold
-    supports = {"precision": int(predicted.sum()), "recall": int(relevant.sum())}
-    rows = []
-    for metric, fn in _pair_metrics(settings).items():
-        value = fn(scores, relevant)
-        low, high = bootstrap_grouped_ci(scored.query_norm.to_numpy(), lambda r: fn(scores[r], relevant[r]),
-                                         settings.bootstrap_samples, settings.confidence, settings.seed)
-        rows.append({"system": MODEL, "segment": segment, "metric": metric, "k": None,
-                     "threshold": settings.threshold if metric in ("precision", "recall", "f1") else None,
-                     "value": value, "support": supports.get(metric, len(scored)), "ci_low": low, "ci_high": high,
-                     "definition": settings.definition(metric)})
-    threshold, precision, recall = threshold_for_precision(scores, relevant, settings.target_precision, settings.confidence)
-    definition = (f"lowest threshold whose Wilson {settings.confidence:.0%} lower bound on precision reaches "
-                  f"{settings.target_precision}; precision there {precision:.4f}")
-    for metric, value in (("threshold_for_target_precision", threshold), ("recall_at_target_precision", recall)):
-        rows.append({"system": MODEL, "segment": segment, "metric": metric, "k": None,
-                     "threshold": None if np.isnan(threshold) else threshold, "value": value, "support": len(scored),
-                     "ci_low": None, "ci_high": None, "definition": definition})
-    return rows
-
-
 def log_only_rows(behavior: pd.DataFrame, settings: AuditSettings) -> pd.DataFrame:
     """Audits from the logs alone: how much of what users saw, clicked or bought the model calls irrelevant.
 
@@ -149,7 +121,7 @@ def log_only_rows(behavior: pd.DataFrame, settings: AuditSettings) -> pd.DataFra
     measures["irrelevant_click_share"] = ("clicks", np.ones(len(behavior), bool), None)
     measures["irrelevant_purchase_share"] = ("purchases", np.ones(len(behavior), bool), None)
     rows = []
-    for segment in SEGMENTS:
+    for segment in FREQUENCY_SEGMENTS:
         in_segment = np.ones(len(behavior), bool) if segment == "all" else (behavior.segment == segment).to_numpy()
         for metric, (events, eligible, k) in measures.items():
             weights = behavior[events].to_numpy(dtype=float) * (eligible & in_segment)
@@ -183,32 +155,164 @@ def per_query_metrics(candidates: pd.DataFrame, scores: np.ndarray, judged: pd.D
                                      settings.relevant_min_grade, settings.gain)
 
 
-def audit_rows(candidates: pd.DataFrame, judged: pd.DataFrame, settings: AuditSettings) -> pd.DataFrame:
-    """Pure audit: candidates (query_norm, product_id, score, mean_position, segment) x judgments -> metric rows.
+def logged_scores(mean_position: pd.Series) -> np.ndarray:
+    """The production ranking as a score: higher for a better mean position; never-shown candidates last (tied)."""
+    position = mean_position.to_numpy(dtype=float)
+    worst = np.nanmax(position) + 1.0 if np.isfinite(position).any() else 1.0
+    return -np.where(np.isnan(position), worst, position)
+
+
+def top_category(category: object) -> str:
+    """The first level of a category path ("Furniture > Sofas" or "Furniture / Sofas" -> "furniture")."""
+    text = str(category or "").replace("/", ">").split(">")[0].strip().lower()
+    return text or "unknown"
+
+
+def query_length_segment(query: str) -> str:
+    words = len(query.split())
+    return f"query_len={words if words < 4 else '4+'}"
+
+
+def query_segments(candidates: pd.DataFrame, judged: pd.DataFrame, relevant_min_grade: int) -> dict[str, set[str]]:
+    """Segment name -> its queries: all; head / torso / tail (query log frequency); query_len=1..4+;
+    category=<top category> when candidates carry `category` (the most common top category of the
+    query's relevant judged products, else of all its candidates; ties alphabetical)."""
+    queries = set(candidates.query_norm)
+    segments: dict[str, set[str]] = {"all": queries}
+    frequency = candidates.groupby("query_norm").segment.first()
+    for name in FREQUENCY_SEGMENTS[1:]:
+        segments[name] = set(frequency.index[frequency == name])
+    if "category" in candidates.columns:
+        labelled = candidates[["query_norm", "product_id", "category"]].merge(judged, on=["query_norm", "product_id"], how="left")
+        labelled["top"] = labelled.category.map(top_category)
+        labelled["weight"] = np.where(labelled.grade.fillna(-1) >= relevant_min_grade, 1.0, 1e-3)
+        votes = labelled.groupby(["query_norm", "top"]).weight.sum().reset_index()
+        chosen = votes.sort_values(["query_norm", "weight", "top"], ascending=[True, False, True]).groupby("query_norm").first()
+        for category, members in chosen.groupby("top").groups.items():
+            segments[f"category={category}"] = set(members)
+    for query in sorted(queries):
+        segments.setdefault(query_length_segment(query), set()).add(query)
+    return {name: members for name, members in segments.items() if members}
+
+
+def _curve_points(scores: np.ndarray, relevant: np.ndarray, max_points: int = 101) -> pd.DataFrame:
+    """Precision and recall at up to `max_points` distinct thresholds, evenly spread over the ranked pairs."""
+    order = np.argsort(-scores, kind="stable")
+    ordered, hits = scores[order], relevant[order]
+    cuts = np.flatnonzero(np.r_[ordered[1:] != ordered[:-1], True])
+    cuts = cuts[np.unique(np.linspace(0, len(cuts) - 1, min(max_points, len(cuts))).round().astype(int))]
+    tp = np.cumsum(hits)[cuts]
+    return pd.DataFrame({"threshold": ordered[cuts], "precision": tp / (cuts + 1), "recall": tp / max(hits.sum(), 1)})
+
+
+def curves(judged_pairs: pd.DataFrame, systems: list[str], settings: AuditSettings) -> dict[str, pd.DataFrame]:
+    """What the report draws over all judged pairs: PR curves per system, the model's reliability bins
+    and score histograms per grade."""
+    relevant = judged_pairs.grade.to_numpy() >= settings.relevant_min_grade
+    pr = [_curve_points(judged_pairs[s].to_numpy(dtype=float), relevant).assign(system=s) for s in systems]
+    reliability = calibration_bins(judged_pairs[MODEL].to_numpy(dtype=float), relevant, settings.calibration_bins)
+    edges = np.linspace(0.0, 1.0, 21)
+    histograms = [
+        pd.DataFrame({"system": MODEL, "grade": int(grade), "bin_low": edges[:-1], "bin_high": edges[1:],
+                      "count": np.histogram(group[MODEL].clip(0, 1), bins=edges)[0]})
+        for grade, group in judged_pairs.groupby("grade")
+    ]
+    return {
+        "pr_curves": pd.concat(pr, ignore_index=True) if pr else pd.DataFrame(),
+        "reliability": reliability.assign(system=MODEL) if len(reliability) else reliability,
+        "score_histograms": pd.concat(histograms, ignore_index=True) if histograms else pd.DataFrame(),
+    }
+
+
+def curve_rows(drawn: dict[str, pd.DataFrame], settings: AuditSettings) -> pd.DataFrame:
+    """The PR curves and reliability bins as `relevance_audit` rows (segment all)."""
+    rows = []
+    for point in drawn["pr_curves"].itertuples():
+        for metric in ("precision", "recall"):
+            rows.append({"system": point.system, "segment": "all", "metric": f"pr_curve_{metric}", "k": None,
+                         "threshold": point.threshold, "value": getattr(point, metric), "support": None,
+                         "definition": f"{metric} of judged pairs scored >= threshold (one point of the PR curve); "
+                                       f"relevant: grade >= {settings.relevant_min_grade}"})
+    for b in drawn["reliability"].itertuples():
+        low, high = wilson_interval(int(round(b.observed_rate * b.count)), int(b.count), settings.confidence)
+        for metric, value in (("reliability_mean_score", b.mean_score), ("reliability_observed_rate", b.observed_rate)):
+            rows.append({"system": MODEL, "segment": "all", "metric": metric, "k": int(b.bin), "threshold": None,
+                         "value": float(value), "support": int(b.count),
+                         "ci_low": low if metric.endswith("rate") else None, "ci_high": high if metric.endswith("rate") else None,
+                         "definition": f"equal-mass calibration bin k (of {settings.calibration_bins}, by score): "
+                                       "mean predicted probability / observed rate of relevant (Wilson CI)"})
+    return pd.DataFrame(rows)
+
+
+def _classifier_rows(judged_pairs: pd.DataFrame, system: str, segment: str, settings: AuditSettings) -> list[dict]:
+    """Classifier metrics of judged pairs; CIs by resampling whole queries. Baselines get the threshold-free ones."""
+    scores = judged_pairs[system].to_numpy(dtype=float)
+    relevant = judged_pairs.grade.to_numpy() >= settings.relevant_min_grade
+    metrics = {"roc_auc": pair_metrics.roc_auc, "average_precision": pair_metrics.average_precision}
+    if system == MODEL:
+        metrics = {**pair_metrics.at_threshold(settings.threshold), **metrics, "brier": pair_metrics.brier}
+    weights = pair_metrics.bootstrap_weights(judged_pairs.query_norm.to_numpy(), settings.bootstrap_samples, settings.seed)
+    predicted = scores >= settings.threshold
+    supports = {"precision": int(predicted.sum()), "recall": int(relevant.sum())}
+    rows = []
+    for metric, fn in metrics.items():
+        value, low, high = pair_metrics.value_and_interval(fn, scores, relevant, weights, settings.confidence)
+        rows.append({"system": system, "segment": segment, "metric": metric, "k": None,
+                     "threshold": settings.threshold if metric in ("precision", "recall", "f1") else None,
+                     "value": value, "support": supports.get(metric, len(judged_pairs)), "ci_low": low, "ci_high": high,
+                     "definition": settings.definition(metric)})
+    if system != MODEL:
+        return rows
+    ece = lambda r: expected_calibration_error(scores[r], relevant[r], settings.calibration_bins)  # noqa: E731
+    low, high = bootstrap_grouped_ci(judged_pairs.query_norm.to_numpy(), ece, settings.bootstrap_samples,
+                                     settings.confidence, settings.seed)
+    rows.append({"system": MODEL, "segment": segment, "metric": "ece", "k": None, "threshold": None,
+                 "value": ece(np.arange(len(scores))), "support": len(scores), "ci_low": low, "ci_high": high,
+                 "definition": settings.definition("ece")})
+    threshold, precision, recall = threshold_for_precision(scores, relevant, settings.target_precision, settings.confidence)
+    definition = (f"lowest threshold whose Wilson {settings.confidence:.0%} lower bound on precision reaches "
+                  f"{settings.target_precision}; precision there {precision:.4f}")
+    for metric, value in (("threshold_for_target_precision", threshold), ("recall_at_target_precision", recall)):
+        rows.append({"system": MODEL, "segment": segment, "metric": metric, "k": None,
+                     "threshold": None if np.isnan(threshold) else threshold, "value": value, "support": len(judged_pairs),
+                     "ci_low": None, "ci_high": None, "definition": definition})
+    return rows
+
+
+def judged_pairs_of(candidates: pd.DataFrame, judged: pd.DataFrame, systems: dict[str, np.ndarray]) -> pd.DataFrame:
+    """Judged candidates with one score column per system."""
+    scored = candidates[["query_norm", "product_id"]].assign(**{name: np.asarray(s, dtype=float) for name, s in systems.items()})
+    return scored.merge(judged[["query_norm", "product_id", "grade"]], on=["query_norm", "product_id"], how="inner")
+
+
+def audit_rows(candidates: pd.DataFrame, judged: pd.DataFrame, settings: AuditSettings,
+               systems: dict[str, np.ndarray] | None = None) -> pd.DataFrame:
+    """Pure audit: candidates (query_norm, product_id, score, mean_position, segment[, category]) x judgments -> rows.
 
     `judged` holds (query_norm, product_id, grade); only queries with both candidates and
-    judgments are evaluated.
+    judgments are evaluated. `systems` maps extra system names (baselines) to scores aligned
+    with `candidates`; the model (`score`) and the logged ranking (`mean_position`) are always
+    included. Every system is ranked over the same candidates and judged on the same pairs.
     """
     judged_queries = set(judged.query_norm) & set(candidates.query_norm)
-    candidates = candidates[candidates.query_norm.isin(judged_queries)]
+    keep = candidates.query_norm.isin(judged_queries).to_numpy()
+    candidates = candidates[keep]
     judged = judged[judged.query_norm.isin(judged_queries)]
-    segment_of = candidates.groupby("query_norm").segment.first()
     systems = {
         MODEL: candidates.score.to_numpy(dtype=float),
-        LOGGED: -candidates.mean_position.fillna(np.inf).to_numpy(dtype=float),
+        **{name: np.asarray(scores, dtype=float)[keep] for name, scores in (systems or {}).items()},
+        LOGGED: logged_scores(candidates.mean_position),
     }
     per_system = {name: per_query_metrics(candidates, scores, judged, settings) for name, scores in systems.items()}
-    scored_judged = candidates.merge(judged, on=["query_norm", "product_id"], how="inner")
+    judged_pairs = judged_pairs_of(candidates, judged, systems)
     rows: list[dict] = []
-    for segment in SEGMENTS:
+    for segment, queries in query_segments(candidates, judged, settings.relevant_min_grade).items():
+        subset = judged_pairs[judged_pairs.query_norm.isin(queries)]
         for name, per_query in per_system.items():
-            in_segment = per_query if segment == "all" else per_query[per_query["query"].map(segment_of) == segment]
-            rows += _ranking_rows(in_segment, name, segment, settings)
-        subset = scored_judged if segment == "all" else scored_judged[scored_judged.segment == segment]
-        if len(subset):
-            rows += _classifier_rows(subset, segment, settings)
-    frame = pd.DataFrame(rows, columns=["system", "segment", "metric", "k", "threshold", "value", "support",
-                                        "ci_low", "ci_high", "definition"])
+            rows += _ranking_rows(per_query[per_query["query"].isin(queries)], name, segment, settings)
+            if len(subset):
+                rows += _classifier_rows(subset, name, segment, settings)
+    frame = pd.DataFrame(rows, columns=AUDIT_COLUMNS[:-2])
     logged = frame[frame.system == LOGGED].set_index(["segment", "metric", "k"]).value
     keys = list(zip(frame.segment, frame.metric, frame.k))
     frame["baseline"] = [LOGGED if system == MODEL and key in logged.index else None for system, key in zip(frame.system, keys)]
@@ -228,12 +332,10 @@ def compare_rows(candidates: pd.DataFrame, judged: pd.DataFrame, other_scores: n
         name: per_query_metrics(candidates, scores, judged, settings).set_index("query")
         for name, scores in (("current", candidates.score.to_numpy(dtype=float)), ("other", other_scores))
     }
-    segment_of = candidates.groupby("query_norm").segment.first()
     metrics = [c for c in per_query["current"].columns if "@" in c or c in ("map", "mrr")]
     rows, movement = [], {}
-    for segment in SEGMENTS:
-        queries = per_query["current"].index if segment == "all" else \
-            per_query["current"].index[per_query["current"].index.map(segment_of) == segment]
+    for segment, members in query_segments(candidates, judged, settings.relevant_min_grade).items():
+        queries = per_query["current"].index[per_query["current"].index.isin(members)]
         for metric in metrics:
             current, other = per_query["current"].loc[queries, metric], per_query["other"].loc[queries, metric]
             delta = (current - other).dropna().to_numpy()
@@ -264,26 +366,49 @@ def regression_failure(comparison: pd.DataFrame, metric: str, margin: float) -> 
     return None
 
 
+def _cell(row: pd.Series | None, width: int) -> str:
+    if row is None or pd.isna(row.value):
+        return "-".rjust(width)
+    interval = f" [{row.ci_low:.3f},{row.ci_high:.3f}]" if pd.notna(row.ci_low) else ""
+    return f"{row.value:.3f}{interval}".rjust(width)
+
+
+def format_comparison(frame: pd.DataFrame, scope: str) -> str:
+    """The systems side by side on the same judged queries, per frequency segment."""
+    systems = [s for s in SYSTEMS if s in set(frame.system)]
+    indexed = {key: row for key, row in zip(zip(frame.system, frame.segment, frame.metric), frame.itertuples())}
+    lines = [f"Systems compared on the same candidates, {scope}; value [95% CI]:"]
+    for segment in FREQUENCY_SEGMENTS:
+        queries = indexed.get((MODEL, segment, "ndcg@10"))
+        if queries is None:
+            continue
+        lines += ["", f"{segment} ({int(queries.support)} queries)".ljust(20) + "".join(f"{s:>24}" for s in systems)]
+        for metric in COMPARED_METRICS:
+            lines.append(f"  {metric:<18}" + "".join(_cell(indexed.get((s, segment, metric)), 24) for s in systems))
+    return "\n".join(lines)
+
+
 def format_summary(frame: pd.DataFrame, model_version: str, ds: str) -> str:
-    """A readable table: model metric per segment, with the logged ranking in brackets."""
-    model = frame[frame.system == MODEL].copy()
+    """A readable table: model metric per frequency segment, with the logged ranking in brackets."""
+    model = frame[(frame.system == MODEL) & ~frame.metric.str.startswith(CURVE_PREFIXES)].copy()
     if model.empty:
         return f"audit ds={ds}: no judged queries among the scored pairs; nothing to report"
     lines = [f"audit ds={ds} model={model_version}  value [95% CI] (logged ranking)", ""]
-    segments = [s for s in SEGMENTS if s in set(model.segment)]
+    segments = [s for s in FREQUENCY_SEGMENTS if s in set(model.segment)]
     header = f"{'metric':<32}" + "".join(f"{s:>30}" for s in segments)
     lines += [header, "-" * len(header)]
+    indexed = {key: row for key, row in zip(zip(model.segment, model.metric), model.itertuples())}
     for name in dict.fromkeys(model.metric):
         cells = []
         for segment in segments:
-            row = model[(model.metric == name) & (model.segment == segment)]
-            if row.empty:
-                cells.append(f"{'-':>30}")
-                continue
-            r = row.iloc[0]
-            base = f" ({r.baseline_value:.3f})" if pd.notna(r.baseline_value) else ""
-            cells.append(f"{r.value:.3f} [{r.ci_low:.3f},{r.ci_high:.3f}]{base}".rjust(30))
+            r = indexed.get((segment, name))
+            base = f" ({r.baseline_value:.3f})" if r is not None and pd.notna(r.baseline_value) else ""
+            cells.append(_cell(r, 30 - len(base)) + base)
         lines.append(f"{name:<32}" + "".join(cells))
+    ndcg = model[(model.metric == "ndcg@10") & ~model.segment.isin(FREQUENCY_SEGMENTS)]
+    if len(ndcg):
+        lines.append("\nmodel ndcg@10 by segment: " + ", ".join(
+            f"{r.segment} {r.value:.3f} (n={int(r.support)})" for r in ndcg.itertuples()))
     queries = model[model.metric == "map"].set_index("segment").support
     lines.append("\njudged queries evaluated: " + ", ".join(f"{s} {int(queries[s])}" for s in segments if s in queries))
     return "\n".join(lines)
@@ -301,16 +426,35 @@ def write_markdown_report(root: str, ds: str, model_version: str, run_id: str, s
 
 def settings_from_config(cfg: dict, card_threshold: float) -> AuditSettings:
     scheme = get(cfg, f"labels.schemes.{get(cfg, 'labels.scheme')}")
+    gain = scheme.get("gain", "linear")
     return AuditSettings(
         ks=tuple(int(k) for k in get(cfg, "audit.ks", [5, 10])),
         relevant_min_grade=int(scheme["relevant_min_grade"]),
-        gain=str(scheme.get("gain", "linear")),
+        gain=gain if isinstance(gain, dict) else str(gain),
         threshold=float(card_threshold),
         bootstrap_samples=int(get(cfg, "audit.bootstrap_samples", 500)),
         confidence=float(get(cfg, "audit.confidence", 0.95)),
         seed=int(get(cfg, "audit.seed", 0)),
         target_precision=float(get(cfg, "audit.target_precision", 0.9)),
     )
+
+
+def held_out_queries(split: dict | None, queries: Iterable[str]) -> tuple[set[str], str]:
+    """The queries a model was neither trained nor tuned on, and a description of that scope.
+
+    `split` is the model version's split.json ({"train": [...], "val": [...], "test": [...]});
+    without one (a model trained elsewhere) every query counts, and the scope says so.
+    """
+    queries = set(queries)
+    if not split:
+        return queries, "all judged queries (the model version records no training split)"
+    seen = set(split.get("train", [])) | set(split.get("val", []))
+    return queries - seen, f"judged queries outside the model's training and validation split ({len(seen)} excluded)"
+
+
+def read_split(model_dir: Path) -> dict | None:
+    path = Path(model_dir) / "split.json"
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -328,16 +472,60 @@ def apply_arguments(cfg: dict, args: argparse.Namespace) -> None:
         set_path(cfg, "audit.fail_on_regression", True)
 
 
+def judged_candidates(relevance: DataFrame, pairs: DataFrame, catalog: DataFrame,
+                       judgments: DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(candidates, judged) of the day's judged queries, in pandas: every scored candidate of each judged
+    query with its logged position, frequency segment, product text and catalog category."""
+    judged = with_normalized_query(judgments, "query").groupBy("query_norm", "product_id").agg(
+        F.round(F.avg("grade")).cast("long").alias("grade"))
+    judged = judged.join(F.broadcast(relevance.select("query_norm").distinct()), "query_norm", "left_semi")
+    categories = catalog.groupBy("product_id").agg(F.max("category").alias("category"))
+    candidates = (
+        relevance.join(judged.select("query_norm").distinct(), "query_norm", "left_semi")
+        .join(pairs.select("query_norm", "product_id", "mean_position", "segment", "product_text"),
+              ["query_norm", "product_id"], "left")
+        .join(categories, "product_id", "left")
+        .select("query_norm", "product_id", "score", "mean_position", "segment", "product_text", "category")
+        .toPandas()
+    )
+    return candidates, judged.toPandas()
+
+
+def baseline_scores(cfg: dict, catalog: DataFrame, candidates: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Scores of the configured baselines (audit.baselines) for the candidates."""
+    from jobs.baselines import bm25_scores, zero_shot_scores
+    from jobs.build_pairs import catalog_texts
+    from udfs.model import resolve_base_model
+
+    names = list(get(cfg, "audit.baselines", [BM25, ZERO_SHOT]) or [])
+    unknown = set(names) - {BM25, ZERO_SHOT}
+    if unknown:
+        raise ValueError(f"audit.baselines: unknown {sorted(unknown)}; expected {BM25!r} and/or {ZERO_SHOT!r}")
+    scores = {}
+    if BM25 in names:
+        texts, _ = catalog_texts(catalog, int(get(cfg, "pairs.product_text_max_words", 64)))
+        corpus = dict(texts.toPandas().itertuples(index=False, name=None))
+        scores[BM25] = bm25_scores(corpus, candidates.query_norm.tolist(), candidates.product_id.tolist())
+    if ZERO_SHOT in names:
+        base = resolve_base_model(str(get(cfg, "model.base")))
+        scores[ZERO_SHOT] = zero_shot_scores(base, candidates.query_norm.tolist(), candidates.product_text.tolist())
+    return scores
+
+
 def run(ctx: JobContext) -> JobResult:
+    from jobs.report_html import AuditReport, render_audit_html, write_html_report
     from udfs.model import load_model_version, read_card, resolve_model_dir
     from udfs.scorer import score_pairs
 
-    wh, ds, spark = ctx.warehouse, ctx.ds, ctx.spark
+    wh, ds, spark, cfg = ctx.warehouse, ctx.ds, ctx.spark, ctx.cfg
     relevance = conform(wh.read(RELEVANCE, {"ds": ds}), RELEVANCE, wh.path(RELEVANCE.name))
     pairs = conform(wh.read(PAIRS, {"ds": ds}), PAIRS, wh.path(PAIRS.name))
-    judgments_spec = replace(JUDGMENTS, name=str(get(ctx.cfg, "audit.judgments_table", JUDGMENTS.name)))
+    judgments_spec = replace(JUDGMENTS, name=str(get(cfg, "audit.judgments_table", JUDGMENTS.name)))
     judgments = (conform(wh.read(judgments_spec), judgments_spec, wh.path(judgments_spec.name))
                  if wh.exists(judgments_spec.name) else None)
+    if judgments is None and get(cfg, "audit.compare", None):
+        raise FileNotFoundError(f"--compare needs judgments: no table at {wh.path(judgments_spec.name)}")
+    catalog = conform(wh.read(CATALOG), CATALOG, wh.path(CATALOG.name)) if judgments is not None else None
 
     relevance = relevance.cache()
     rows_in = relevance.count()
@@ -345,8 +533,9 @@ def run(ctx: JobContext) -> JobResult:
         raise FileNotFoundError(f"relevance has no rows for ds={ds} in {wh.path(RELEVANCE.name)} (run score first)")
     versions = [r[0] for r in relevance.select("model_version").distinct().collect()]
     model_version = versions[0]
-    card = read_card(resolve_model_dir(get(ctx.cfg, "model.models_root"), model_version))
-    settings = settings_from_config(ctx.cfg, card.get("threshold", 0.5))
+    model_dir = resolve_model_dir(get(cfg, "model.models_root"), model_version)
+    card = read_card(model_dir)
+    settings = settings_from_config(cfg, card.get("threshold", 0.5))
 
     behavior = (
         relevance.join(pairs.where((F.col("impressions") > 0) | (F.col("clicks") > 0)), ["query_norm", "product_id"])
@@ -354,57 +543,69 @@ def run(ctx: JobContext) -> JobResult:
         .toPandas()
     )
     frames = [log_only_rows(behavior, settings)]
+    drawn: dict[str, pd.DataFrame] = {}
     judged_queries_count, comparison, movement = 0, None, {}
     if judgments is not None:
-        judged = with_normalized_query(judgments, "query").groupBy("query_norm", "product_id").agg(
-            F.round(F.avg("grade")).cast("long").alias("grade"))
-        candidates = (
-            relevance.join(judged.select("query_norm").distinct(), "query_norm", "left_semi")
-            .join(pairs.select("query_norm", "product_id", "mean_position", "segment", "product_text"),
-                  ["query_norm", "product_id"], "left")
-            .select("query_norm", "product_id", "score", "mean_position", "segment", "product_text")
-            .toPandas()
-        )
-        judged_pd = judged.join(F.broadcast(relevance.select("query_norm").distinct()), "query_norm", "left_semi").toPandas()
-        frames.insert(0, audit_rows(candidates, judged_pd, settings))
+        candidates, judged = judged_candidates(relevance, pairs, catalog, judgments)
+        queries, scope = held_out_queries(read_split(model_dir), set(judged.query_norm) & set(candidates.query_norm))
+        settings = replace(settings, scope=scope)
+        candidates = candidates[candidates.query_norm.isin(queries)].reset_index(drop=True)
+        judged = judged[judged.query_norm.isin(queries)].reset_index(drop=True)
         judged_queries_count = int(candidates.query_norm.nunique())
-        other_version = get(ctx.cfg, "audit.compare", None)
+        baselines = baseline_scores(cfg, catalog, candidates) if judged_queries_count else {}
+        frames.insert(0, audit_rows(candidates, judged, settings, baselines))
+        if judged_queries_count:
+            systems = {MODEL: candidates.score.to_numpy(dtype=float), **baselines,
+                       LOGGED: logged_scores(candidates.mean_position)}
+            drawn = curves(judged_pairs_of(candidates, judged, systems), list(systems), settings)
+            frames.append(curve_rows(drawn, settings))
+        other_version = get(cfg, "audit.compare", None)
         if other_version:
-            other = load_model_version(resolve_model_dir(get(ctx.cfg, "model.models_root"), str(other_version)))
+            other = load_model_version(resolve_model_dir(get(cfg, "model.models_root"), str(other_version)))
             other_scores, _ = score_pairs(other, candidates.query_norm.tolist(), candidates.product_text.tolist())
-            comparison, movement = compare_rows(candidates, judged_pd, other_scores, other.version, settings)
+            comparison, movement = compare_rows(candidates, judged, other_scores, other.version, settings)
             frames.append(comparison)
-    elif get(ctx.cfg, "audit.compare", None):
-        raise FileNotFoundError(f"--compare needs judgments: no table at {wh.path(judgments_spec.name)}")
     frame = pd.concat([f for f in frames if not f.empty], ignore_index=True)
     now = dt.datetime.now(dt.timezone.utc)
     frame = frame.assign(run_id=ctx.run_id, model_version=model_version, created_at=now, ds=ds)
     offenders = worst_offenders(behavior, settings.threshold)
-    summary = format_summary(frame, model_version, ds) + "\n\nMost-shown pairs the model calls irrelevant:\n" + (
-        offenders.to_string(index=False, float_format=lambda v: f"{v:.3f}") if len(offenders) else "(none)")
-    report = write_markdown_report(wh.root, ds, model_version, ctx.run_id, summary)
-    if report:
-        summary += f"\n\nreport: {report}"
-    audit_df = to_spark(spark, frame, RELEVANCE_AUDIT)
-    written = wh.overwrite_partition(audit_df, RELEVANCE_AUDIT, {"ds": ds}, ctx.run_id)
+    summary = "\n\n".join(part for part in (
+        format_comparison(frame, settings.scope) if judged_queries_count else "",
+        format_summary(frame, model_version, ds),
+        "Most-shown pairs the model calls irrelevant:\n" + (
+            offenders.to_string(index=False, float_format=lambda v: f"{v:.3f}") if len(offenders) else "(none)"),
+    ) if part)
     if comparison is not None:
-        primary = str(get(ctx.cfg, "audit.regression.metric", "ndcg@10"))
+        primary = str(get(cfg, "audit.regression.metric", "ndcg@10"))
         moved = movement.get(primary, {})
-        summary += (f"\n\nagainst {get(ctx.cfg, 'audit.compare')}: {primary} better on {moved.get('better', 0)} queries, "
+        summary += (f"\n\nagainst {other_version}: {primary} better on {moved.get('better', 0)} queries, "
                     f"worse on {moved.get('worse', 0)} (p={moved.get('p_value', float('nan')):.4f})")
-        failure = regression_failure(comparison, primary, float(get(ctx.cfg, "audit.regression.margin", 0.01)))
-        if failure and get(ctx.cfg, "audit.fail_on_regression", False):
-            print(summary)
-            raise JobError(failure)
-        if failure:
-            summary += f"\n{failure} (not failing: --fail-on-regression not set)"
+        failure = regression_failure(comparison, primary, float(get(cfg, "audit.regression.margin", 0.01)))
+    else:
+        failure = None
+    markdown = write_markdown_report(wh.root, ds, model_version, ctx.run_id, summary)
+    html = write_html_report(wh.root, ds, render_audit_html(AuditReport(
+        ds=ds, model_version=model_version, run_id=ctx.run_id, created_at=now.isoformat(timespec="seconds"),
+        metrics=frame[~frame.metric.str.startswith(CURVE_PREFIXES)], pr_curves=drawn.get("pr_curves", pd.DataFrame()),
+        reliability=drawn.get("reliability", pd.DataFrame()),
+        score_histograms=drawn.get("score_histograms", pd.DataFrame()), worst_offenders=offenders,
+        threshold=settings.threshold, target_precision=settings.target_precision, summary_text=summary)))
+    reports = [path for path in (html, markdown) if path]
+    if reports:
+        summary += "\n\nreports: " + ", ".join(reports)
+    written = wh.overwrite_partition(to_spark(spark, frame, RELEVANCE_AUDIT), RELEVANCE_AUDIT, {"ds": ds}, ctx.run_id)
+    if failure and get(cfg, "audit.fail_on_regression", False):
+        print(summary)
+        raise JobError(failure)
+    if failure:
+        summary += f"\n{failure} (not failing: --fail-on-regression not set)"
     return JobResult(
         rows_in=rows_in,
         rows_out=written,
         rows_rejected=0,
         model_version=model_version,
-        details={"judged_queries": judged_queries_count, "threshold": settings.threshold, "report": report,
-                 "compared_with": get(ctx.cfg, "audit.compare", None), "query_movement": movement,
+        details={"judged_queries": judged_queries_count, "query_scope": settings.scope, "threshold": settings.threshold,
+                 "reports": reports, "compared_with": get(cfg, "audit.compare", None), "query_movement": movement,
                  "model_versions_in_partition": versions},
         summary=summary,
     )

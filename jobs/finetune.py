@@ -13,6 +13,7 @@ import argparse
 import copy
 import datetime as dt
 import hashlib
+import json
 import math
 import os
 import random
@@ -23,6 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import average_precision_score, roc_auc_score
@@ -61,6 +63,15 @@ class TrainSettings:
     eval_k: int = 10
 
 
+def training_examples(classified: DataFrame) -> pd.DataFrame:
+    """Usable judgments as (query_norm, product_id, product_text, grade): the text is build_pairs' product
+    text (catalog_texts) and the query its normalized query, so the model trains on what it will score.
+    Duplicate judgments of one pair keep their mean grade, rounded."""
+    examples = classified.where(F.col("reason").isNull()).select("query_norm", "product_id", "product_text", "grade").toPandas()
+    examples = examples.groupby(["query_norm", "product_id", "product_text"], as_index=False).grade.mean()
+    return examples.assign(grade=examples.grade.round().astype(int))
+
+
 def split_of(query: str, seed: int, val_fraction: float, test_fraction: float) -> str:
     """Deterministic split by query: a hash of (seed, query) picks train, val or test."""
     digest = hashlib.sha256(f"{seed}\x1f{query}".encode()).digest()
@@ -92,15 +103,20 @@ def ranking_quality(frame: pd.DataFrame, scores: np.ndarray, k: int, relevant_mi
     return float(_per_query(frame, scores, [k], relevant_min_grade, gain)[f"ndcg@{k}"].mean())
 
 
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
 def train_cross_encoder(
-    base_dir: str, train: pd.DataFrame, val: pd.DataFrame, top_grade: int, settings: TrainSettings,
-    relevant_min_grade: int, gain: str, log=print,
-) -> tuple[Any, Any, dict[str, Any]]:
-    """Fine-tune from the base checkpoint; returns (tokenizer, best network, training history)."""
-    random.seed(settings.seed)
-    np.random.seed(settings.seed)
-    torch.manual_seed(settings.seed)
-    tokenizer, network = load_network(base_dir)
+    tokenizer: Any, network: torch.nn.Module, train: pd.DataFrame, val: pd.DataFrame, top_grade: int,
+    settings: TrainSettings, relevant_min_grade: int, gain: str, log=print,
+) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Fine-tune `network` on the training pairs; returns (the best network by validation nDCG, history).
+
+    Pairs are encoded by the scorer's `encode_pairs` and batched by its `collate`, so the
+    network trains on exactly the token ids it will score."""
     encoded = encode_pairs(tokenizer, train.query_norm.tolist(), train.product_text.tolist(), settings.max_length)
     targets = torch.tensor(train.grade.to_numpy(dtype=np.float32) / max(top_grade, 1))
     steps_per_epoch = math.ceil(len(train) / settings.batch_size)
@@ -145,7 +161,7 @@ def train_cross_encoder(
             break
     network.load_state_dict(best_state)
     network.eval()
-    return tokenizer, network, {"epochs": history, "best_val_ndcg": best_ndcg, "train_seconds": round(time.time() - started, 1)}
+    return network, {"epochs": history, "best_val_ndcg": best_ndcg, "train_seconds": round(time.time() - started, 1)}
 
 
 def fit_calibration(logits: np.ndarray, relevant: np.ndarray) -> dict[str, float]:
@@ -206,14 +222,10 @@ def run(ctx: JobContext) -> JobResult:
 
     judgments = conform(wh.read(JUDGMENTS), JUDGMENTS, wh.path(JUDGMENTS.name))
     catalog = conform(wh.read(CATALOG), CATALOG, wh.path(CATALOG.name))
-    texts, _ = catalog_texts(catalog, int(get(cfg, "pairs.product_text_max_words", 64)))
-    classified = classify_judgments(judgments, texts).cache()
+    classified = classify_judgments(judgments, catalog_texts(catalog, int(get(cfg, "pairs.product_text_max_words", 64)))[0]).cache()
     rows_in = classified.count()
-    examples = classified.where(F.col("reason").isNull()).select("query_norm", "product_id", "product_text", "grade").toPandas()
+    examples = training_examples(classified)
     rejected = classified.where(F.col("reason").isNotNull())
-    # duplicate judgments of one pair: keep the mean grade, rounded
-    examples = examples.groupby(["query_norm", "product_id", "product_text"], as_index=False).grade.mean()
-    examples["grade"] = examples.grade.round().astype(int)
     examples["split"] = [split_of(q, settings.seed, settings.val_fraction, settings.test_fraction) for q in examples.query_norm]
     parts = {name: examples[examples.split == name].reset_index(drop=True) for name in SPLITS}
     if min(len(p) for p in parts.values()) == 0:
@@ -222,8 +234,10 @@ def run(ctx: JobContext) -> JobResult:
     fingerprint = data_fingerprint(examples)
     print(f"finetune: {len(examples)} judged pairs ({', '.join(f'{n} {len(p)}' for n, p in parts.items())}) from {base_name}")
 
-    tokenizer, network, history = train_cross_encoder(
-        str(base_dir), parts["train"], parts["val"], max(grades), settings, relevant_min_grade, gain
+    seed_everything(settings.seed)
+    tokenizer, network = load_network(str(base_dir))  # the relevance head is initialised from the seed
+    network, history = train_cross_encoder(
+        tokenizer, network, parts["train"], parts["val"], max(grades), settings, relevant_min_grade, gain
     )
     val_logits = _predict_logits(tokenizer, network, parts["val"], settings.max_length)
     calibration = fit_calibration(val_logits, parts["val"].grade.to_numpy() >= relevant_min_grade)
@@ -261,12 +275,15 @@ def run(ctx: JobContext) -> JobResult:
                                            "rule": "lowest validation threshold whose Wilson 95% lower bound meets the target"},
         "data_fingerprint": fingerprint,
         "data": {name: {"pairs": len(p), "queries": int(p.query_norm.nunique())} for name, p in parts.items()},
+        "split": {"rule": "sha256(seed, query_norm) picks train / val / test", "queries_file": "split.json"},
         "hyperparameters": settings.__dict__,
         "training": history,
         "metrics": {"test": test_metrics},
     }
     models_root = get(cfg, "model.models_root")
     path = save_model_version(models_root, network, tokenizer, card)
+    # the queries of each part, so audits can evaluate on queries the model never saw
+    (path / "split.json").write_text(json.dumps({name: sorted(p.query_norm.unique()) for name, p in parts.items()}, indent=0))
     wh.overwrite_partition(rejects_frame(rejected, JOB, JUDGMENTS.name, ctx.run_id, ctx.ds or "all"), REJECTS,
                            {"job": JOB, "ds": ctx.ds or "all"}, ctx.run_id)
     if get(cfg, "finetune.promote", True):

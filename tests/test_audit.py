@@ -86,3 +86,48 @@ def test_compare_reports_paired_deltas_and_the_gate_fails_on_a_worse_model():
                             "good", SETTINGS)
     failure = regression_failure(worse, "mrr", 0.01)
     assert failure.startswith("regression: mrr changed by -0.5833 against model:good") and "\n" not in failure
+
+
+def test_every_system_is_judged_on_the_same_pairs_and_segments():
+    from jobs.audit import format_comparison
+
+    candidates = behavior().assign(category=["Furniture > Sofas"] * 3 + ["Clothing / Tops"] * 2,
+                                   query_norm=["red sofa"] * 3 + ["tee"] * 2)
+    judged = candidates[["query_norm", "product_id"]].assign(grade=[2, 0, 0, 1, 0])
+    lexical = np.array([1.5, 3.0, 1.0, 2.0, 1.0])  # a baseline that puts sofa/b above a
+    frame = audit_rows(candidates, judged, SETTINGS, {"bm25": lexical}).set_index(["system", "segment", "metric"])
+    assert frame.loc[("bm25", "all", "mrr"), "value"] == pytest.approx((1 / 2 + 1) / 2)
+    assert frame.loc[("model", "all", "mrr"), "value"] == 1.0
+    assert frame.loc[("bm25", "category=furniture", "roc_auc"), "value"] == 0.5  # a (relevant) above c, below b
+    assert frame.loc[("model", "query_len=2", "ndcg@2"), "support"] == 1  # "red sofa"
+    assert frame.loc[("model", "category=clothing", "ndcg@2"), "value"] == 1.0
+    assert ("bm25", "all", "precision") not in frame.index  # threshold metrics only for the calibrated model
+    text = format_comparison(frame.reset_index().assign(metric=lambda f: f.metric.str.replace("@2", "@10")), "test")
+    assert "bm25" in text and "logged_position" in text and "all (2 queries)" in text
+
+
+def test_held_out_queries_exclude_train_and_validation_queries():
+    from jobs.audit import held_out_queries
+
+    kept, scope = held_out_queries({"train": ["a"], "val": ["b"], "test": ["c"]}, ["a", "b", "c", "new"])
+    assert kept == {"c", "new"} and "2 excluded" in scope
+    kept, scope = held_out_queries(None, ["a", "b"])
+    assert kept == {"a", "b"} and "no training split" in scope
+
+
+def test_curves_become_rows_with_pr_points_and_reliability_bins():
+    from jobs.audit import curve_rows, curves, judged_pairs_of
+
+    rng = np.random.default_rng(1)
+    n = 300
+    relevant = rng.random(n) < 0.5
+    candidates = pd.DataFrame({"query_norm": [f"q{i % 30}" for i in range(n)], "product_id": [f"p{i}" for i in range(n)]})
+    judged = candidates.assign(grade=relevant.astype(int))
+    scores = np.clip(np.where(relevant, 0.7, 0.3) + rng.normal(0, 0.2, n), 0, 1)
+    drawn = curves(judged_pairs_of(candidates, judged, {"model": scores}), ["model"], SETTINGS)
+    pr = drawn["pr_curves"]
+    assert 2 <= len(pr) <= 101 and pr.recall.is_monotonic_increasing and pr.recall.iloc[-1] == 1.0
+    assert drawn["reliability"]["count"].sum() == n and drawn["score_histograms"]["count"].sum() == n
+    rows = curve_rows(drawn, SETTINGS)
+    observed = rows[rows.metric == "reliability_observed_rate"]
+    assert len(observed) == 10 and (observed.ci_low <= observed.value).all() and (observed.value <= observed.ci_high).all()

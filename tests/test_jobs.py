@@ -10,9 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 from deltalake import DeltaTable, write_deltalake
-from pyspark.sql import functions as F
 
-from jobs import audit, build_pairs, finetune, nightly, score
+from jobs import build_pairs, finetune, nightly, score
 from jobs.__main__ import main
 from jobs.core.delta import Warehouse
 from jobs.core.job import JobError
@@ -228,3 +227,43 @@ def test_audit_compare_gate_sets_the_exit_code(spark, fresh_warehouse, tmp_path,
     assert main(base + ["--set", "audit.regression.margin=-0.5"]) == 1
     assert "regression: ndcg@10 changed by +0.0000 against model:tiny-test, beyond the allowed drop of -0.5" in capsys.readouterr().err
     assert runs_of(cfg, "audit").iloc[-1].status == "failed"
+
+
+def test_training_sees_exactly_the_text_and_token_ids_that_scoring_sees(spark, fresh_warehouse, tiny_model_root):
+    """No train/serve skew: for every judged pair that build_pairs also emits, finetune's training example has
+    the same normalized query and product text, and the token ids the trainer feeds the network are the ids the
+    scorer feeds it (captured from the network's own forward calls, padding stripped)."""
+    from jobs.build_pairs import catalog_texts, classify_judgments
+    from udfs.scorer import score_logits
+
+    cfg = fresh_warehouse
+    run(spark, cfg, build_pairs)
+    wh = Warehouse(spark, cfg["warehouse"]["root"], "delta-rs")
+    texts, _ = catalog_texts(wh.read(TABLES["catalog"]), int(cfg["pairs"]["product_text_max_words"]))
+    examples = finetune.training_examples(classify_judgments(wh.read(TABLES["judgments"]), texts))
+    served = table(cfg, "pairs").query("ds == @DEMO_DS")[["query_norm", "product_id", "product_text"]]
+    both = examples.merge(served, on=["query_norm", "product_id"], suffixes=("_train", "_serve"))
+    assert len(both) >= 100
+    assert (both.product_text_train == both.product_text_serve).all()
+
+    model = load_model_version(resolve_model_dir(tiny_model_root, "tiny-test"))
+    fed: dict[str, list[list[int]]] = {"train": [], "score": []}
+
+    def capture(module, _args, kwargs):
+        for ids, mask in zip(kwargs["input_ids"], kwargs["attention_mask"]):
+            fed["train" if module.training else "score"].append(ids[mask.bool()].tolist())
+
+    handle = model.network.register_forward_pre_hook(capture, with_kwargs=True)
+    try:
+        finetune.train_cross_encoder(model.tokenizer, model.network, both.rename(columns={"product_text_train": "product_text"}),
+                                     both.head(20).rename(columns={"product_text_train": "product_text"}), 2,
+                                     finetune.TrainSettings(epochs=1, batch_size=16, max_length=model.max_length), 1, "linear",
+                                     log=lambda _: None)
+        trained, fed["score"] = fed["train"], []
+        model.network.eval()
+        score_logits(model, both.query_norm.tolist(), both.product_text_serve.tolist(), batch_tokens=512)
+    finally:
+        handle.remove()
+    assert len(trained) == len(both)  # one epoch: every training pair once
+    assert sorted(fed["score"]) == sorted(map(list, dict.fromkeys(map(tuple, trained))))
+    assert all(ids[0] == model.tokenizer.cls_token_id and ids.count(model.tokenizer.sep_token_id) == 2 for ids in trained)

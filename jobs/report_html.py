@@ -1,0 +1,747 @@
+"""report_html: one self-contained HTML page for an audit run (inline CSS and SVG, no scripts, no network).
+
+`render_audit_html` is pure: it turns an `AuditReport` (the audit job's frames) into a
+string. `write_html_report` puts that string next to the tables of a local warehouse.
+Every piece of text from the data goes through `html.escape`: queries are user input.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["AuditReport", "render_audit_html", "write_html_report"]
+
+MODEL = "model"
+NO_DATA = '<p class="nodata">no data</p>'
+DASH = "–"
+# Okabe-Ito: distinguishable with the common colour-vision deficiencies.
+PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#000000", "#999999")
+METRIC_COLUMNS = ("system", "segment", "metric", "k", "threshold", "value", "support", "ci_low", "ci_high",
+                  "definition")
+# Display order of metric families; entries ending in "@" match every k.
+METRIC_ORDER = ("ndcg@", "precision@", "recall@", "mrr", "map", "judged@", "roc_auc", "average_precision",
+                "precision", "recall", "f1", "brier", "ece", "threshold_for_target_precision",
+                "recall_at_target_precision")
+LOWER_IS_BETTER = ("brier", "ece")
+NO_DIRECTION = ("judged@", "threshold_for_target_precision")
+SEGMENT_GROUPS = ("all", "head", "torso", "tail", "category=", "query_len=")
+
+CSS = """
+:root { --fg: #1f2328; --muted: #59636e; --border: #d0d7de; --soft: #f6f8fa; --best: #dbeaf5; }
+* { box-sizing: border-box; }
+body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, Helvetica, Arial, sans-serif;
+       color: var(--fg); background: #fff; max-width: 1120px; margin: 0 auto; padding: 24px; }
+h1 { font-size: 1.5rem; margin: 0 0 .5rem; }
+h2 { font-size: 1.15rem; margin: 2rem 0 .6rem; padding-bottom: .25rem; border-bottom: 1px solid var(--border); }
+p.note, .nodata, caption { color: var(--muted); }
+.nodata { font-style: italic; }
+dl.meta { display: grid; grid-template-columns: max-content 1fr; gap: 2px 16px; margin: 0; }
+dl.meta dt { color: var(--muted); }
+dl.meta dd { margin: 0; font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; }
+.scroll { overflow-x: auto; }
+table { border-collapse: collapse; font-variant-numeric: tabular-nums; margin: .25rem 0; }
+caption { text-align: left; font-size: .85em; padding-bottom: 4px; }
+th, td { padding: 4px 10px; border-bottom: 1px solid var(--border); text-align: left; vertical-align: top; }
+th { background: var(--soft); font-weight: 600; }
+td.num { text-align: right; white-space: nowrap; }
+td.best { background: var(--best); font-weight: 600; }
+td.up { color: #0072B2; } td.down { color: #D55E00; }
+.ci { color: var(--muted); font-size: .85em; }
+.charts { display: flex; flex-wrap: wrap; gap: 16px; }
+figure { margin: 0; }
+figcaption { color: var(--muted); font-size: .85em; }
+svg { max-width: 100%; height: auto; background: #fff; }
+svg text { font-family: inherit; font-size: 11px; fill: var(--fg); }
+svg .grid { stroke: #e6e9ec; } svg .axis { stroke: #59636e; }
+svg text.halo { paint-order: stroke; stroke: #fff; stroke-width: 3px; stroke-linejoin: round; }
+details dl dt { font-weight: 600; margin-top: .4rem; font-family: ui-monospace, SFMono-Regular, Menlo, monospace; }
+details dl dd { margin-left: 1rem; }
+pre { background: var(--soft); padding: 12px; overflow-x: auto; font-size: 12px; }
+"""
+
+
+@dataclass(frozen=True)
+class AuditReport:
+    """Everything the page shows; the audit job builds it from one run's frames."""
+
+    ds: str
+    model_version: str
+    run_id: str
+    created_at: str
+    metrics: pd.DataFrame
+    pr_curves: pd.DataFrame
+    reliability: pd.DataFrame
+    score_histograms: pd.DataFrame
+    worst_offenders: pd.DataFrame
+    threshold: float
+    target_precision: float
+    summary_text: str
+
+
+# ---------------------------------------------------------------------------------------------- formatting
+
+
+def _esc(value: object) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _missing(value: object) -> bool:
+    if value is None:
+        return True
+    try:
+        return bool(pd.isna(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def _fmt(value: object, digits: int = 3) -> str:
+    if _missing(value):
+        return DASH
+    try:
+        return f"{float(value):.{digits}f}"
+    except (TypeError, ValueError):
+        return _esc(value)
+
+
+def _fmt_int(value: object) -> str:
+    if _missing(value):
+        return DASH
+    try:
+        return f"{int(round(float(value))):,}"
+    except (TypeError, ValueError):
+        return _esc(value)
+
+
+def _fmt_ci(low: object, high: object) -> str:
+    return "" if _missing(low) or _missing(high) else f"[{_fmt(low)}, {_fmt(high)}]"
+
+
+def _value_with_ci(row: pd.Series) -> str:
+    ci = _fmt_ci(row.get("ci_low"), row.get("ci_high"))
+    return _fmt(row.get("value")) + (f' <span class="ci">{ci}</span>' if ci else "")
+
+
+# ---------------------------------------------------------------------------------------------- frames
+
+
+def _usable(frame: pd.DataFrame | None, columns: Iterable[str]) -> pd.DataFrame | None:
+    """The frame when it has rows and the columns a section needs, else None (the section says "no data")."""
+    if not isinstance(frame, pd.DataFrame) or frame.empty or not set(columns) <= set(frame.columns):
+        return None
+    return frame
+
+
+def _metrics_frame(metrics: pd.DataFrame | None) -> pd.DataFrame:
+    """The metric rows with every optional column present (NaN when absent); empty when unusable."""
+    frame = _usable(metrics, ("system", "segment", "metric", "value"))
+    if frame is None:
+        return pd.DataFrame(columns=list(METRIC_COLUMNS))
+    frame = frame.copy()
+    for column in METRIC_COLUMNS:
+        if column not in frame.columns:
+            frame[column] = np.nan
+    for column in ("system", "segment", "metric"):
+        frame[column] = frame[column].astype(str)
+    return frame.reset_index(drop=True)
+
+
+def _metric_key(name: str, appearance: int) -> tuple:
+    family = next((i for i, p in enumerate(METRIC_ORDER)
+                   if (name.startswith(p) if p.endswith("@") else name == p)), len(METRIC_ORDER))
+    k = name.split("@", 1)[1] if "@" in name else ""
+    return family, int(k) if k.isdigit() else math.inf, appearance
+
+
+def _ordered_metrics(names: Iterable[str]) -> list[str]:
+    unique = list(dict.fromkeys(names))
+    return sorted(unique, key=lambda n: _metric_key(n, unique.index(n)))
+
+
+def _ordered_segments(names: Iterable[str]) -> list[str]:
+    unique = list(dict.fromkeys(names))
+
+    def key(segment: str) -> tuple:
+        group = next((i for i, g in enumerate(SEGMENT_GROUPS)
+                      if (segment.startswith(g) if g.endswith("=") else segment == g)), len(SEGMENT_GROUPS))
+        return group, unique.index(segment)
+
+    return sorted(unique, key=key)
+
+
+def _ordered_systems(names: Iterable[str]) -> list[str]:
+    unique = list(dict.fromkeys(str(n) for n in names))
+    return sorted(unique, key=lambda s: (s != MODEL, unique.index(s)))
+
+
+def _system_colors(report: AuditReport) -> dict[str, str]:
+    names: list[str] = []
+    for frame in (report.metrics, report.pr_curves, report.reliability):
+        if isinstance(frame, pd.DataFrame) and "system" in frame.columns:
+            names += [str(s) for s in frame.system.dropna()]
+    return {name: PALETTE[i % len(PALETTE)] for i, name in enumerate(_ordered_systems(names))}
+
+
+def _higher_is_better(metric: str) -> bool | None:
+    if any(metric.startswith(p) if p.endswith("@") else metric == p for p in NO_DIRECTION):
+        return None
+    return metric not in LOWER_IS_BETTER
+
+
+# ---------------------------------------------------------------------------------------------- html pieces
+
+
+def _section(anchor: str, title: str, body: str, note: str = "") -> str:
+    note_html = f'<p class="note">{_esc(note)}</p>' if note else ""
+    return f'<section id="{_esc(anchor)}">\n<h2>{_esc(title)}</h2>\n{note_html}{body}\n</section>'
+
+
+def _td(content: str, cls: str = "", title: str = "") -> str:
+    """A table cell; `content` must already be HTML (escaped)."""
+    attrs = (f' class="{cls}"' if cls else "") + (f' title="{_esc(title)}"' if title else "")
+    return f"<td{attrs}>{content}</td>"
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], caption: str = "") -> str:
+    """A table from escaped header text and rows of ready `<td>` cells."""
+    if not rows:
+        return NO_DATA
+    head = "".join(f"<th>{_esc(h)}</th>" for h in headers)
+    body = "\n".join(f"<tr>{''.join(cells)}</tr>" for cells in rows)
+    cap = f"<caption>{_esc(caption)}</caption>" if caption else ""
+    return f'<div class="scroll"><table>{cap}<thead><tr>{head}</tr></thead>\n<tbody>\n{body}\n</tbody></table></div>'
+
+
+def _figure(svg: str, caption: str) -> str:
+    return f"<figure>{svg}<figcaption>{_esc(caption)}</figcaption></figure>"
+
+
+# ---------------------------------------------------------------------------------------------- svg charts
+
+
+@dataclass(frozen=True)
+class _Plot:
+    """Pixel geometry of a chart and its data-to-pixel scales."""
+
+    width: float
+    height: float
+    left: float
+    right: float
+    top: float
+    bottom: float
+    x_range: tuple[float, float]
+    y_range: tuple[float, float] = (0.0, 1.0)
+
+    @property
+    def x0(self) -> float:
+        return self.left
+
+    @property
+    def x1(self) -> float:
+        return self.width - self.right
+
+    @property
+    def y0(self) -> float:  # bottom edge of the plot area
+        return self.height - self.bottom
+
+    @property
+    def y1(self) -> float:  # top edge
+        return self.top
+
+    def sx(self, x: float) -> float:
+        lo, hi = self.x_range
+        return self.x0 + (x - lo) / ((hi - lo) or 1.0) * (self.x1 - self.x0)
+
+    def sy(self, y: float) -> float:
+        lo, hi = self.y_range
+        return self.y0 - (y - lo) / ((hi - lo) or 1.0) * (self.y0 - self.y1)
+
+
+@dataclass(frozen=True)
+class _Series:
+    """One line/point/step series of an x-y chart, in data coordinates."""
+
+    name: str
+    x: tuple[float, ...]
+    y: tuple[float, ...]
+    color: str
+    kind: str = "line"  # line | points | linepoints | step (x are bin edges, len(y) + 1)
+    sizes: tuple[float, ...] = ()  # point radii in pixels, for points / linepoints
+    tips: tuple[str, ...] = ()  # hover text per point
+
+
+@dataclass(frozen=True)
+class _Guide:
+    """A reference line in data coordinates (diagonal, target precision...)."""
+
+    x: tuple[float, float]
+    y: tuple[float, float]
+    label: str = ""
+    color: str = "#59636e"
+
+
+@dataclass(frozen=True)
+class _Marker:
+    x: float
+    y: float
+    label: str
+    color: str
+
+
+@dataclass(frozen=True)
+class _Bars:
+    """One system's bars across categories (NaN = no bar)."""
+
+    name: str
+    values: tuple[float, ...]
+    lows: tuple[float, ...]
+    highs: tuple[float, ...]
+    color: str
+    tips: tuple[str, ...] = ()
+
+
+def _n(value: float) -> str:
+    return f"{value:.1f}"
+
+
+def _nice_step(span: float, target: int) -> float:
+    raw = span / max(target, 1)
+    magnitude = 10 ** math.floor(math.log10(raw))
+    return next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw)
+
+
+def _ticks(lo: float, hi: float, target: int = 5) -> list[tuple[float, str]]:
+    if not (math.isfinite(lo) and math.isfinite(hi)) or hi <= lo:
+        return []
+    step = _nice_step(hi - lo, target)
+    decimals = max(0, -math.floor(math.log10(step) + 1e-9)) + (1 if step / 10 ** math.floor(math.log10(step)) == 2.5 else 0)
+    first = math.ceil(lo / step - 1e-9)
+    values = [i * step for i in range(first, int(math.floor(hi / step + 1e-9)) + 1)]
+    return [(v, f"{v:.{decimals}f}") for v in values]
+
+
+def _span(values: Iterable[float], floor: tuple[float, float]) -> tuple[float, float]:
+    """The range covering `floor` and every finite value."""
+    finite = [float(v) for v in values if not _missing(v) and math.isfinite(float(v))]
+    return min([floor[0], *finite]), max([floor[1], *finite])
+
+
+def _svg_open(width: float, height: float, title: str) -> str:
+    return (f'<svg role="img" aria-label="{_esc(title)}" width="{width:.0f}" height="{height:.0f}" '
+            f'viewBox="0 0 {width:.0f} {height:.0f}"><title>{_esc(title)}</title>')
+
+
+def _text(x: float, y: float, text: str, anchor: str = "start", extra: str = "") -> str:
+    return f'<text x="{_n(x)}" y="{_n(y)}" text-anchor="{anchor}"{extra}>{_esc(text)}</text>'
+
+
+def _legend(items: Sequence[tuple[str, str]], width: float, top: float = 6) -> tuple[str, float]:
+    """Legend entries (name, colour) laid out in rows across the top; returns svg and its height."""
+    parts, x, y = [], 10.0, top
+    for name, color in items:
+        item_width = 28 + 6.5 * len(name)
+        if x + item_width > width - 10 and x > 10:
+            x, y = 10.0, y + 16
+        parts.append(f'<rect x="{_n(x)}" y="{_n(y + 2)}" width="14" height="8" fill="{color}"/>'
+                     + _text(x + 18, y + 10, name))
+        x += item_width + 10
+    return "".join(parts), (y - top + 22) if items else 0.0
+
+
+def _x_axis(plot: _Plot, label: str) -> str:
+    parts = [f'<line class="axis" x1="{_n(plot.x0)}" y1="{_n(plot.y0)}" x2="{_n(plot.x1)}" y2="{_n(plot.y0)}"/>']
+    for value, text in _ticks(*plot.x_range):
+        x = plot.sx(value)
+        parts.append(f'<line class="grid" x1="{_n(x)}" y1="{_n(plot.y1)}" x2="{_n(x)}" y2="{_n(plot.y0)}"/>'
+                     f'<line class="axis" x1="{_n(x)}" y1="{_n(plot.y0)}" x2="{_n(x)}" y2="{_n(plot.y0 + 4)}"/>'
+                     + _text(x, plot.y0 + 16, text, "middle"))
+    parts.append(_text((plot.x0 + plot.x1) / 2, plot.height - 8, label, "middle"))
+    return "".join(parts)
+
+
+def _y_axis(plot: _Plot, label: str) -> str:
+    parts = [f'<line class="axis" x1="{_n(plot.x0)}" y1="{_n(plot.y1)}" x2="{_n(plot.x0)}" y2="{_n(plot.y0)}"/>']
+    for value, text in _ticks(*plot.y_range):
+        y = plot.sy(value)
+        parts.append(f'<line class="grid" x1="{_n(plot.x0)}" y1="{_n(y)}" x2="{_n(plot.x1)}" y2="{_n(y)}"/>'
+                     f'<line class="axis" x1="{_n(plot.x0 - 4)}" y1="{_n(y)}" x2="{_n(plot.x0)}" y2="{_n(y)}"/>'
+                     + _text(plot.x0 - 7, y + 4, text, "end"))
+    cx, cy = 14, (plot.y0 + plot.y1) / 2
+    parts.append(_text(cx, cy, label, "middle", f' transform="rotate(-90 {_n(cx)} {_n(cy)})"'))
+    return "".join(parts)
+
+
+def _finite_points(series: _Series) -> list[tuple[float, float, int]]:
+    return [(float(x), float(y), i) for i, (x, y) in enumerate(zip(series.x, series.y))
+            if not (_missing(x) or _missing(y)) and math.isfinite(float(x)) and math.isfinite(float(y))]
+
+
+def _series_svg(plot: _Plot, series: _Series) -> str:
+    if series.kind == "step":
+        return _step_svg(plot, series)
+    points = _finite_points(series)
+    parts = []
+    if series.kind in ("line", "linepoints") and len(points) > 1:
+        coords = " ".join(f"{_n(plot.sx(x))},{_n(plot.sy(y))}" for x, y, _ in points)
+        width = 2 if series.kind == "line" else 1.2
+        parts.append(f'<polyline points="{coords}" fill="none" stroke="{series.color}" stroke-width="{width}"/>')
+    if series.kind in ("points", "linepoints"):
+        for x, y, i in points:
+            radius = series.sizes[i] if i < len(series.sizes) else 3.5
+            tip = f"<title>{_esc(series.tips[i])}</title>" if i < len(series.tips) else ""
+            parts.append(f'<circle cx="{_n(plot.sx(x))}" cy="{_n(plot.sy(y))}" r="{_n(radius)}" fill="{series.color}" '
+                         f'fill-opacity="0.65" stroke="{series.color}">{tip}</circle>')
+    return "".join(parts)
+
+
+def _step_svg(plot: _Plot, series: _Series) -> str:
+    """A histogram outline: x are bin edges (one more than y), filled lightly."""
+    edges, heights = list(series.x), list(series.y)
+    if len(edges) != len(heights) + 1 or not heights:
+        return ""
+    coords = [(edges[0], 0.0)]
+    for i, h in enumerate(heights):
+        h = 0.0 if _missing(h) else float(h)
+        coords += [(edges[i], h), (edges[i + 1], h)]
+    coords.append((edges[-1], 0.0))
+    text = " ".join(f"{_n(plot.sx(x))},{_n(plot.sy(y))}" for x, y in coords)
+    return (f'<polygon points="{text}" fill="{series.color}" fill-opacity="0.12" stroke="{series.color}" '
+            f'stroke-width="1.6"><title>{_esc(series.name)}</title></polygon>')
+
+
+def _guide_svg(plot: _Plot, guide: _Guide) -> str:
+    (xa, xb), (ya, yb) = guide.x, guide.y
+    line = (f'<line x1="{_n(plot.sx(xa))}" y1="{_n(plot.sy(ya))}" x2="{_n(plot.sx(xb))}" y2="{_n(plot.sy(yb))}" '
+            f'stroke="{guide.color}" stroke-width="1.2" stroke-dasharray="5 4"/>')
+    label = _text(plot.sx(xb) - 4, plot.sy(yb) - 5, guide.label, "end", f' class="halo" fill="{guide.color}"') \
+        if guide.label else ""
+    return line + label
+
+
+def _marker_svg(plot: _Plot, marker: _Marker) -> str:
+    x, y = plot.sx(marker.x), plot.sy(marker.y)
+    right_side = x < plot.x0 + 0.6 * (plot.x1 - plot.x0)
+    label = _text(x + 10 if right_side else x - 10, y + 18, marker.label, "start" if right_side else "end",
+                  ' class="halo" font-weight="600"')
+    return (f'<path d="M{_n(x)},{_n(y - 7)} L{_n(x + 7)},{_n(y)} L{_n(x)},{_n(y + 7)} L{_n(x - 7)},{_n(y)} Z" '
+            f'fill="#fff" stroke="{marker.color}" stroke-width="2.2"><title>{_esc(marker.label)}</title></path>' + label)
+
+
+def _svg_xy_chart(series: Sequence[_Series], *, title: str, x_label: str, y_label: str,
+                  x_range: tuple[float, float], y_range: tuple[float, float], guides: Sequence[_Guide] = (),
+                  markers: Sequence[_Marker] = (), width: float = 540, height: float = 400) -> str:
+    """The generic x-y chart: axes with ticks, grid, legend, reference lines, series and markers."""
+    legend, legend_height = _legend([(s.name, s.color) for s in series], width)
+    plot = _Plot(width, height, left=58, right=18, top=legend_height + 12, bottom=44, x_range=x_range, y_range=y_range)
+    body = [_svg_open(width, height, title), _x_axis(plot, x_label), _y_axis(plot, y_label)]
+    body += [_guide_svg(plot, g) for g in guides]
+    body += [_series_svg(plot, s) for s in series]
+    body += [_marker_svg(plot, m) for m in markers]
+    return "".join(body) + legend + "</svg>"
+
+
+def _svg_bar_chart(categories: Sequence[str], series: Sequence[_Bars], *, title: str, x_label: str,
+                   x_range: tuple[float, float], width: float = 760) -> str:
+    """The generic horizontal grouped bar chart, one group per category, with CI whiskers."""
+    bar, gap = 12.0, 10.0
+    label_width = min(230.0, 16 + 6.5 * max((len(c) for c in categories), default=4))
+    legend, legend_height = _legend([(s.name, s.color) for s in series], width)
+    group = bar * len(series) + gap
+    height = legend_height + 12 + group * len(categories) + 44
+    plot = _Plot(width, height, left=label_width, right=56, top=legend_height + 12, bottom=44, x_range=x_range)
+    parts = [_svg_open(width, height, title), _x_axis(plot, x_label)]
+    for c, category in enumerate(categories):
+        top = plot.y1 + c * group + gap / 2
+        parts.append(_text(plot.x0 - 8, top + bar * len(series) / 2 + 4, category, "end"))
+        for s, bars in enumerate(series):
+            parts.append(_bar_svg(plot, bars, c, top + s * bar, bar))
+    return "".join(parts) + legend + "</svg>"
+
+
+def _bar_svg(plot: _Plot, bars: _Bars, index: int, top: float, height: float) -> str:
+    value = bars.values[index]
+    if _missing(value):
+        return ""
+    start, end = sorted((plot.sx(max(plot.x_range[0], 0.0)), plot.sx(float(value))))
+    tip = f"<title>{_esc(bars.tips[index])}</title>" if index < len(bars.tips) else ""
+    parts = [f'<rect x="{_n(start)}" y="{_n(top + 1)}" width="{_n(max(end - start, 0.5))}" height="{_n(height - 2)}" '
+             f'fill="{bars.color}">{tip}</rect>']
+    low, high, mid = bars.lows[index], bars.highs[index], top + height / 2
+    right = end
+    if not (_missing(low) or _missing(high)):
+        xl, xh = plot.sx(float(low)), plot.sx(float(high))
+        parts.append(f'<path d="M{_n(xl)},{_n(mid)} H{_n(xh)} M{_n(xl)},{_n(mid - 4)} V{_n(mid + 4)} '
+                     f'M{_n(xh)},{_n(mid - 4)} V{_n(mid + 4)}" stroke="#1f2328" stroke-width="1.1" fill="none"/>')
+        right = max(right, xh)
+    parts.append(_text(right + 4, mid + 4, _fmt(value), extra=' fill="#59636e"'))
+    return "".join(parts)
+
+
+# ---------------------------------------------------------------------------------------------- sections
+
+
+def _header(report: AuditReport) -> str:
+    items = [("ds", report.ds), ("model version", report.model_version), ("run id", report.run_id),
+             ("generated", report.created_at), ("decision threshold", _fmt(report.threshold, 4)),
+             ("target precision", _fmt(report.target_precision, 3))]
+    meta = "".join(f"<dt>{_esc(k)}</dt><dd>{_esc(v)}</dd>" for k, v in items)
+    return f'<header>\n<h1>Relevance audit · {_esc(report.ds)}</h1>\n<dl class="meta">{meta}</dl>\n</header>'
+
+
+def _comparable_rows(metrics: pd.DataFrame) -> pd.DataFrame:
+    """Ranking and classifier rows: not the log-only audits nor the model-vs-model deltas."""
+    names = metrics.metric
+    return metrics[~names.str.startswith("irrelevant_") & ~names.str.startswith("delta_")]
+
+
+def _best_systems(cells: dict[str, pd.Series], metric: str) -> set[str]:
+    direction = _higher_is_better(metric)
+    values = {s: float(r.value) for s, r in cells.items() if not _missing(r.value)}
+    if direction is None or len(values) < 2:
+        return set()
+    best = max(values.values()) if direction else min(values.values())
+    return {s for s, v in values.items() if abs(v - best) <= 1e-12}
+
+
+def _systems_section(metrics: pd.DataFrame) -> str:
+    rows_all = _comparable_rows(metrics[metrics.segment == "all"])
+    note = "segment all; value [CI]; shaded: best system on the row (lower is better for brier and ece)"
+    if rows_all.empty:
+        return _section("systems", "Systems compared", NO_DATA)
+    systems = _ordered_systems(rows_all.system)
+    rows = []
+    for metric in _ordered_metrics(rows_all.metric):
+        subset = rows_all[rows_all.metric == metric]
+        cells = {s: subset[subset.system == s].iloc[0] for s in systems if (subset.system == s).any()}
+        best = _best_systems(cells, metric)
+        definition = str(subset.definition.dropna().iloc[0]) if subset.definition.notna().any() else ""
+        row = [_td(_esc(metric), title=definition)]
+        for system in systems:
+            cell = cells.get(system)
+            if cell is None:
+                row.append(_td(DASH, "num"))
+            else:
+                row.append(_td(_value_with_ci(cell), "num best" if system in best else "num",
+                               f"{system}: n={_fmt_int(cell.support)}"))
+        rows.append(row)
+    return _section("systems", "Systems compared", _table(["metric", *systems], rows), note)
+
+
+def _ranking_metric(metrics: pd.DataFrame) -> str | None:
+    names = [m for m in _ordered_metrics(metrics.metric) if m.startswith("ndcg@")]
+    return "ndcg@10" if "ndcg@10" in names else (names[0] if names else None)
+
+
+def _segments_section(metrics: pd.DataFrame, colors: dict[str, str]) -> str:
+    metric = _ranking_metric(metrics)
+    title = "Ranking quality by segment"
+    if metric is None:
+        return _section("segments", title, NO_DATA)
+    rows = metrics[metrics.metric == metric]
+    segments, systems = _ordered_segments(rows.segment), _ordered_systems(rows.system)
+    series = [_system_bars(rows[rows.system == s], s, segments, colors.get(s, "#999999")) for s in systems]
+    values = [v for b in series for v in (*b.values, *b.highs, *b.lows)]
+    svg = _svg_bar_chart(segments, series, title=f"{metric} by segment", x_label=metric,
+                         x_range=_span(values, (0.0, 1.0)))
+    return _section("segments", title, _figure(svg, f"{metric} per segment and system; whiskers: CI"))
+
+
+def _system_bars(rows: pd.DataFrame, system: str, segments: Sequence[str], color: str) -> _Bars:
+    by_segment = {seg: r for seg, r in zip(rows.segment, rows.itertuples(index=False))}
+    picked = [by_segment.get(seg) for seg in segments]
+    value = lambda r, name: np.nan if r is None else getattr(r, name)  # noqa: E731
+    tips = tuple(f"{system} · {seg}: {_fmt(value(r, 'value'))} {_fmt_ci(value(r, 'ci_low'), value(r, 'ci_high'))}"
+                 f" (n={_fmt_int(value(r, 'support'))})" for seg, r in zip(segments, picked))
+    return _Bars(system, tuple(value(r, "value") for r in picked), tuple(value(r, "ci_low") for r in picked),
+                 tuple(value(r, "ci_high") for r in picked), color, tips)
+
+
+def _threshold_marker(curve: pd.DataFrame, threshold: float, color: str) -> list[_Marker]:
+    curve = curve.dropna(subset=["threshold", "precision", "recall"])
+    if curve.empty or _missing(threshold):
+        return []
+    point = curve.iloc[int(np.argmin(np.abs(curve.threshold.to_numpy(dtype=float) - float(threshold))))]
+    label = f"threshold {_fmt(threshold)}: P {_fmt(point.precision)}, R {_fmt(point.recall)}"
+    return [_Marker(float(point.recall), float(point.precision), label, color)]
+
+
+def _pr_section(report: AuditReport, colors: dict[str, str]) -> str:
+    title = "Precision–recall curves"
+    curves = _usable(report.pr_curves, ("system", "threshold", "precision", "recall"))
+    if curves is None:
+        return _section("pr-curves", title, NO_DATA)
+    curves = curves.sort_values(["system", "threshold"], kind="stable")
+    systems = _ordered_systems(curves.system)
+    series = [_Series(s, tuple(part.recall), tuple(part.precision), colors.get(s, "#999999"))
+              for s in systems for part in [curves[curves.system.astype(str) == s]]]
+    model = curves[curves.system.astype(str) == MODEL]
+    markers = _threshold_marker(model, report.threshold, colors.get(MODEL, PALETTE[0])) if not model.empty else []
+    guides = [] if _missing(report.target_precision) else [
+        _Guide((0.0, 1.0), (float(report.target_precision),) * 2, f"target precision {_fmt(report.target_precision)}")]
+    svg = _svg_xy_chart(series, title="precision vs recall", x_label="recall", y_label="precision",
+                        x_range=(0.0, 1.0), y_range=(0.0, 1.0), guides=guides, markers=markers)
+    caption = "one curve per system over score thresholds; ◇ the model at its decision threshold; dashed: target precision"
+    return _section("pr-curves", title, _figure(svg, caption))
+
+
+def _reliability_section(reliability: pd.DataFrame, colors: dict[str, str]) -> str:
+    title = "Reliability diagram"
+    frame = _usable(reliability, ("system", "mean_score", "observed_rate", "count"))
+    if frame is None:
+        return _section("reliability", title, NO_DATA)
+    counts = pd.to_numeric(frame["count"], errors="coerce")
+    largest = float(counts.max()) if counts.notna().any() and counts.max() > 0 else 1.0
+    series = []
+    for system in _ordered_systems(frame.system):
+        part = frame[frame.system.astype(str) == system]
+        sizes = tuple(3 + 9 * math.sqrt(max(float(c), 0) / largest) if not _missing(c) else 3.0 for c in part["count"])
+        tips = tuple(f"{system}: mean score {_fmt(m)}, observed {_fmt(o)}, n={_fmt_int(c)}"
+                     for m, o, c in zip(part.mean_score, part.observed_rate, part["count"]))
+        series.append(_Series(system, tuple(part.mean_score), tuple(part.observed_rate), colors.get(system, "#999999"),
+                              "linepoints", sizes, tips))
+    x_range = _span(frame.mean_score, (0.0, 1.0))
+    y_range = _span(frame.observed_rate, (0.0, 1.0))
+    low, high = max(x_range[0], y_range[0]), min(x_range[1], y_range[1])
+    svg = _svg_xy_chart(series, title="reliability diagram", x_label="mean predicted score (bin)",
+                        y_label="observed relevant rate", x_range=x_range, y_range=y_range,
+                        guides=[_Guide((low, high), (low, high), "perfect calibration")])
+    return _section("reliability", title, _figure(svg, "equal-mass score bins; point area grows with the bin's pairs"))
+
+
+def _histogram_section(histograms: pd.DataFrame) -> str:
+    title = "Score distributions by grade"
+    frame = _usable(histograms, ("system", "grade", "bin_low", "bin_high", "count"))
+    if frame is None:
+        return _section("score-distributions", title, NO_DATA)
+    systems = _ordered_systems(frame.system)
+    system = MODEL if MODEL in systems else systems[0]
+    frame = frame[frame.system.astype(str) == system].sort_values(["grade", "bin_low"])
+    series = []
+    for i, (grade, part) in enumerate(frame.groupby("grade", sort=True)):
+        total = float(pd.to_numeric(part["count"], errors="coerce").sum()) or 1.0
+        shares = tuple(float(c) / total if not _missing(c) else 0.0 for c in part["count"])
+        edges = (*part.bin_low.astype(float), float(part.bin_high.iloc[-1]))
+        series.append(_Series(f"grade {grade} (n={_fmt_int(total)})", edges, shares, PALETTE[i % len(PALETTE)], "step"))
+    heights = [h for s in series for h in s.y]
+    svg = _svg_xy_chart(series, title=f"score distribution per grade ({system})", x_label="score",
+                        y_label="share of the grade's pairs", x_range=_span([*frame.bin_low, *frame.bin_high], (0.0, 0.0)),
+                        y_range=(0.0, max(heights, default=1.0) * 1.1 or 1.0))
+    return _section("score-distributions", title,
+                    _figure(svg, f"judged pairs scored by {system}; each grade normalised to its own total"))
+
+
+def _long_metric_table(rows: pd.DataFrame, with_definition: bool) -> str:
+    rows = rows.assign(_m=rows.metric.map({m: i for i, m in enumerate(_ordered_metrics(rows.metric))}),
+                       _s=rows.segment.map({s: i for i, s in enumerate(_ordered_segments(rows.segment))}))
+    out = []
+    for r in rows.sort_values(["_m", "_s"], kind="stable").itertuples(index=False):
+        sign = _sign(r)
+        arrow = {"up": "▲ ", "down": "▼ "}.get(sign, "")
+        cells = [_td(_esc(r.metric)), _td(_esc(r.segment)), _td(arrow + _fmt(r.value), f"num {sign}".strip()),
+                 _td(_fmt_ci(r.ci_low, r.ci_high) or DASH, "num"), _td(_fmt_int(r.support), "num")]
+        if with_definition:
+            cells.append(_td(_esc(r.definition if not _missing(r.definition) else DASH)))
+        out.append(cells)
+    headers = ["metric", "segment", "value", "CI", "support"] + (["definition"] if with_definition else [])
+    return _table(headers, out)
+
+
+def _sign(row) -> str:
+    """For deltas: 'up' / 'down' when the CI excludes zero, else ''."""
+    if not str(row.metric).startswith("delta_") or _missing(row.ci_low) or _missing(row.ci_high):
+        return ""
+    return "up" if row.ci_low > 0 else "down" if row.ci_high < 0 else ""
+
+
+def _log_only_section(metrics: pd.DataFrame) -> str:
+    rows = metrics[metrics.metric.str.startswith("irrelevant_")]
+    note = "share of what users saw, clicked or bought on pairs the model scores below the threshold; support: events"
+    return _section("log-only", "Log-only audit", _long_metric_table(rows, False) if not rows.empty else NO_DATA, note)
+
+
+def _offenders_section(offenders: pd.DataFrame) -> str:
+    title = "Worst offenders"
+    note = "most-shown pairs the model calls irrelevant"
+    frame = offenders if isinstance(offenders, pd.DataFrame) and not offenders.empty else None
+    if frame is None:
+        return _section("worst-offenders", title, NO_DATA, note)
+    columns = [("query_norm", "query", _esc, ""), ("product_id", "product", _esc, ""), ("score", "score", _fmt, "num"),
+               ("impressions", "impressions", _fmt_int, "num"), ("clicks", "clicks", _fmt_int, "num"),
+               ("mean_position", "mean position", lambda v: _fmt(v, 1), "num"), ("segment", "segment", _esc, "")]
+    rows = [[_td(DASH if _missing(record.get(c)) else fmt(record.get(c)), cls) for c, _, fmt, cls in columns]
+            for record in frame.to_dict("records")]
+    return _section("worst-offenders", title, _table([h for _, h, _, _ in columns], rows), note)
+
+
+def _comparison_section(metrics: pd.DataFrame) -> str:
+    rows = metrics[metrics.metric.str.startswith("delta_")]
+    if rows.empty:
+        return ""
+    note = "paired per-query change of this model against the compared version; ▲/▼ colour: CI excludes zero"
+    return _section("comparison", "Comparison with another model version", _long_metric_table(rows, True), note)
+
+
+def _definitions_section(metrics: pd.DataFrame) -> str:
+    rows = metrics[metrics.definition.notna()]
+    if rows.empty:
+        return _section("definitions", "Definitions", NO_DATA)
+    items = []
+    for metric in _ordered_metrics(rows.metric):
+        subset = rows[rows.metric == metric]
+        texts = list(dict.fromkeys(subset.definition.astype(str)))
+        items.append(f"<dt>{_esc(metric)}</dt>")
+        for text in texts:
+            where = _ordered_segments(subset[subset.definition.astype(str) == text].segment) if len(texts) > 1 else []
+            prefix = f'<span class="ci">{_esc(", ".join(where))}:</span> ' if where else ""
+            items.append(f"<dd>{prefix}{_esc(text)}</dd>")
+    summary = f"Every metric's definition ({len(set(rows.metric))} metrics)"
+    body = f"<details><summary>{_esc(summary)}</summary><dl>{''.join(items)}</dl></details>"
+    return _section("definitions", "Definitions", body)
+
+
+def _summary_section(summary_text: str) -> str:
+    body = f"<pre>{_esc(summary_text)}</pre>" if summary_text else NO_DATA
+    return _section("summary", "Plain-text summary", body)
+
+
+# ---------------------------------------------------------------------------------------------- entry points
+
+
+def render_audit_html(report: AuditReport) -> str:
+    """One self-contained HTML document for the run: inline CSS and SVG, no scripts, no external references."""
+    metrics = _metrics_frame(report.metrics)
+    colors = _system_colors(report)
+    sections = [
+        _systems_section(metrics),
+        _segments_section(metrics, colors),
+        _pr_section(report, colors),
+        _reliability_section(report.reliability, colors),
+        _histogram_section(report.score_histograms),
+        _log_only_section(metrics),
+        _offenders_section(report.worst_offenders),
+        _comparison_section(metrics),
+        _definitions_section(metrics),
+        _summary_section(report.summary_text),
+    ]
+    main = "\n".join(s for s in sections if s)
+    title = f"Relevance audit {report.ds} · {report.model_version}"
+    return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+            f'<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+            f"<title>{_esc(title)}</title>\n<style>{CSS}</style>\n</head>\n<body>\n{_header(report)}\n"
+            f"<main>\n{main}\n</main>\n</body>\n</html>\n")
+
+
+def write_html_report(root: str, ds: str, html: str) -> str | None:
+    """Writes `<root>/reports/audit_<ds>.html` (local warehouses only; None for remote roots); returns its path."""
+    if "://" in root:
+        return None
+    path = Path(root) / "reports" / f"audit_{ds}.html"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(html, encoding="utf-8")
+    return str(path)
