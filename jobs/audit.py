@@ -47,6 +47,7 @@ MODEL, LOGGED = "model", "logged_position"
 SYSTEMS = (MODEL, BM25, ZERO_SHOT, LOGGED)
 FREQUENCY_SEGMENTS = ("all", "head", "torso", "tail")
 CURVE_PREFIXES = ("pr_curve_", "reliability_")
+QUERY_SEGMENT = "query="
 COMPARED_METRICS = ("ndcg@10", "precision@10", "recall@10", "mrr", "roc_auc", "average_precision")
 AUDIT_COLUMNS = ["system", "segment", "metric", "k", "threshold", "value", "support", "ci_low", "ci_high",
                  "definition", "baseline", "baseline_value"]
@@ -279,6 +280,17 @@ def _classifier_rows(judged_pairs: pd.DataFrame, system: str, segment: str, sett
     return rows
 
 
+def _per_query_rows(per_system: dict[str, pd.DataFrame], settings: AuditSettings) -> list[dict]:
+    """nDCG at the largest k of every judged query and system (segment `query=<query_norm>`): the worst queries."""
+    metric = f"ndcg@{max(settings.ks)}"
+    return [
+        {"system": system, "segment": f"{QUERY_SEGMENT}{query}", "metric": metric, "k": max(settings.ks),
+         "value": float(value), "support": 1, "definition": f"one query's {settings.definition(metric)}"}
+        for system, per_query in per_system.items()
+        for query, value in zip(per_query["query"], per_query[metric]) if not np.isnan(value)
+    ]
+
+
 def judged_pairs_of(candidates: pd.DataFrame, judged: pd.DataFrame, systems: dict[str, np.ndarray]) -> pd.DataFrame:
     """Judged candidates with one score column per system."""
     scored = candidates[["query_norm", "product_id"]].assign(**{name: np.asarray(s, dtype=float) for name, s in systems.items()})
@@ -312,6 +324,7 @@ def audit_rows(candidates: pd.DataFrame, judged: pd.DataFrame, settings: AuditSe
             rows += _ranking_rows(per_query[per_query["query"].isin(queries)], name, segment, settings)
             if len(subset):
                 rows += _classifier_rows(subset, name, segment, settings)
+    rows += _per_query_rows(per_system, settings)
     frame = pd.DataFrame(rows, columns=AUDIT_COLUMNS[:-2])
     logged = frame[frame.system == LOGGED].set_index(["segment", "metric", "k"]).value
     keys = list(zip(frame.segment, frame.metric, frame.k))
@@ -405,7 +418,8 @@ def format_summary(frame: pd.DataFrame, model_version: str, ds: str) -> str:
             base = f" ({r.baseline_value:.3f})" if r is not None and pd.notna(r.baseline_value) else ""
             cells.append(_cell(r, 30 - len(base)) + base)
         lines.append(f"{name:<32}" + "".join(cells))
-    ndcg = model[(model.metric == "ndcg@10") & ~model.segment.isin(FREQUENCY_SEGMENTS)]
+    ndcg = model[(model.metric == "ndcg@10") & ~model.segment.isin(FREQUENCY_SEGMENTS)
+                 & ~model.segment.str.startswith(QUERY_SEGMENT)]
     if len(ndcg):
         lines.append("\nmodel ndcg@10 by segment: " + ", ".join(
             f"{r.segment} {r.value:.3f} (n={int(r.support)})" for r in ndcg.itertuples()))
@@ -586,7 +600,8 @@ def run(ctx: JobContext) -> JobResult:
     markdown = write_markdown_report(wh.root, ds, model_version, ctx.run_id, summary)
     html = write_html_report(wh.root, ds, render_audit_html(AuditReport(
         ds=ds, model_version=model_version, run_id=ctx.run_id, created_at=now.isoformat(timespec="seconds"),
-        metrics=frame[~frame.metric.str.startswith(CURVE_PREFIXES)], pr_curves=drawn.get("pr_curves", pd.DataFrame()),
+        metrics=frame[~frame.metric.str.startswith(CURVE_PREFIXES) & ~frame.segment.str.startswith(QUERY_SEGMENT)],
+        pr_curves=drawn.get("pr_curves", pd.DataFrame()),
         reliability=drawn.get("reliability", pd.DataFrame()),
         score_histograms=drawn.get("score_histograms", pd.DataFrame()), worst_offenders=offenders,
         threshold=settings.threshold, target_precision=settings.target_precision, summary_text=summary)))

@@ -10,7 +10,8 @@ How the data is made:
 - the true grade compares the intent with the product (type, constraints, related types);
 - a lexical production engine with noise ranks products, clicks are position-biased and
   relevance-dependent, add_to_cart and purchase follow clicks;
-- judgments mix shown and unshown products per judged query, with label noise.
+- judgments pool plausible candidates per judged query (shown, same type with and without the
+  asked attributes, related types, same category), with label noise.
 """
 
 from __future__ import annotations
@@ -732,7 +733,9 @@ def _take(rng: np.random.Generator, pool: np.ndarray, n: int, exclude: set[int])
 
 def _judged_products(rng: np.random.Generator, vocab: _Vocab, products: _Products, intents: _Intents,
                      q: int, shown: np.ndarray, n: int, by_type: list[np.ndarray]) -> list[int]:
-    """n products for intent q: some shown, some Exact/Partial from the catalog, some unrelated."""
+    """n products for intent q, pooled like a real judging campaign (candidates a system could plausibly
+    return, no random catalog items): some shown, Exact and attribute-mismatched products of the type,
+    related types, and products of other types in the same top category."""
     n = min(n, len(products.type))
     chosen: list[int] = []
     picked: set[int] = set()
@@ -741,22 +744,23 @@ def _judged_products(rng: np.random.Generator, vocab: _Vocab, products: _Product
         chosen.extend(items)
         picked.update(items)
 
-    add(_take(rng, shown, round(0.4 * n), picked))
+    add(_take(rng, shown, round(0.35 * n), picked))
     t = int(intents.type[q])
     if t >= 0:
         same = by_type[t]
         g = _grade(vocab, products, intents, np.full(len(same), q), same)
-        add(_take(rng, same[g == 2], max(2, round(0.2 * n)), picked))
-        related = np.concatenate([same[g == 1]] + [by_type[r] for r in np.flatnonzero(vocab.related[t])])
-        add(_take(rng, related, round(0.2 * n), picked))
+        add(_take(rng, same[g == 2], max(2, round(0.15 * n)), picked))
+        add(_take(rng, same[g == 1], round(0.25 * n), picked))
+        related = np.concatenate([by_type[r] for r in np.flatnonzero(vocab.related[t])] or [np.zeros(0, np.int64)])
+        add(_take(rng, related, round(0.1 * n), picked))
         top = vocab.type_top[t]
     else:
         brand_prods = np.flatnonzero(products.brand == intents.brand[q])
         add(_take(rng, brand_prods, max(2, round(0.3 * n)), picked))
         top = vocab.brand_top[intents.brand[q]]
     same_top = np.flatnonzero(vocab.type_top[products.type] == top)
-    add(_take(rng, same_top, max(1, round(0.1 * n)), picked))
-    add(_take(rng, np.arange(len(products.type)), n - len(chosen), picked))
+    add(_take(rng, same_top, n - len(chosen), picked))
+    add(_take(rng, np.arange(len(products.type)), n - len(chosen), picked))  # only when the category is small
     return chosen[:n]
 
 

@@ -33,6 +33,7 @@ from jobs.build_pairs import catalog_texts, classify_judgments
 from jobs.core.config import get
 from jobs.core.job import JobContext, JobResult
 from jobs.metrics import (
+    GainSpec,
     choose_threshold_max_f1,
     confusion_at_threshold,
     per_query_ranking_metrics,
@@ -92,14 +93,14 @@ def _predict_logits(tokenizer, network, frame: pd.DataFrame, max_length: int) ->
     return logits
 
 
-def _per_query(frame: pd.DataFrame, scores: np.ndarray, ks: list[int], relevant_min_grade: int, gain: str) -> pd.DataFrame:
+def _per_query(frame: pd.DataFrame, scores: np.ndarray, ks: list[int], relevant_min_grade: int, gain: GainSpec) -> pd.DataFrame:
     """Per-query ranking metrics of judged pairs scored by `scores`."""
     pairs = {"query": frame.query_norm.values, "product_id": frame.product_id.values}
     ranked, judged = pd.DataFrame({**pairs, "score": scores}), pd.DataFrame({**pairs, "grade": frame.grade.values})
     return per_query_ranking_metrics(ranked, judged, ks, relevant_min_grade, gain)
 
 
-def ranking_quality(frame: pd.DataFrame, scores: np.ndarray, k: int, relevant_min_grade: int, gain: str) -> float:
+def ranking_quality(frame: pd.DataFrame, scores: np.ndarray, k: int, relevant_min_grade: int, gain: GainSpec) -> float:
     return float(_per_query(frame, scores, [k], relevant_min_grade, gain)[f"ndcg@{k}"].mean())
 
 
@@ -111,7 +112,7 @@ def seed_everything(seed: int) -> None:
 
 def train_cross_encoder(
     tokenizer: Any, network: torch.nn.Module, train: pd.DataFrame, val: pd.DataFrame, top_grade: int,
-    settings: TrainSettings, relevant_min_grade: int, gain: str, log=print,
+    settings: TrainSettings, relevant_min_grade: int, gain: GainSpec, log=print,
 ) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Fine-tune `network` on the training pairs; returns (the best network by validation nDCG, history).
 
@@ -183,7 +184,7 @@ def grade_thresholds(scores: np.ndarray, grades: np.ndarray, positive_grades: li
     return thresholds
 
 
-def evaluate(frame: pd.DataFrame, scores: np.ndarray, threshold: float, relevant_min_grade: int, gain: str, ks: list[int]) -> dict[str, float]:
+def evaluate(frame: pd.DataFrame, scores: np.ndarray, threshold: float, relevant_min_grade: int, gain: GainSpec, ks: list[int]) -> dict[str, float]:
     """Held-out metrics of a scored frame: ranking (per query, averaged) and classification at the threshold."""
     per_query = _per_query(frame, scores, ks, relevant_min_grade, gain)
     relevant = frame.grade.to_numpy() >= relevant_min_grade
@@ -214,7 +215,7 @@ def run(ctx: JobContext) -> JobResult:
     cfg, wh = ctx.cfg, ctx.warehouse
     settings = settings_from_config(cfg)
     scheme = get(cfg, f"labels.schemes.{get(cfg, 'labels.scheme')}")
-    relevant_min_grade, gain = int(scheme["relevant_min_grade"]), str(scheme.get("gain", "linear"))
+    relevant_min_grade, gain = int(scheme["relevant_min_grade"]), scheme.get("gain", "linear")
     grades = sorted({int(g) for g in scheme["grades"].values()})
     base_name = str(get(cfg, "model.base"))
     base_dir = resolve_base_model(base_name)

@@ -7,21 +7,36 @@ Definitions
 -----------
 * **Ranking per query**: products ordered by score descending, ties broken by
   ``product_id`` ascending (string order). NaN scores rank after every real score.
+  trec_eval (and pytrec_eval / ir_measures' ``pytrec_eval`` provider) breaks ties by docno
+  *descending* instead, so on tied scores the two rankings differ: set metrics at k
+  (precision, recall, judged) can differ only when a group of tied products straddles
+  rank k, order-sensitive ones (nDCG, AP, RR) whenever tied products hold different
+  grades. Fed scores that follow our order strictly, trec_eval agrees to 1e-9
+  (tests/test_trec_agreement.py).
 * **Unjudged** products (ranked but without a judgment) count as non-relevant with gain 0.
 * A product is **relevant** when ``grade >= relevant_min_grade``.
 * **precision@k** = (# relevant in top k) / k. The denominator is k even when fewer than
   k products were ranked (trec_eval's P@k convention).
 * **recall@k** = (# relevant in top k) / (# relevant judged products of the query).
+* **judged@k** = (# judged products in top k) / min(k, # ranked): the share of what was
+  shown that has a judgment, whatever its grade. Unlike precision@k, the denominator
+  shrinks when fewer than k products were ranked, as ir_measures' ``Judged@k`` does
+  (trec_eval has no such measure; ir_measures computes it in its own ``judged`` provider).
 * **nDCG@k** = DCG@k / IDCG@k with DCG@k = sum_{i=1..k} gain(rank i) / log2(i + 1).
   IDCG@k uses all judged grades of the query, including judged products the model did
-  not rank. Gain ``"linear"`` = grade, ``"exponential"`` = 2^grade - 1.
+  not rank. Gain ``"linear"`` = grade (trec_eval's default), ``"exponential"`` =
+  2^grade - 1, or a mapping grade -> gain such as ESCI's {3: 1.0, 2: 0.1, 1: 0.01, 0: 0.0}
+  (keys may be ints or their strings; a grade missing from the mapping is a ValueError).
 * **AP** = sum over ranks i holding a relevant product of precision@i, divided by the
   number of relevant judged products (trec_eval's MAP; relevant products that were not
   retrieved contribute 0). **RR** = 1 / rank of the first relevant product, 0 if none
   was retrieved.
 * Queries with no relevant judged product get NaN for recall@k, AP (``map``) and RR
-  (``mrr``), so ``nanmean`` over queries excludes them. nDCG@k is NaN when IDCG@k = 0
-  (no judged product with a positive gain). precision@k is always defined.
+  (``mrr``), so ``nanmean`` over queries excludes them; trec_eval reports 0 for them and
+  averages the 0 in. nDCG@k is NaN when IDCG@k = 0 (no judged product with a positive
+  gain) where trec_eval reports 0. precision@k and judged@k are always defined.
+* Only queries both ranked and judged are evaluated (trec_eval skips run queries missing
+  from the qrels; ir_measures adds 0 rows for qrels queries missing from the run).
 * Threshold metrics: a product is *predicted* relevant when ``score >= threshold``.
   precision / recall / F-beta are NaN when their denominator is 0.
 * Confidence intervals: Wilson score interval for proportions; query-level percentile
@@ -30,7 +45,7 @@ Definitions
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
 
@@ -38,6 +53,8 @@ import numpy as np
 import pandas as pd
 
 GAIN_KINDS = ("linear", "exponential")
+# "linear", "exponential" or a mapping grade -> gain (keys int or str, e.g. from YAML).
+GainSpec = str | Mapping[int | str, float]
 
 __all__ = [
     "ConfusionCounts",
@@ -48,6 +65,7 @@ __all__ = [
     "confusion_at_threshold",
     "dcg_at_k",
     "gain",
+    "judged_at_k",
     "ndcg_at_k",
     "per_query_ranking_metrics",
     "precision_at_k",
@@ -101,14 +119,50 @@ def rank_query(product_ids: Sequence[str], scores: Sequence[float]) -> np.ndarra
     return _ranking_order(np.zeros(len(scores_arr), dtype=np.intp), codes, scores_arr)
 
 
-def gain(grades: np.ndarray, kind: str = "linear") -> np.ndarray:
-    """Gain of each grade: ``linear`` = grade, ``exponential`` = 2^grade - 1."""
+def _gain_table(mapping: Mapping[int | str, float]) -> dict[float, float]:
+    """Grade -> gain with numeric keys; ``3`` and ``"3"`` are the same grade."""
+    table: dict[float, float] = {}
+    for key, value in mapping.items():
+        try:
+            grade = float(key)
+        except (TypeError, ValueError):
+            raise ValueError(f"gain mapping key {key!r} is not a numeric grade") from None
+        g = float(value)
+        if not np.isfinite(g):
+            raise ValueError(f"gain for grade {key!r} must be finite, got {value!r}")
+        if table.get(grade, g) != g:
+            raise ValueError(f"gain mapping gives grade {key!r} two different gains")
+        table[grade] = g
+    return table
+
+
+def _check_gain(kind: GainSpec) -> None:
+    if isinstance(kind, Mapping):
+        _gain_table(kind)
+    elif kind not in GAIN_KINDS:
+        raise ValueError(f"unknown gain kind {kind!r}; expected one of {GAIN_KINDS} or a grade -> gain mapping")
+
+
+def gain(grades: np.ndarray, kind: GainSpec = "linear") -> np.ndarray:
+    """Gain of each grade: ``linear`` = grade, ``exponential`` = 2^grade - 1, or ``kind[grade]``.
+
+    NaN grades (unjudged) stay NaN. A grade missing from a mapping is a ValueError.
+    """
     g = np.asarray(grades, dtype=float)
-    if kind == "linear":
-        return g
-    if kind == "exponential":
-        return np.exp2(g) - 1.0
-    raise ValueError(f"unknown gain kind {kind!r}; expected one of {GAIN_KINDS}")
+    if isinstance(kind, Mapping):
+        table = _gain_table(kind)
+        known = ~np.isnan(g)
+        missing = sorted(set(np.unique(g[known]).tolist()) - table.keys())
+        if missing:
+            shown = int(missing[0]) if float(missing[0]).is_integer() else missing[0]
+            raise ValueError(f"grade {shown} has no gain in the gain mapping {dict(kind)!r}")
+        keys = np.array(sorted(table), dtype=float)
+        values = np.array([table[k] for k in keys], dtype=float)
+        out = np.full(g.shape, np.nan)
+        out[known] = values[np.searchsorted(keys, g[known])]
+        return out
+    _check_gain(kind)
+    return g if kind == "linear" else np.exp2(g) - 1.0
 
 
 def dcg_at_k(gains_in_rank_order: np.ndarray, k: int) -> float:
@@ -134,6 +188,13 @@ def precision_at_k(ranked_relevant: np.ndarray, k: int) -> float:
     k = _check_k(k)
     rel = np.asarray(ranked_relevant, dtype=bool)[:k]
     return float(np.count_nonzero(rel)) / k
+
+
+def judged_at_k(ranked_judged: np.ndarray, k: int) -> float:
+    """(# judged in top k) / min(k, # ranked), as ir_measures' Judged@k; NaN if nothing ranked."""
+    k = _check_k(k)
+    judged = np.asarray(ranked_judged, dtype=bool)[:k]
+    return float(np.count_nonzero(judged)) / len(judged) if len(judged) else float("nan")
 
 
 def recall_at_k(ranked_relevant: np.ndarray, n_relevant: int, k: int) -> float:
@@ -171,7 +232,7 @@ def reciprocal_rank(ranked_relevant: np.ndarray) -> float:
 def _metric_columns(ks: Sequence[int]) -> list[str]:
     cols = ["query", "n_ranked", "n_judged", "n_relevant"]
     for k in ks:
-        cols += [f"precision@{k}", f"recall@{k}", f"ndcg@{k}"]
+        cols += [f"precision@{k}", f"recall@{k}", f"ndcg@{k}", f"judged@{k}"]
     return cols + ["map", "mrr"]
 
 
@@ -189,18 +250,18 @@ def per_query_ranking_metrics(
     judged: pd.DataFrame,
     ks: Sequence[int],
     relevant_min_grade: int,
-    gain_kind: str = "linear",
+    gain_kind: GainSpec = "linear",
 ) -> pd.DataFrame:
     """Ranking metrics per query for queries present in both ``ranked`` and ``judged``.
 
     ``ranked``: columns query, product_id, score. ``judged``: query, product_id, grade.
     Each (query, product_id) must appear at most once in each frame (ValueError otherwise).
     Returns one row per query (sorted by query) with n_ranked, n_judged, n_relevant,
-    precision@k / recall@k / ndcg@k for each k, map and mrr (see module docstring).
+    precision@k / recall@k / ndcg@k / judged@k for each k, map and mrr (see module
+    docstring). ``gain_kind``: "linear", "exponential" or a mapping grade -> gain.
     """
     ks = [_check_k(k) for k in ks]
-    if gain_kind not in GAIN_KINDS:
-        raise ValueError(f"unknown gain kind {gain_kind!r}; expected one of {GAIN_KINDS}")
+    _check_gain(gain_kind)
     for df, name, cols in ((ranked, "ranked", ("query", "product_id", "score")),
                            (judged, "judged", ("query", "product_id", "grade"))):
         missing = [c for c in cols if c not in df.columns]
@@ -232,7 +293,7 @@ def per_query_ranking_metrics(
     rank = np.arange(len(r_q)) - starts[r_q] + 1
     judged_mask = ~np.isnan(grades)
     rel = judged_mask & (np.where(judged_mask, grades, -np.inf) >= relevant_min_grade)
-    g = np.where(judged_mask, gain(np.nan_to_num(grades), gain_kind), 0.0)
+    g = np.where(judged_mask, gain(grades, gain_kind), 0.0)
     disc = 1.0 / np.log2(rank + 1.0)
 
     # --- judged side: counts and ideal ordering
@@ -263,6 +324,8 @@ def per_query_ranking_metrics(
         out[f"precision@{k}"] = hits / k
         out[f"recall@{k}"] = np.where(has_rel, hits / safe_n_rel, np.nan)
         out[f"ndcg@{k}"] = np.where(idcg > 0, dcg / np.where(idcg > 0, idcg, 1.0), np.nan)
+        shown = np.bincount(r_q, weights=judged_mask & top, minlength=nq)
+        out[f"judged@{k}"] = shown / np.minimum(n_ranked, k)  # n_ranked >= 1 for every query here
 
     # AP: precision at each relevant rank = (relevant so far in the query) / rank
     cum_rel = np.cumsum(rel)

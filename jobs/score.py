@@ -118,6 +118,7 @@ def run(ctx: JobContext) -> JobResult:
         threads_per_task=threads_per_task(spark, get(ctx.cfg, "scoring.threads_per_task", "auto")),
         batch_tokens=int(get(ctx.cfg, "scoring.batch_tokens", 8192)),
         max_batch_rows=int(get(ctx.cfg, "scoring.max_batch_rows", 256)),
+        precision=str(get(ctx.cfg, "scoring.precision", "fp32")),
     )
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(get(ctx.cfg, "scoring.arrow_batch_rows", 4096)))
     classified = classify_pairs(pairs)

@@ -16,7 +16,7 @@ from jobs.__main__ import main
 from jobs.core.delta import Warehouse
 from jobs.core.job import JobError
 from schemas.tables import QUERY_LOG, TABLES
-from tests.conftest import DEMO_DS, make_config, run
+from tests.conftest import DEMO_DS, ROOT, make_config, run
 from udfs.model import load_model_version, resolve_model_dir
 from udfs.scorer import score_pairs
 from udfs.text import build_product_text, normalize_text
@@ -122,6 +122,17 @@ def test_nightly_end_to_end_is_idempotent(spark, fresh_warehouse):
     assert (means.ci_low <= means.value + 1e-12).all() and (means.value <= means.ci_high + 1e-12).all()
     ranking = model_rows[model_rows.metric == "ndcg@10"]
     assert ranking.baseline.eq("logged_position").all() and ranking.baseline_value.notna().all()
+    assert {"model", "bm25", "zero_shot", "logged_position"} <= set(audit_rows.system)
+    assert {"category", "query_len", "query"} <= {s.split("=")[0] for s in model_rows.segment if "=" in s}
+    html = (Path(cfg["warehouse"]["root"]) / "reports" / f"audit_{DEMO_DS}.html").read_text()
+    assert html.count("<svg") >= 3 and "https://" not in html and "<script" not in html
+    wh = Warehouse(spark, cfg["warehouse"]["root"], "delta-rs")
+    for name in ("relevance", "pairs", "relevance_audit"):
+        wh.read(TABLES[name]).createOrReplaceTempView(name)
+    for path in sorted((ROOT / "sql").glob("*.sql")):  # the shipped downstream SQL runs on the real tables
+        result = spark.sql(path.read_text().replace("${ds}", DEMO_DS)).collect()
+        may_be_empty = {"model_vs_model_deltas", "irrelevant_in_top_slots"}  # no --compare; the tiny model may flag none
+        assert result or path.stem in may_be_empty, f"{path.name} returned no rows"
     runs = table(cfg, "runs")
     assert (runs[runs.job.isin(["build_pairs", "score", "audit", "nightly"])].status == "succeeded").all()
     assert runs.job.value_counts()["nightly"] == 2

@@ -18,6 +18,7 @@ from jobs.metrics import (
     confusion_at_threshold,
     dcg_at_k,
     gain,
+    judged_at_k,
     ndcg_at_k,
     per_query_ranking_metrics,
     precision_at_k,
@@ -82,6 +83,65 @@ def test_gain_kinds():
     assert gain(np.array([0, 1, 2, 3]), "exponential").tolist() == [0, 1, 3, 7]
     with pytest.raises(ValueError):
         gain(np.array([1]), "quadratic")
+
+
+ESCI_GAIN = {3: 1.0, 2: 0.1, 1: 0.01, 0: 0.0}
+
+
+def test_gain_mapping_int_and_str_keys():
+    grades = np.array([3, 2, 1, 0, np.nan])
+    expected = [1.0, 0.1, 0.01, 0.0]
+    for mapping in (ESCI_GAIN, {str(k): v for k, v in ESCI_GAIN.items()}):
+        out = gain(grades, mapping)
+        assert out[:4].tolist() == expected and math.isnan(out[4])  # unjudged stays NaN
+
+
+def test_gain_mapping_errors_name_the_grade():
+    with pytest.raises(ValueError, match="grade 4 has no gain"):
+        gain(np.array([3, 4, 1]), ESCI_GAIN)
+    with pytest.raises(ValueError, match="'E' is not a numeric grade"):
+        gain(np.array([1]), {"E": 1.0})
+    with pytest.raises(ValueError, match="two different gains"):
+        gain(np.array([1]), {1: 1.0, "1": 2.0})
+    with pytest.raises(ValueError, match="grade 2 has no gain"):
+        per_query_ranking_metrics(RANKED_Q1, JUDGED_Q1, [3], relevant_min_grade=1, gain_kind={0: 0.0, 1: 1.0})
+    with pytest.raises(ValueError, match="unknown gain kind"):
+        per_query_ranking_metrics(RANKED_Q1, JUDGED_Q1, [3], relevant_min_grade=1, gain_kind="quadratic")
+
+
+def test_ndcg_with_gain_mapping_per_query():
+    # grades as in Q1 (0..2); map 2 -> 1.0, 1 -> 0.1, 0 -> 0; rank order a u b c d e -> [2, -, 0, 1, 0, 2]
+    mapping = {2: 1.0, 1: 0.1, 0: 0.0}
+    out = per_query_ranking_metrics(RANKED_Q1, JUDGED_Q1, [5], relevant_min_grade=1, gain_kind=mapping)
+    dcg = 1.0 + 0.1 / log2(5)
+    idcg = 1.0 + 1.0 / log2(3) + 0.1 / 2 + 0.1 / log2(5)
+    assert out.loc[0, "ndcg@5"] == pytest.approx(dcg / idcg, rel=1e-12)
+    # a mapping equal to the grades is the linear gain; unjudged products need no entry for them
+    same = {"0": 0, "1": 1, "2": 2}
+    np.testing.assert_allclose(
+        per_query_ranking_metrics(RANKED_Q1, JUDGED_Q1, [3, 5], 1, same)[["ndcg@3", "ndcg@5"]].to_numpy(),
+        [[NDCG3_LINEAR, NDCG5_LINEAR]], rtol=1e-12,
+    )
+
+
+def test_judged_at_k():
+    # Q1 rank order a u b c d e: u is unjudged
+    out = per_query_ranking_metrics(RANKED_Q1, JUDGED_Q1, [1, 3, 6, 10], relevant_min_grade=1).iloc[0]
+    assert out["judged@1"] == 1.0
+    assert out["judged@3"] == pytest.approx(2 / 3)
+    assert out["judged@6"] == pytest.approx(5 / 6)
+    # 6 ranked < k = 10: denominator is the 6 ranked (ir_measures' Judged@k), not 10
+    assert out["judged@10"] == pytest.approx(5 / 6)
+    assert judged_at_k(np.array([True, False, True]), 2) == pytest.approx(1 / 2)
+    assert judged_at_k(np.array([True, False, True]), 10) == pytest.approx(2 / 3)
+    assert math.isnan(judged_at_k(np.array([], dtype=bool), 3))
+
+
+def test_judged_at_k_counts_grade_zero_and_ignores_nan_grades():
+    ranked = pd.DataFrame({"query": ["q"] * 3, "product_id": ["a", "b", "c"], "score": [0.9, 0.8, 0.7]})
+    judged = pd.DataFrame({"query": ["q"] * 3, "product_id": ["a", "b", "c"], "grade": [0, np.nan, 2]})
+    out = per_query_ranking_metrics(ranked, judged, [2, 3], relevant_min_grade=1).iloc[0]
+    assert out["judged@2"] == pytest.approx(1 / 2) and out["judged@3"] == pytest.approx(2 / 3)
 
 
 def test_dcg_at_k_hand_value():
@@ -237,6 +297,7 @@ def test_per_query_matches_scalar_functions_on_random_data():
         n_rel = int((j["grade"] >= 2).sum())
         ranked_gains = np.nan_to_num(gain(grades, "exponential"), nan=0.0)
         for k in ks:
+            np.testing.assert_allclose(row[f"judged@{k}"], judged_at_k(~np.isnan(grades), k))
             np.testing.assert_allclose(row[f"precision@{k}"], precision_at_k(rel, k))
             np.testing.assert_allclose(row[f"recall@{k}"], recall_at_k(rel, n_rel, k))
             np.testing.assert_allclose(

