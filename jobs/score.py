@@ -16,7 +16,7 @@ from jobs.core.job import JobContext, JobResult
 from jobs.transforms import is_blank, raw_json, rejects_frame
 from schemas import conform
 from schemas.tables import PAIRS, REJECTS, RELEVANCE
-from udfs.model import load_model_version, resolve_model_dir
+from udfs.model import HALF_PRECISIONS, load_model_version, resolve_model_dir
 from udfs.scorer import score_pairs
 from udfs.spark_udf import ScoreCounters, ScoringSettings, make_score_udf
 
@@ -146,7 +146,8 @@ def run(ctx: JobContext) -> JobResult:
     )
     stats = counters.values()
     throughput = scored / scoring_seconds if scored and scoring_seconds > 0 else None
-    device = expected_device(spark, settings.device)
+    device = expected_device(spark, "cpu" if settings.precision == "int8" else settings.device)
+    precision = settings.precision if (settings.precision in HALF_PRECISIONS) == (device == "cuda") else "fp32"
     return JobResult(
         rows_in=rows_in,
         rows_out=written,
@@ -160,10 +161,10 @@ def run(ctx: JobContext) -> JobResult:
             "padding_efficiency": round(stats["real_tokens"] / stats["padded_tokens"], 4) if stats["padded_tokens"] else None,
             "truncation_rate": round(stats["truncated"] / stats["unique_pairs"], 4) if stats["unique_pairs"] else None,
             "unique_pairs_scored": stats["unique_pairs"], "threads_per_task": settings.threads_per_task,
-            "batch_tokens": settings.batch_tokens, "model_dir": str(model_dir),
+            "batch_tokens": settings.batch_tokens, "model_dir": str(model_dir), "precision": precision,
         },
         summary=f"{written} pairs in relevance with {card['version']}: {scored} scored in {scoring_seconds:.1f}s "
-        f"({throughput or 0:.0f} pairs/s on {device}), {reused} reused from earlier runs",
+        f"({throughput or 0:.0f} pairs/s on {device}, {precision}), {reused} reused from earlier runs",
     )
 
 

@@ -95,14 +95,14 @@ def test_int8_export_is_cached_and_rebuilt_when_the_weights_change(tiny_dir, tin
 
 
 def test_bad_precision_or_int8_off_cpu_is_a_clear_error(tiny_dir):
-    with pytest.raises(ValueError, match="unknown precision 'fp16': expected one of fp32, int8"):
-        load_model_version(tiny_dir, "cpu", "fp16")
+    with pytest.raises(ValueError, match="unknown precision 'fp64': expected one of fp32, int8, bf16, fp16"):
+        load_model_version(tiny_dir, "cpu", "fp64")
     with pytest.raises(ValueError, match="precision 'int8' runs on CPU only"):
         load_model_version(tiny_dir, torch.device("cuda", 0), "int8")
     with pytest.raises(ValueError, match="precision 'int8' runs on CPU only"):
         ScoringSettings(model_dir=str(tiny_dir), device="cuda", precision="int8")
-    with pytest.raises(ValueError, match="unknown precision 'bf16'"):
-        ScoringSettings(model_dir=str(tiny_dir), precision="bf16")
+    with pytest.raises(ValueError, match="unknown precision 'int4'"):
+        ScoringSettings(model_dir=str(tiny_dir), precision="int4")
 
 
 def test_worker_model_is_cached_per_precision(tiny_dir, tiny_int8, monkeypatch):

@@ -88,3 +88,32 @@ def test_missing_or_broken_model_versions_name_the_path(tmp_path, tiny_model_roo
     (broken / "model" / "config.json").write_text("{not json")
     with pytest.raises(ModelError, match=f"model at {broken / 'model'} does not load"):
         load_model_version(broken)
+
+
+def test_half_precision_is_gpu_only_and_falls_back_to_fp32_on_a_cpu_task(tiny_model_root):
+    model_dir = resolve_model_dir(tiny_model_root, "tiny-test")
+    with pytest.raises(ValueError, match="GPU only"):
+        from udfs.spark_udf import ScoringSettings
+
+        ScoringSettings(str(model_dir), device="cpu", precision="bf16")
+    assert load_model_version(model_dir, "cpu", "bf16").precision == "fp32"  # device auto resolved to a CPU task
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU on this machine: the GPU parity test needs one")
+@pytest.mark.parametrize(("precision", "min_spearman"), [("bf16", 0.95), ("fp16", 0.99)])
+def test_gpu_half_precision_matches_cpu_fp32(tmp_path, precision, min_spearman):
+    """GPU autocast vs CPU fp32 on the real base model (MiniLM with a seeded random head, whose logits spread
+    little, so ranks are the strict check): probabilities within 1e-2, logits within half their spread."""
+    from bench.quantized_bench import agreement
+    from bench.score_bench import make_bench_model, make_pairs
+
+    model_dir = make_bench_model(tmp_path)
+    pairs = make_pairs(400)
+    cpu, _ = score_pairs(load_model_version(model_dir, "cpu"), pairs.queries, pairs.texts)
+    gpu_model = load_model_version(model_dir, "cuda", precision)
+    assert gpu_model.precision == precision
+    gpu, _ = score_pairs(gpu_model, pairs.queries, pairs.texts)
+    measured = agreement(cpu, gpu)
+    assert measured["max_abs_diff"] <= 1e-2 and measured["spearman"] >= min_spearman, measured
+    logit = lambda p: np.log(p / (1 - p))  # noqa: E731
+    assert np.abs(logit(gpu) - logit(cpu)).max() <= 0.5 * logit(cpu).std(), measured

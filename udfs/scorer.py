@@ -7,6 +7,7 @@ see identical token ids.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -14,7 +15,7 @@ import numpy as np
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from udfs.model import LoadedModel
+from udfs.model import HALF_PRECISIONS, LoadedModel
 
 
 @dataclass
@@ -94,6 +95,13 @@ class ScoreStats:
         return self.real_tokens / self.padded_tokens if self.padded_tokens else 1.0
 
 
+def _autocast(model: LoadedModel) -> contextlib.AbstractContextManager:
+    """bf16 / fp16 autocast on the GPU for a half-precision model; nothing otherwise."""
+    if model.device.type == "cuda" and model.precision in HALF_PRECISIONS:
+        return torch.autocast(device_type="cuda", dtype=HALF_PRECISIONS[model.precision])
+    return contextlib.nullcontext()
+
+
 def score_logits(
     model: LoadedModel,
     queries: Sequence[str],
@@ -112,9 +120,11 @@ def score_logits(
     logits = np.zeros(len(distinct), dtype=np.float64)
     padded = 0
     pad_id = model.tokenizer.pad_token_id or 0
-    with torch.inference_mode():
+    on_gpu = model.device.type == "cuda"
+    with torch.inference_mode(), _autocast(model):
         for rows in token_budget_batches(lengths, batch_tokens, max_batch_rows):
-            batch = {k: v.to(model.device) for k, v in collate(encoded, rows, pad_id).items()}
+            batch = {k: (v.pin_memory() if on_gpu else v).to(model.device, non_blocking=on_gpu)
+                     for k, v in collate(encoded, rows, pad_id).items()}
             padded += batch["input_ids"].numel()
             logits[rows] = model.network(**batch).logits[:, 0].float().cpu().numpy()
     stats = ScoreStats(len(keys), len(distinct), sum(lengths), padded, encoded.truncated)
