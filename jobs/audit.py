@@ -473,8 +473,9 @@ def read_split(model_dir: Path) -> dict | None:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = "Audit one day's relevance scores against human judgments into `relevance_audit`."
-    parser.add_argument("--compare", metavar="MODEL_VERSION",
-                        help="also score the judged candidates with this model version and report paired deltas")
+    parser.add_argument("--compare", metavar="MODEL_VERSION[:PRECISION]",
+                        help="also score the judged candidates with this model version (optionally in another "
+                             "precision, e.g. V:int8) and report paired deltas")
     parser.add_argument("--fail-on-regression", dest="fail_on_regression", action="store_true",
                         help="exit non-zero when audit.regression.metric drops by more than audit.regression.margin")
 
@@ -575,9 +576,10 @@ def run(ctx: JobContext) -> JobResult:
             frames.append(curve_rows(drawn, settings))
         other_version = get(cfg, "audit.compare", None)
         if other_version:
-            other = load_model_version(resolve_model_dir(get(cfg, "model.models_root"), str(other_version)))
+            name, _, precision = str(other_version).partition(":")
+            other = load_model_version(resolve_model_dir(get(cfg, "model.models_root"), name), "cpu", precision or "fp32")
             other_scores, _ = score_pairs(other, candidates.query_norm.tolist(), candidates.product_text.tolist())
-            comparison, movement = compare_rows(candidates, judged, other_scores, other.version, settings)
+            comparison, movement = compare_rows(candidates, judged, other_scores, str(other_version), settings)
             frames.append(comparison)
     frame = pd.concat([f for f in frames if not f.empty], ignore_index=True)
     now = dt.datetime.now(dt.timezone.utc)

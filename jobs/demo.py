@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from jobs import finetune, generate, nightly
 from jobs.core.job import JobContext, JobResult, run_job
@@ -10,11 +11,7 @@ from schemas.tables import TABLES
 
 JOB = "demo"
 OUTPUT_TABLES = ("pairs", "relevance", "relevance_audit", "runs", "rejects")
-EXAMPLE_SQL = """SELECT r.query_norm, r.product_id, round(r.score, 3) AS score, p.mean_position, p.impressions,
-       substring(p.product_text, 1, 50) AS product
-FROM relevance r JOIN pairs p USING (ds, query_norm, product_id)
-WHERE r.ds = '{ds}' AND p.mean_position <= 3 AND r.grade_pred = 0
-ORDER BY p.impressions DESC, r.score LIMIT 5"""
+EXAMPLE_SQL = Path(__file__).resolve().parent.parent / "sql" / "irrelevant_in_top_slots.sql"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -35,9 +32,9 @@ def run(ctx: JobContext) -> JobResult:
         print(f"  {name:<16} {wh.path(name)}  (version {table.version()}, {table.count()} rows)")
     for name in ("relevance", "pairs"):
         wh.read(TABLES[name]).createOrReplaceTempView(name)
-    query = EXAMPLE_SQL.format(ds=ctx.ds)
-    print("\nExample SQL (irrelevant products in the top 3 slots):\n" + query)
-    ctx.spark.sql(query).show(truncate=60)
+    query = EXAMPLE_SQL.read_text().replace("${ds}", str(ctx.ds))
+    print(f"\nExample SQL ({EXAMPLE_SQL.relative_to(EXAMPLE_SQL.parent.parent)}):\n" + query)
+    ctx.spark.sql(query).show(5, truncate=50)
     print("Open any table with deltalake.DeltaTable(path), DuckDB's delta_scan(path), or Spark with delta-spark.")
     return JobResult(rows_in=outcome.rows_in, rows_out=outcome.rows_out, rows_rejected=outcome.rows_rejected,
                      model_version=outcome.model_version, throughput_per_s=outcome.throughput_per_s,

@@ -110,6 +110,19 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def shuffled_length_batches(lengths: list[int], batch_size: int, generator: torch.Generator,
+                            pool_batches: int = 50) -> list[list[int]]:
+    """One epoch of training batches: rows shuffled, then sorted by length within pools of `pool_batches`
+    batches so that a batch pads little, and the batches shuffled again (every row once per epoch)."""
+    order = torch.randperm(len(lengths), generator=generator).tolist()
+    pool = batch_size * pool_batches
+    batches = []
+    for start in range(0, len(order), pool):
+        chunk = sorted(order[start : start + pool], key=lambda i: lengths[i])
+        batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
+    return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
+
+
 def train_cross_encoder(
     tokenizer: Any, network: torch.nn.Module, train: pd.DataFrame, val: pd.DataFrame, top_grade: int,
     settings: TrainSettings, relevant_min_grade: int, gain: GainSpec, log=print,
@@ -119,6 +132,7 @@ def train_cross_encoder(
     Pairs are encoded by the scorer's `encode_pairs` and batched by its `collate`, so the
     network trains on exactly the token ids it will score."""
     encoded = encode_pairs(tokenizer, train.query_norm.tolist(), train.product_text.tolist(), settings.max_length)
+    lengths = [len(ids) for ids in encoded.input_ids]
     targets = torch.tensor(train.grade.to_numpy(dtype=np.float32) / max(top_grade, 1))
     steps_per_epoch = math.ceil(len(train) / settings.batch_size)
     total_steps = steps_per_epoch * settings.epochs
@@ -133,10 +147,8 @@ def train_cross_encoder(
     best_state, best_ndcg, history, started = None, -1.0, [], time.time()
     for epoch in range(settings.epochs):
         network.train()
-        order = torch.randperm(len(train), generator=generator).tolist()
         losses = []
-        for start in range(0, len(order), settings.batch_size):
-            rows = order[start : start + settings.batch_size]
+        for rows in shuffled_length_batches(lengths, settings.batch_size, generator):
             logits = network(**collate(encoded, rows, pad_id)).logits[:, 0]
             loss = loss_fn(logits, targets[rows])
             loss.backward()
