@@ -64,6 +64,7 @@ class AuditSettings:
     seed: int = 0
     calibration_bins: int = 10
     target_precision: float = 0.9
+    f_beta: float = 0.5
     scope: str = "all judged queries"
 
     def definition(self, metric: str) -> str:
@@ -251,15 +252,16 @@ def _classifier_rows(judged_pairs: pd.DataFrame, system: str, segment: str, sett
     relevant = judged_pairs.grade.to_numpy() >= settings.relevant_min_grade
     metrics = {"roc_auc": pair_metrics.roc_auc, "average_precision": pair_metrics.average_precision}
     if system == MODEL:
-        metrics = {**pair_metrics.at_threshold(settings.threshold), **metrics, "brier": pair_metrics.brier}
+        metrics = {**pair_metrics.at_threshold(settings.threshold, settings.f_beta), **metrics, "brier": pair_metrics.brier}
     weights = pair_metrics.bootstrap_weights(judged_pairs.query_norm.to_numpy(), settings.bootstrap_samples, settings.seed)
+    threshold_metrics = set(pair_metrics.at_threshold(settings.threshold, settings.f_beta))
     predicted = scores >= settings.threshold
     supports = {"precision": int(predicted.sum()), "recall": int(relevant.sum())}
     rows = []
     for metric, fn in metrics.items():
         value, low, high = pair_metrics.value_and_interval(fn, scores, relevant, weights, settings.confidence)
         rows.append({"system": system, "segment": segment, "metric": metric, "k": None,
-                     "threshold": settings.threshold if metric in ("precision", "recall", "f1") else None,
+                     "threshold": settings.threshold if metric in threshold_metrics else None,
                      "value": value, "support": supports.get(metric, len(judged_pairs)), "ci_low": low, "ci_high": high,
                      "definition": settings.definition(metric)})
     if system != MODEL:
@@ -450,6 +452,7 @@ def settings_from_config(cfg: dict, card_threshold: float) -> AuditSettings:
         confidence=float(get(cfg, "audit.confidence", 0.95)),
         seed=int(get(cfg, "audit.seed", 0)),
         target_precision=float(get(cfg, "audit.target_precision", 0.9)),
+        f_beta=float(get(cfg, "audit.f_beta", 0.5)),
     )
 
 
@@ -464,6 +467,24 @@ def held_out_queries(split: dict | None, queries: Iterable[str]) -> tuple[set[st
         return queries, "all judged queries (the model version records no training split)"
     seen = set(split.get("train", [])) | set(split.get("val", []))
     return queries - seen, f"judged queries outside the model's training and validation split ({len(seen)} excluded)"
+
+
+def write_thresholds(model_dir: Path, ds: str, run_id: str, frame: pd.DataFrame, settings: AuditSettings) -> Path | None:
+    """The thresholds for the target precision, overall and per segment, next to the model version
+    (`<version>/thresholds/<ds>.json`); None for a model version that is not a local folder."""
+    rows = frame[(frame.system == MODEL) & frame.metric.isin(["threshold_for_target_precision", "recall_at_target_precision"])]
+    if rows.empty or not Path(model_dir).is_dir():
+        return None
+    per_segment = {segment: {r.metric.replace("_at_target_precision", "").replace("_for_target_precision", ""):
+                             (None if pd.isna(r.value) else float(r.value)) for r in group.itertuples()}
+                   for segment, group in rows.groupby("segment")}
+    path = Path(model_dir) / "thresholds" / f"{ds}.json"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(json.dumps({"ds": ds, "run_id": run_id, "target_precision": settings.target_precision,
+                                "confidence": settings.confidence, "queries": settings.scope,
+                                "rule": "lowest threshold whose Wilson lower bound on precision reaches the target",
+                                "segments": per_segment}, indent=1))
+    return path
 
 
 def read_split(model_dir: Path) -> dict | None:
@@ -607,9 +628,10 @@ def run(ctx: JobContext) -> JobResult:
         reliability=drawn.get("reliability", pd.DataFrame()),
         score_histograms=drawn.get("score_histograms", pd.DataFrame()), worst_offenders=offenders,
         threshold=settings.threshold, target_precision=settings.target_precision, summary_text=summary)))
-    reports = [path for path in (html, markdown) if path]
+    thresholds = write_thresholds(model_dir, ds, ctx.run_id, frame, settings)
+    reports = [str(path) for path in (html, markdown, thresholds) if path]
     if reports:
-        summary += "\n\nreports: " + ", ".join(reports)
+        summary += "\n\nreports and thresholds: " + ", ".join(reports)
     written = wh.overwrite_partition(to_spark(spark, frame, RELEVANCE_AUDIT), RELEVANCE_AUDIT, {"ds": ds}, ctx.run_id)
     if failure and get(cfg, "audit.fail_on_regression", False):
         print(summary)

@@ -9,7 +9,7 @@ calls. With all weights 1 they equal scikit-learn's definitions:
   tie-corrected Mann-Whitney statistic), NaN when a resample lacks either class.
 * average precision: sum over distinct score thresholds (descending) of
   (recall_i - recall_{i-1}) * precision_i, NaN without a relevant pair.
-* precision / recall / F1 at a threshold: predicted relevant when score >= threshold.
+* precision / recall / F1 / F-beta at a threshold: predicted relevant when score >= threshold.
 * Brier score: weighted mean of (score - outcome)^2.
 """
 
@@ -65,8 +65,8 @@ def average_precision(scores: np.ndarray, relevant: np.ndarray, weights: np.ndar
     return np.nansum(np.diff(recall, axis=1) * precision, axis=1) + np.where(tp[:, -1] > 0, 0.0, np.nan)
 
 
-def at_threshold(threshold: float) -> dict[str, WeightedMetric]:
-    """precision, recall and F1 with predicted relevant = score >= threshold."""
+def at_threshold(threshold: float, beta: float = 0.5) -> dict[str, WeightedMetric]:
+    """precision, recall, F1 and F-beta (`f<beta>`) with predicted relevant = score >= threshold."""
 
     def counts(scores: np.ndarray, relevant: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, ...]:
         predicted = scores >= threshold
@@ -81,11 +81,13 @@ def at_threshold(threshold: float) -> dict[str, WeightedMetric]:
         tp, _, actual = counts(s, r, w)
         return _divide(tp, actual)
 
-    def f1(s, r, w):
-        tp, predicted, actual = counts(s, r, w)
-        return _divide(2.0 * tp, predicted + actual)
+    def f_score(b: float) -> WeightedMetric:
+        def f(s, r, w):
+            tp, predicted, actual = counts(s, r, w)
+            return _divide((1.0 + b * b) * tp, predicted + b * b * actual)
+        return f
 
-    return {"precision": precision, "recall": recall, "f1": f1}
+    return {"precision": precision, "recall": recall, "f1": f_score(1.0), f"f{beta:g}": f_score(beta)}
 
 
 def brier(scores: np.ndarray, relevant: np.ndarray, weights: np.ndarray) -> np.ndarray:

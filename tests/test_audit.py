@@ -131,3 +131,24 @@ def test_curves_become_rows_with_pr_points_and_reliability_bins():
     rows = curve_rows(drawn, SETTINGS)
     observed = rows[rows.metric == "reliability_observed_rate"]
     assert len(observed) == 10 and (observed.ci_low <= observed.value).all() and (observed.value <= observed.ci_high).all()
+
+
+def test_thresholds_for_the_target_precision_are_written_next_to_the_model_version(tmp_path):
+    import json
+
+    from jobs.audit import write_thresholds
+
+    rng = np.random.default_rng(0)
+    n = 400
+    relevant = rng.random(n) < 0.5
+    scores = np.clip(np.where(relevant, 0.7, 0.3) + rng.normal(0, 0.15, n), 0, 1)
+    candidates = pd.DataFrame({"query_norm": [f"q{i % 40}" for i in range(n)], "product_id": [f"p{i}" for i in range(n)],
+                               "score": scores, "mean_position": np.nan, "segment": ["head", "tail"] * (n // 2)})
+    frame = audit_rows(candidates, candidates[["query_norm", "product_id"]].assign(grade=relevant.astype(int)), SETTINGS)
+    path = write_thresholds(tmp_path, "2025-01-07", "run-1", frame, SETTINGS)
+    written = json.loads(path.read_text())
+    overall = frame.set_index(["system", "segment", "metric"]).loc[("model", "all", "threshold_for_target_precision"), "value"]
+    assert path == tmp_path / "thresholds" / "2025-01-07.json" and written["target_precision"] == 0.9
+    assert written["segments"]["all"]["threshold"] == pytest.approx(overall)
+    assert {"all", "head", "tail"} <= set(written["segments"]) and 0 < written["segments"]["all"]["recall"] <= 1
+    assert write_thresholds(tmp_path / "missing", "2025-01-07", "run-1", frame, SETTINGS) is None

@@ -35,6 +35,8 @@ def test_threshold_metrics_and_brier_by_hand():
     np.testing.assert_allclose(metrics["precision"](scores, relevant, w), [0.5, 1.0])
     np.testing.assert_allclose(metrics["recall"](scores, relevant, w), [0.5, 2 / 3])
     np.testing.assert_allclose(metrics["f1"](scores, relevant, w), [0.5, 0.8])
+    # F0.5 = 1.25 tp / (predicted + 0.25 actual): (1.25 * 1) / (2 + 0.5) and (1.25 * 2) / (2 + 0.75)
+    np.testing.assert_allclose(metrics["f0.5"](scores, relevant, w), [0.5, 2.5 / 2.75])
     np.testing.assert_allclose(pm.brier(scores, relevant, w[:1]), [(0.01 + 0.64 + 0.36 + 0.04) / 4])
 
 
