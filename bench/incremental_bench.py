@@ -19,20 +19,24 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-import pandas as pd
-
-from jobs import build_pairs, generate, score
-from jobs.core.config import load_config, set_path
-from jobs.core.delta import Warehouse
-from jobs.core.job import JobContext, run_job
-from jobs.core.spark import build_spark
-from schemas.tables import TABLES
-
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # run as a script from the repository root
+    sys.path.insert(0, str(ROOT))
+
+import pandas as pd  # noqa: E402
+
+from jobs import build_pairs, generate, score  # noqa: E402
+from jobs.core.config import load_config, set_path  # noqa: E402
+from jobs.core.delta import Warehouse  # noqa: E402
+from jobs.core.job import JobContext, run_job  # noqa: E402
+from jobs.core.spark import build_spark  # noqa: E402
+from schemas.tables import TABLES  # noqa: E402
+
 DS = "2025-01-07"
 
 
