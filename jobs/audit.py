@@ -192,8 +192,10 @@ def query_segments(candidates: pd.DataFrame, judged: pd.DataFrame, relevant_min_
         chosen = votes.sort_values(["query_norm", "weight", "top"], ascending=[True, False, True]).groupby("query_norm").first()
         for category, members in chosen.groupby("top").groups.items():
             segments[f"category={category}"] = set(members)
-    for query in sorted(queries):
-        segments.setdefault(query_length_segment(query), set()).add(query)
+    lengths: dict[str, set[str]] = {}
+    for query in queries:
+        lengths.setdefault(query_length_segment(query), set()).add(query)
+    segments.update(sorted(lengths.items()))
     return {name: members for name, members in segments.items() if members}
 
 
