@@ -458,17 +458,19 @@ def settings_from_config(cfg: dict, card_threshold: float) -> AuditSettings:
     )
 
 
-def held_out_queries(split: dict | None, queries: Iterable[str]) -> tuple[set[str], str]:
-    """The queries a model was neither trained nor tuned on, and a description of that scope.
+def held_out_queries(splits: list[dict | None], queries: Iterable[str]) -> tuple[set[str], str]:
+    """The queries none of the audited models was trained or tuned on, and a description of that scope.
 
-    `split` is the model version's split.json ({"train": [...], "val": [...], "test": [...]});
-    without one (a model trained elsewhere) every query counts, and the scope says so.
+    `splits` holds each model version's split.json ({"train": [...], "val": [...], "test": [...]}),
+    None for a model trained elsewhere; without any, every query counts, and the scope says so.
     """
     queries = set(queries)
-    if not split:
-        return queries, "all judged queries (the model version records no training split)"
-    seen = set(split.get("train", [])) | set(split.get("val", []))
-    return queries - seen, f"judged queries outside the model's training and validation split ({len(seen)} excluded)"
+    known = [split for split in splits if split]
+    if not known:
+        return queries, "all judged queries (no model version records a training split)"
+    seen = set().union(*(set(split.get("train", [])) | set(split.get("val", [])) for split in known))
+    excluded = len(queries & seen)
+    return queries - seen, f"judged queries outside the training and validation split of the audited model(s) ({excluded} excluded)"
 
 
 def write_thresholds(model_dir: Path, ds: str, run_id: str, frame: pd.DataFrame, settings: AuditSettings) -> Path | None:
@@ -585,7 +587,10 @@ def run(ctx: JobContext) -> JobResult:
     judged_queries_count, comparison, movement = 0, None, {}
     if judgments is not None:
         candidates, judged = judged_candidates(relevance, pairs, catalog, judgments)
-        queries, scope = held_out_queries(read_split(model_dir), set(judged.query_norm) & set(candidates.query_norm))
+        other_version = get(cfg, "audit.compare", None)
+        other_dir = resolve_model_dir(get(cfg, "model.models_root"), str(other_version).partition(":")[0]) if other_version else None
+        splits = [read_split(model_dir)] + ([read_split(other_dir)] if other_dir else [])
+        queries, scope = held_out_queries(splits, set(judged.query_norm) & set(candidates.query_norm))
         settings = replace(settings, scope=scope)
         candidates = candidates[candidates.query_norm.isin(queries)].reset_index(drop=True)
         judged = judged[judged.query_norm.isin(queries)].reset_index(drop=True)
@@ -597,10 +602,8 @@ def run(ctx: JobContext) -> JobResult:
                        LOGGED: logged_scores(candidates.mean_position)}
             drawn = curves(judged_pairs_of(candidates, judged, systems), list(systems), settings)
             frames.append(curve_rows(drawn, settings))
-        other_version = get(cfg, "audit.compare", None)
         if other_version:
-            name, _, precision = str(other_version).partition(":")
-            other = load_model_version(resolve_model_dir(get(cfg, "model.models_root"), name), "cpu", precision or "fp32")
+            other = load_model_version(other_dir, "cpu", str(other_version).partition(":")[2] or "fp32")
             other_scores, _ = score_pairs(other, candidates.query_norm.tolist(), candidates.product_text.tolist())
             comparison, movement = compare_rows(candidates, judged, other_scores, str(other_version), settings)
             frames.append(comparison)

@@ -109,10 +109,12 @@ def test_every_system_is_judged_on_the_same_pairs_and_segments():
 def test_held_out_queries_exclude_train_and_validation_queries():
     from jobs.audit import held_out_queries
 
-    kept, scope = held_out_queries({"train": ["a"], "val": ["b"], "test": ["c"]}, ["a", "b", "c", "new"])
+    kept, scope = held_out_queries([{"train": ["a"], "val": ["b"], "test": ["c"]}], ["a", "b", "c", "new"])
     assert kept == {"c", "new"} and "2 excluded" in scope
-    kept, scope = held_out_queries(None, ["a", "b"])
-    assert kept == {"a", "b"} and "no training split" in scope
+    kept, _ = held_out_queries([{"train": ["a"], "val": ["b"]}, None, {"train": ["c"], "val": []}], ["a", "b", "c", "new"])
+    assert kept == {"new"}  # a comparison excludes what either model trained or tuned on
+    kept, scope = held_out_queries([None], ["a", "b"])
+    assert kept == {"a", "b"} and "no model version records a training split" in scope
 
 
 def test_curves_become_rows_with_pr_points_and_reliability_bins():
