@@ -48,6 +48,7 @@ SYSTEMS = (MODEL, BM25, ZERO_SHOT, LOGGED)
 FREQUENCY_SEGMENTS = ("all", "head", "torso", "tail")
 CURVE_PREFIXES = ("pr_curve_", "reliability_")
 QUERY_SEGMENT = "query="
+MAX_CATEGORY_SEGMENTS = 12  # the largest top categories get a segment each; the rest are "category=other"
 COMPARED_METRICS = ("ndcg@10", "precision@10", "recall@10", "mrr", "roc_auc", "average_precision")
 AUDIT_COLUMNS = ["system", "segment", "metric", "k", "threshold", "value", "support", "ci_low", "ci_high",
                  "definition", "baseline", "baseline_value"]
@@ -178,7 +179,8 @@ def query_length_segment(query: str) -> str:
 def query_segments(candidates: pd.DataFrame, judged: pd.DataFrame, relevant_min_grade: int) -> dict[str, set[str]]:
     """Segment name -> its queries: all; head / torso / tail (query log frequency); query_len=1..4+;
     category=<top category> when candidates carry `category` (the most common top category of the
-    query's relevant judged products, else of all its candidates; ties alphabetical)."""
+    query's relevant judged products, else of all its candidates; ties alphabetical; beyond the
+    MAX_CATEGORY_SEGMENTS largest, "other")."""
     queries = set(candidates.query_norm)
     segments: dict[str, set[str]] = {"all": queries}
     frequency = candidates.groupby("query_norm").segment.first()
@@ -189,8 +191,11 @@ def query_segments(candidates: pd.DataFrame, judged: pd.DataFrame, relevant_min_
         labelled["top"] = labelled.category.map(top_category)
         labelled["weight"] = np.where(labelled.grade.fillna(-1) >= relevant_min_grade, 1.0, 1e-3)
         votes = labelled.groupby(["query_norm", "top"]).weight.sum().reset_index()
-        chosen = votes.sort_values(["query_norm", "weight", "top"], ascending=[True, False, True]).groupby("query_norm").first()
-        for category, members in chosen.groupby("top").groups.items():
+        chosen = votes.sort_values(["query_norm", "weight", "top"], ascending=[True, False, True]).groupby("query_norm").top.first()
+        counts = chosen.value_counts()
+        largest = set(sorted(counts.index, key=lambda c: (-counts[c], c))[:MAX_CATEGORY_SEGMENTS])
+        chosen = chosen.where(chosen.isin(largest), "other")
+        for category, members in sorted(chosen.groupby(chosen).groups.items()):
             segments[f"category={category}"] = set(members)
     lengths: dict[str, set[str]] = {}
     for query in queries:

@@ -154,3 +154,17 @@ def test_thresholds_for_the_target_precision_are_written_next_to_the_model_versi
     assert written["segments"]["all"]["threshold"] == pytest.approx(overall)
     assert {"all", "head", "tail"} <= set(written["segments"]) and 0 < written["segments"]["all"]["recall"] <= 1
     assert write_thresholds(tmp_path / "missing", "2025-01-07", "run-1", frame, SETTINGS) is None
+
+
+def test_many_categories_fold_into_other_beyond_the_largest(monkeypatch):
+    from jobs import audit
+    from jobs.audit import query_segments
+
+    monkeypatch.setattr(audit, "MAX_CATEGORY_SEGMENTS", 2)
+    categories = ["A > x"] * 3 + ["B > y"] * 2 + ["C > z", "D > w"]
+    candidates = pd.DataFrame({"query_norm": [f"q{i}" for i in range(7)], "product_id": [f"p{i}" for i in range(7)],
+                               "segment": "tail", "category": categories})
+    judged = candidates[["query_norm", "product_id"]].assign(grade=1)
+    segments = query_segments(candidates, judged, 1)
+    assert segments["category=a"] == {"q0", "q1", "q2"} and segments["category=b"] == {"q3", "q4"}
+    assert segments["category=other"] == {"q5", "q6"} and "category=c" not in segments
