@@ -17,6 +17,7 @@ import json
 import math
 import os
 import random
+import tempfile
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -131,10 +132,12 @@ def train_cross_encoder(
 
     Pairs are encoded by the scorer's `encode_pairs` and batched by its `collate`, so the
     network trains on exactly the token ids it will score."""
+    world, rank = _world()
+    model = torch.nn.parallel.DistributedDataParallel(network) if world > 1 else network
     encoded = encode_pairs(tokenizer, train.query_norm.tolist(), train.product_text.tolist(), settings.max_length)
     lengths = [len(ids) for ids in encoded.input_ids]
     targets = torch.tensor(train.grade.to_numpy(dtype=np.float32) / max(top_grade, 1))
-    steps_per_epoch = math.ceil(len(train) / settings.batch_size)
+    steps_per_epoch = math.ceil(len(train) / settings.batch_size) // world
     total_steps = steps_per_epoch * settings.epochs
     warmup = max(1, int(total_steps * settings.warmup_fraction))
     optimizer = torch.optim.AdamW(network.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
@@ -148,8 +151,9 @@ def train_cross_encoder(
     for epoch in range(settings.epochs):
         network.train()
         losses = []
-        for rows in shuffled_length_batches(lengths, settings.batch_size, generator):
-            logits = network(**collate(encoded, rows, pad_id)).logits[:, 0]
+        batches = shuffled_length_batches(lengths, settings.batch_size, generator)  # the same on every rank
+        for rows in batches[rank::world][: len(batches) // world]:  # each process its share, equal step counts
+            logits = model(**collate(encoded, rows, pad_id)).logits[:, 0]
             loss = loss_fn(logits, targets[rows])
             loss.backward()
             torch.nn.utils.clip_grad_norm_(network.parameters(), 1.0)
@@ -157,10 +161,10 @@ def train_cross_encoder(
             schedule.step()
             optimizer.zero_grad()
             losses.append(loss.item())
-            if time.time() - started > settings.max_train_seconds:
+            if _any_rank(time.time() - started > settings.max_train_seconds, world):
                 break
-        val_ndcg = ranking_quality(val, _predict_logits(tokenizer, network, val, settings.max_length),
-                                   settings.eval_k, relevant_min_grade, gain)
+        val_ndcg = _from_rank0(ranking_quality(val, _predict_logits(tokenizer, network, val, settings.max_length),
+                                               settings.eval_k, relevant_min_grade, gain), world)
         history.append({"epoch": epoch + 1, "train_loss": float(np.mean(losses)), f"val_ndcg@{settings.eval_k}": val_ndcg,
                         "seconds": round(time.time() - started, 1)})
         log(f"  epoch {epoch + 1}: train loss {np.mean(losses):.4f}, val nDCG@{settings.eval_k} {val_ndcg:.4f}")
@@ -169,12 +173,71 @@ def train_cross_encoder(
         elif epoch > 0:
             log("  validation nDCG stopped improving: early stop")
             break
-        if time.time() - started > settings.max_train_seconds:
+        if _any_rank(time.time() - started > settings.max_train_seconds, world):
             log(f"  time budget of {settings.max_train_seconds:.0f}s reached: stop")
             break
     network.load_state_dict(best_state)
     network.eval()
     return network, {"epochs": history, "best_val_ndcg": best_ndcg, "train_seconds": round(time.time() - started, 1)}
+
+
+def _world() -> tuple[int, int]:
+    """(world size, rank) of the torch.distributed group this process is in; (1, 0) outside one."""
+    distributed = torch.distributed
+    if distributed.is_available() and distributed.is_initialized():
+        return distributed.get_world_size(), distributed.get_rank()
+    return 1, 0
+
+
+def _any_rank(flag: bool, world: int) -> bool:
+    """True on every process when it is true on any (so that all stop at the same step)."""
+    if world == 1:
+        return flag
+    value = torch.tensor([float(flag)])
+    torch.distributed.all_reduce(value, op=torch.distributed.ReduceOp.MAX)
+    return bool(value.item())
+
+
+def _from_rank0(value: float, world: int) -> float:
+    if world == 1:
+        return value
+    tensor = torch.tensor([value], dtype=torch.float64)
+    torch.distributed.broadcast(tensor, src=0)
+    return float(tensor.item())
+
+
+def _train_process(base_dir: str, train: pd.DataFrame, val: pd.DataFrame, top_grade: int, settings: TrainSettings,
+                   relevant_min_grade: int, gain: GainSpec, weights_path: str) -> dict[str, Any]:
+    """One TorchDistributor process: DDP over gloo; rank 0 saves the best weights to `weights_path`."""
+    torch.distributed.init_process_group("gloo")
+    try:
+        rank = torch.distributed.get_rank()
+        seed_everything(settings.seed)  # the same initial head on every rank
+        tokenizer, network = load_network(base_dir)
+        network, history = train_cross_encoder(tokenizer, network, train, val, top_grade, settings, relevant_min_grade,
+                                               gain, log=print if rank == 0 else (lambda _: None))
+        if rank == 0:
+            torch.save(network.state_dict(), weights_path)
+        return history
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def train_distributed(base_dir: str, train: pd.DataFrame, val: pd.DataFrame, top_grade: int, settings: TrainSettings,
+                      relevant_min_grade: int, gain: GainSpec, processes: int) -> tuple[Any, torch.nn.Module, dict[str, Any]]:
+    """Data-parallel fine-tuning with `pyspark.ml.torch.distributor.TorchDistributor` in local mode (the processes
+    run on the driver's machine, CPU, gloo): each process trains on its share of every epoch's batches, so the
+    effective batch is `batch_size` x processes. Returns (tokenizer, best network, history)."""
+    from pyspark.ml.torch.distributor import TorchDistributor
+
+    with tempfile.TemporaryDirectory(prefix="finetune-ddp-") as work:
+        weights_path = os.path.join(work, "best.pt")
+        history = TorchDistributor(num_processes=processes, local_mode=True, use_gpu=False).run(
+            _train_process, base_dir, train, val, top_grade, settings, relevant_min_grade, gain, weights_path)
+        tokenizer, network = load_network(base_dir)
+        network.load_state_dict(torch.load(weights_path))
+    network.eval()
+    return tokenizer, network, {**history, "processes": processes}
 
 
 def fit_calibration(logits: np.ndarray, relevant: np.ndarray) -> dict[str, float]:
@@ -247,11 +310,16 @@ def run(ctx: JobContext) -> JobResult:
     fingerprint = data_fingerprint(examples)
     print(f"finetune: {len(examples)} judged pairs ({', '.join(f'{n} {len(p)}' for n, p in parts.items())}) from {base_name}")
 
-    seed_everything(settings.seed)
-    tokenizer, network = load_network(str(base_dir))  # the relevance head is initialised from the seed
-    network, history = train_cross_encoder(
-        tokenizer, network, parts["train"], parts["val"], max(grades), settings, relevant_min_grade, gain
-    )
+    processes = int(get(cfg, "finetune.processes", 1))
+    if processes > 1:
+        tokenizer, network, history = train_distributed(str(base_dir), parts["train"], parts["val"], max(grades), settings,
+                                                        relevant_min_grade, gain, processes)
+    else:
+        seed_everything(settings.seed)
+        tokenizer, network = load_network(str(base_dir))  # the relevance head is initialised from the seed
+        network, history = train_cross_encoder(
+            tokenizer, network, parts["train"], parts["val"], max(grades), settings, relevant_min_grade, gain
+        )
     val_logits = _predict_logits(tokenizer, network, parts["val"], settings.max_length)
     calibration = fit_calibration(val_logits, parts["val"].grade.to_numpy() >= relevant_min_grade)
     val_scores = calibrate(val_logits, calibration["a"], calibration["b"])
