@@ -33,12 +33,18 @@ from udfs.text import normalize_text
 
 @dataclass(frozen=True)
 class ProductType:
-    """A product type: canonical name, synonyms, category path and attribute value lists."""
+    """A product type: canonical name, synonyms, category path and attribute value lists.
+
+    `accessory_for` names the type an accessory goes with ("sofa cover" -> "sofa"): its text
+    shares that type's words and attribute values, yet it is Irrelevant to that type's queries
+    (and the other way round), the trap every lexical matcher and embedding falls into.
+    """
 
     name: str
     synonyms: tuple[str, ...]
     category: str
     attributes: dict[str, tuple[str, ...]]
+    accessory_for: str = ""
 
 
 @dataclass(frozen=True)
@@ -84,6 +90,24 @@ TAXONOMY: tuple[TopCategory, ...] = (
             ProductType("dining chair", ("kitchen chair", "side chair"), "Furniture > Dining Room > Dining Chairs",
                         {"color": _HOME_COLORS, "material": ("wood", "metal", "plastic", "velvet"),
                          "pack": ("set of 2", "set of 4"), "style": _DECOR_STYLES}),
+            ProductType("sofa cover", ("couch cover", "sofa slipcover"), "Furniture > Living Room > Sofa Covers",
+                        {"color": _HOME_COLORS, "material": ("stretch", "velvet", "microfiber", "linen"),
+                         "size": ("2-seat", "3-seat", "sectional")}, accessory_for="sofa"),
+            ProductType("bed sheets", ("sheet set", "bed linen"), "Furniture > Bedroom > Bed Sheets",
+                        {"color": _HOME_COLORS, "material": ("cotton", "linen", "microfiber", "bamboo"),
+                         "size": ("twin", "full", "queen", "king")}, accessory_for="bed"),
+            ProductType("desk organizer", ("desk tidy", "desk caddy"), "Furniture > Office > Desk Organizers",
+                        {"color": ("white", "black", "natural"), "material": ("wood", "metal", "plastic")},
+                        accessory_for="desk"),
+            ProductType("dining chair cushion", ("chair pad", "seat cushion"),
+                        "Furniture > Dining Room > Chair Cushions",
+                        {"color": _HOME_COLORS, "material": ("cotton", "velvet", "memory foam"),
+                         "pack": ("set of 2", "set of 4")}, accessory_for="dining chair"),
+            ProductType("armchair cover", ("chair slipcover", "accent chair cover"), "Furniture > Living Room > Chair Covers",
+                        {"color": _HOME_COLORS, "material": ("stretch", "velvet", "linen")}, accessory_for="armchair"),
+            ProductType("desk mat", ("desk pad", "desk blotter"), "Furniture > Office > Desk Mats",
+                        {"color": ("black", "gray", "brown"), "material": ("leather", "felt", "cork"),
+                         "size": ("compact", "standard", "large")}, accessory_for="desk"),
         ),
     ),
     TopCategory(
@@ -111,6 +135,17 @@ TAXONOMY: tuple[TopCategory, ...] = (
             ProductType("jacket", ("coat", "windbreaker"), "Clothing > Outerwear > Jackets",
                         {"color": _WEAR_COLORS, "material": ("denim", "leather", "nylon", "wool"),
                          "style": ("bomber", "puffer", "rain"), "size": _WEAR_SIZES}),
+            ProductType("sneaker laces", ("shoelaces", "shoe laces"), "Clothing > Shoes > Laces",
+                        {"color": _WEAR_COLORS, "style": ("flat", "round", "elastic")}, accessory_for="sneakers"),
+            ProductType("jeans hanger", ("trouser hanger", "pants hanger"), "Clothing > Storage > Hangers",
+                        {"color": ("black", "white", "natural"), "material": ("wood", "metal", "velvet"),
+                         "pack": ("set of 5", "set of 10")}, accessory_for="jeans"),
+            ProductType("sneaker cleaner", ("shoe cleaner", "sneaker cleaning kit"), "Clothing > Shoes > Shoe Care",
+                        {"kind": ("foam", "spray", "wipes")}, accessory_for="sneakers"),
+            ProductType("t-shirt folding board", ("shirt folder", "tee folding board"), "Clothing > Storage > Folding Boards",
+                        {"color": ("white", "black", "blue"), "material": ("plastic", "cardboard")}, accessory_for="t-shirt"),
+            ProductType("dress form", ("mannequin", "dress dummy"), "Clothing > Sewing > Dress Forms",
+                        {"color": ("black", "white", "beige"), "size": _WEAR_SIZES}, accessory_for="dress"),
         ),
     ),
     TopCategory(
@@ -136,6 +171,32 @@ TAXONOMY: tuple[TopCategory, ...] = (
             ProductType("speaker", ("loudspeaker", "boombox"), "Electronics > Audio > Speakers",
                         {"color": _TECH_COLORS, "connectivity": ("wireless", "wired"),
                          "size": ("portable", "bookshelf", "floorstanding")}),
+            ProductType("laptop bag", ("laptop sleeve", "laptop case", "notebook bag"),
+                        "Electronics > Accessories > Laptop Bags",
+                        {"color": _TECH_COLORS, "material": ("nylon", "leather", "neoprene"),
+                         "screen": ("13 inch", "14 inch", "15.6 inch", "17 inch")}, accessory_for="laptop"),
+            ProductType("tablet case", ("tablet cover", "folio case"), "Electronics > Accessories > Tablet Cases",
+                        {"color": _TECH_COLORS, "material": ("silicone", "leather", "plastic"),
+                         "screen": ("8 inch", "10 inch", "11 inch", "12.9 inch")}, accessory_for="tablet"),
+            ProductType("tv stand", ("tv mount", "tv console", "tv wall mount"), "Electronics > TV & Video > TV Stands",
+                        {"color": ("black", "white", "brown"), "material": ("wood", "metal", "glass"),
+                         "screen": ("43 inch", "55 inch", "65 inch", "75 inch")}, accessory_for="tv"),
+            ProductType("phone case", ("smartphone case", "cell phone case", "phone cover"),
+                        "Electronics > Accessories > Phone Cases",
+                        {"color": _TECH_COLORS, "material": ("silicone", "leather", "clear plastic"),
+                         "screen": ("6.1 inch", "6.7 inch")}, accessory_for="smartphone"),
+            ProductType("headphone stand", ("headphone hanger", "headset stand"), "Electronics > Audio > Stands",
+                        {"color": _TECH_COLORS, "material": ("aluminum", "wood", "acrylic")},
+                        accessory_for="headphones"),
+            ProductType("laptop stand", ("laptop riser", "notebook stand"), "Electronics > Accessories > Laptop Stands",
+                        {"color": _TECH_COLORS, "material": ("aluminum", "wood", "plastic")}, accessory_for="laptop"),
+            ProductType("tv remote", ("remote control", "tv remote control"), "Electronics > TV & Video > Remotes",
+                        {"color": ("black", "white"), "connectivity": ("wireless", "infrared")}, accessory_for="tv"),
+            ProductType("phone charger", ("charging cable", "usb charger", "phone charging cable"),
+                        "Electronics > Accessories > Chargers",
+                        {"color": _TECH_COLORS, "connectivity": ("wired", "wireless")}, accessory_for="smartphone"),
+            ProductType("speaker stand", ("speaker mount", "speaker stands"), "Electronics > Audio > Stands",
+                        {"color": _TECH_COLORS, "size": ("bookshelf", "floorstanding")}, accessory_for="speaker"),
         ),
     ),
     TopCategory(
@@ -159,6 +220,27 @@ TAXONOMY: tuple[TopCategory, ...] = (
             ProductType("kitchen knife", ("chef knife", "cleaver", "cooks knife"), "Kitchen > Cutlery > Knives",
                         {"material": ("stainless steel", "carbon steel", "ceramic", "damascus steel"),
                          "size": ("6 inch", "8 inch", "10 inch")}),
+            ProductType("frying pan lid", ("skillet lid", "pan lid", "splatter guard"), "Kitchen > Cookware > Lids",
+                        {"material": ("glass", "stainless steel", "silicone"), "size": ("8 inch", "10 inch", "12 inch")},
+                        accessory_for="frying pan"),
+            ProductType("coffee maker filters", ("coffee filters", "paper filters"), "Kitchen > Coffee > Filters",
+                        {"kind": ("basket", "cone", "reusable"), "pack": ("100 count", "200 count")},
+                        accessory_for="coffee maker"),
+            ProductType("blender bottle", ("shaker bottle", "protein shaker"), "Kitchen > Drinkware > Shaker Bottles",
+                        {"color": _KITCHEN_COLORS, "capacity": ("20 oz", "28 oz")}, accessory_for="blender"),
+            ProductType("mug rack", ("mug tree", "mug holder", "cup holder"), "Kitchen > Storage > Mug Racks",
+                        {"color": ("black", "white", "natural"), "material": ("wood", "metal")}, accessory_for="mug"),
+            ProductType("kitchen knife sharpener", ("knife sharpener", "whetstone", "honing rod"),
+                        "Kitchen > Cutlery > Sharpeners",
+                        {"kind": ("manual", "electric", "stone")}, accessory_for="kitchen knife"),
+            ProductType("coffee maker descaler", ("descaling solution", "coffee machine cleaner"),
+                        "Kitchen > Coffee > Descalers", {"kind": ("liquid", "tablets", "powder")},
+                        accessory_for="coffee maker"),
+            ProductType("mug warmer", ("cup warmer", "coffee mug warmer"), "Kitchen > Appliances > Mug Warmers",
+                        {"color": _KITCHEN_COLORS, "power": ("20w", "36w")}, accessory_for="mug"),
+            ProductType("blender blade", ("blender replacement blade", "blender blade assembly"),
+                        "Kitchen > Appliances > Blender Parts", {"material": ("stainless steel", "titanium")},
+                        accessory_for="blender"),
         ),
     ),
     TopCategory(
@@ -182,6 +264,26 @@ TAXONOMY: tuple[TopCategory, ...] = (
             ProductType("mirror", ("looking glass", "wall mirror"), "Home Decor > Wall Decor > Mirrors",
                         {"shape": ("round", "rectangular", "oval", "arched"),
                          "frame": ("gold", "black metal", "wood", "frameless"), "size": ("small", "medium", "large")}),
+            ProductType("lamp shade", ("lampshade", "light shade"), "Home Decor > Lighting > Lamp Shades",
+                        {"color": _HOME_COLORS, "material": ("linen", "fabric", "paper", "glass"),
+                         "size": ("small", "medium", "large")}, accessory_for="lamp"),
+            ProductType("rug pad", ("rug gripper", "carpet underlay", "rug underlay"), "Home Decor > Rugs > Rug Pads",
+                        {"material": ("felt", "rubber"), "size": ("2x3", "5x7", "8x10")}, accessory_for="rug"),
+            ProductType("curtain rod", ("curtain rail", "drapery rod"), "Home Decor > Window > Curtain Rods",
+                        {"color": ("black", "brass", "silver", "white"), "length": ("48 inch", "72 inch", "120 inch")},
+                        accessory_for="curtains"),
+            ProductType("throw pillow cover", ("cushion cover", "pillowcase", "pillow cover"),
+                        "Home Decor > Pillows > Pillow Covers",
+                        {"color": _HOME_COLORS, "material": ("velvet", "linen", "cotton"),
+                         "size": ("18x18", "20x20", "12x20")}, accessory_for="throw pillow"),
+            ProductType("throw pillow insert", ("pillow insert", "pillow form", "cushion insert"),
+                        "Home Decor > Pillows > Pillow Inserts",
+                        {"material": ("polyester fill", "down", "feather"), "size": ("18x18", "20x20", "12x20")},
+                        accessory_for="throw pillow"),
+            ProductType("curtain tiebacks", ("curtain holdbacks", "drapery tiebacks"), "Home Decor > Window > Tiebacks",
+                        {"color": _HOME_COLORS, "material": ("rope", "metal", "velvet")}, accessory_for="curtains"),
+            ProductType("lamp bulb", ("light bulb", "led bulb"), "Home Decor > Lighting > Bulbs",
+                        {"kind": ("warm white", "daylight"), "pack": ("single", "set of 4")}, accessory_for="lamp"),
         ),
     ),
     TopCategory(
@@ -206,6 +308,25 @@ TAXONOMY: tuple[TopCategory, ...] = (
             ProductType("dumbbells", ("hand weights", "free weights"), "Sports & Outdoors > Fitness > Dumbbells",
                         {"weight": ("5 lb", "10 lb", "15 lb", "20 lb", "25 lb"),
                          "material": ("cast iron", "neoprene", "rubber", "chrome"), "pack": ("pair", "single")}),
+            ProductType("tent stakes", ("tent pegs", "ground stakes"), "Sports & Outdoors > Camping > Tent Stakes",
+                        {"material": ("aluminum", "steel", "titanium"), "pack": ("set of 8", "set of 12")},
+                        accessory_for="tent"),
+            ProductType("yoga mat bag", ("yoga mat strap", "mat carrier"), "Sports & Outdoors > Fitness > Mat Bags",
+                        {"color": ("purple", "black", "blue", "pink", "green"), "material": ("canvas", "nylon")},
+                        accessory_for="yoga mat"),
+            ProductType("bike helmet", ("bicycle helmet", "cycling helmet"), "Sports & Outdoors > Cycling > Helmets",
+                        {"color": ("black", "red", "blue", "white", "green"), "size": ("small", "medium", "large")},
+                        accessory_for="bicycle"),
+            ProductType("bike lock", ("bicycle lock", "u-lock", "cable lock"), "Sports & Outdoors > Cycling > Locks",
+                        {"color": ("black", "red", "blue"), "kind": ("u-lock", "cable", "chain")}, accessory_for="bicycle"),
+            ProductType("tent footprint", ("ground sheet", "tent tarp"), "Sports & Outdoors > Camping > Footprints",
+                        {"color": ("green", "gray"), "capacity": ("1-person", "2-person", "4-person", "6-person")},
+                        accessory_for="tent"),
+            ProductType("backpack rain cover", ("pack cover", "rucksack cover"), "Sports & Outdoors > Hiking > Pack Covers",
+                        {"color": ("black", "orange", "green"), "capacity": ("20l", "30l", "45l", "65l")},
+                        accessory_for="backpack"),
+            ProductType("dumbbell rack", ("weight rack", "dumbbell stand"), "Sports & Outdoors > Fitness > Weight Racks",
+                        {"material": ("steel", "wood"), "capacity": ("5 pairs", "10 pairs")}, accessory_for="dumbbells"),
         ),
     ),
 )
@@ -231,6 +352,7 @@ _VARIANT_PROBS = np.array([0.70, 0.15, 0.10, 0.05])
 _P_CLICK = np.array([0.06, 0.25, 0.55])  # by true grade 0/1/2, given the result was examined
 _P_CART = np.array([0.02, 0.10, 0.30])  # given a click
 _P_BUY = np.array([0.10, 0.30, 0.55])  # given add_to_cart
+_SHOWN_SHARE = 0.6  # of a judged pool: the products shown most often for the query
 _LABELS = np.array(["Irrelevant", "Partial", "Exact"], dtype=object)
 _US_PER_S = 1_000_000
 _US_PER_DAY = 86_400 * _US_PER_S
@@ -249,6 +371,7 @@ class _Vocab:
     attr_keys: tuple[str, ...]
     value_codes: dict[str, int]  # attribute value -> code (codes are global across keys)
     related: np.ndarray  # (n_types, n_types) bool
+    accessory: np.ndarray  # (n_types, n_types) bool: one is an accessory of the other
 
 
 def _build_vocab() -> _Vocab:
@@ -263,7 +386,12 @@ def _build_vocab() -> _Vocab:
     related = np.zeros((len(types), len(types)), dtype=bool)
     for a, b in RELATED_TYPES:
         related[index[a], index[b]] = related[index[b], index[a]] = True
-    return _Vocab(types, type_top, brands, brand_top, attr_keys, {v: i for i, v in enumerate(values)}, related)
+    accessory = np.zeros_like(related)
+    for i, t in enumerate(types):
+        if t.accessory_for:
+            accessory[i, index[t.accessory_for]] = accessory[index[t.accessory_for], i] = True
+    return _Vocab(types, type_top, brands, brand_top, attr_keys, {v: i for i, v in enumerate(values)}, related,
+                  accessory)
 
 
 # --------------------------------------------------------------------------------------------
@@ -349,9 +477,13 @@ class _Products:
     titles: list[str]
 
 
-def _type_weights(rng: np.random.Generator, n_types: int) -> np.ndarray:
+_ACCESSORY_WEIGHT = 0.7  # popularity of accessories relative to other types
+
+
+def _type_weights(rng: np.random.Generator, vocab: _Vocab) -> np.ndarray:
     """Uneven popularity of product types (shared by the catalog and the queries)."""
-    w = rng.dirichlet(np.full(n_types, 3.0))
+    w = rng.dirichlet(np.full(len(vocab.types), 3.0))
+    w *= np.where([bool(t.accessory_for) for t in vocab.types], _ACCESSORY_WEIGHT, 1.0)
     return w / w.sum()
 
 
@@ -403,6 +535,9 @@ def _generate_catalog(rng: np.random.Generator, vocab: _Vocab, n_products: int, 
         ptype, top = vocab.types[t], TAXONOMY[int(vocab.type_top[t])]
         attrs = {k: str(rng.choice(vals)) for k, vals in ptype.attributes.items()}
         type_word = ptype.name if rng.random() < 0.7 else str(rng.choice(ptype.synonyms))
+        if ptype.accessory_for and rng.random() < 0.6:  # "Stretch Sofa Cover for Couch", like real listings
+            parent = vocab.types[int(np.flatnonzero(vocab.accessory[t])[0])]
+            type_word = f"{type_word} for {rng.choice((parent.name,) + parent.synonyms)}"
         if kind[i] < 0.06:
             keep = list(attrs)[: int(rng.integers(1, 3))]
             attrs = {k: attrs[k] for k in keep}
@@ -501,8 +636,8 @@ def _draw_intent(rng: np.random.Generator, vocab: _Vocab, type_w: np.ndarray
     if kind == "negation":
         neg_key = "material" if "material" in ptype.attributes else keys[0]
         constraints.append((neg_key, str(rng.choice(ptype.attributes[neg_key])), True))
-        if rng.random() < 0.4:
-            other = [k for k in keys if k != neg_key]
+        other = [k for k in keys if k != neg_key]
+        if other and rng.random() < 0.4:
             k = str(rng.choice(other))
             constraints.insert(0, (k, str(rng.choice(ptype.attributes[k])), False))
     text = _intent_text(rng, ptype, vocab.brands[b] if b >= 0 else None, constraints)
@@ -735,7 +870,8 @@ def _judged_products(rng: np.random.Generator, vocab: _Vocab, products: _Product
                      q: int, shown: np.ndarray, n: int, by_type: list[np.ndarray]) -> list[int]:
     """n products for intent q, pooled like a real judging campaign (candidates a system could plausibly
     return, no random catalog items): some shown, Exact and attribute-mismatched products of the type,
-    related types, and products of other types in the same top category."""
+    accessories of the type (or the type an accessory goes with), related types, and products of other
+    types in the same top category."""
     n = min(n, len(products.type))
     chosen: list[int] = []
     picked: set[int] = set()
@@ -744,15 +880,16 @@ def _judged_products(rng: np.random.Generator, vocab: _Vocab, products: _Product
         chosen.extend(items)
         picked.update(items)
 
-    add(_take(rng, shown, round(0.35 * n), picked))
+    add(shown[:round(_SHOWN_SHARE * n)].tolist())  # the production engine's usual first page
     t = int(intents.type[q])
     if t >= 0:
         same = by_type[t]
         g = _grade(vocab, products, intents, np.full(len(same), q), same)
         add(_take(rng, same[g == 2], max(2, round(0.15 * n)), picked))
         add(_take(rng, same[g == 1], round(0.25 * n), picked))
-        related = np.concatenate([by_type[r] for r in np.flatnonzero(vocab.related[t])] or [np.zeros(0, np.int64)])
-        add(_take(rng, related, round(0.1 * n), picked))
+        for linked, share in ((vocab.accessory[t], 0.15), (vocab.related[t], 0.1)):
+            pool = np.concatenate([by_type[r] for r in np.flatnonzero(linked)] or [np.zeros(0, np.int64)])
+            add(_take(rng, pool, round(share * n), picked))
         top = vocab.type_top[t]
     else:
         brand_prods = np.flatnonzero(products.brand == intents.brand[q])
@@ -780,7 +917,8 @@ def _judgments(rng: np.random.Generator, vocab: _Vocab, products: _Products, int
                 .drop_duplicates("intent").set_index("intent")["text"])
     qi_list, pi_list = [], []
     for q in judged.tolist():
-        shown_q = np.unique(shown[searches.intent == q])
+        shown_q, times = np.unique(shown[searches.intent == q], return_counts=True)
+        shown_q = shown_q[np.argsort(-times, kind="stable")]  # most often shown first
         prods = _judged_products(rng, vocab, products, intents, q, shown_q, per_query, by_type)
         qi_list += [q] * len(prods)
         pi_list += prods
@@ -853,7 +991,7 @@ def generate_demo(seed: int = 7, n_products: int = 3000, n_queries: int = 400, n
     rng = np.random.default_rng(seed)
     vocab = _build_vocab()
     end_us = _end_us(end_date)
-    type_w = _type_weights(rng, len(vocab.types))
+    type_w = _type_weights(rng, vocab)
     products, catalog = _generate_catalog(rng, vocab, n_products, end_us, type_w)
     intents = _generate_intents(rng, vocab, n_queries, type_w)
     cand, cand_score = _engine_candidates(rng, vocab, products, intents, k=max(4 * page_size, 40))
