@@ -4,14 +4,17 @@ Pure functions (numpy + pandas, no Spark, no I/O). The entry point is `generate_
 
 How the data is made:
 - a taxonomy of top categories -> product types (canonical name + synonyms, attributes, brands);
-- products with templated titles/descriptions, a few near-duplicates and sparse products;
+- products with templated titles/descriptions, a few near-duplicates and sparse products, and
+  accessories ("sofa cover for couch", "tv stand", "laptop bag") that share a type's words and
+  attribute values but are Irrelevant to its queries: the trap of lexical and embedding matchers;
 - query intents = product type (maybe via a synonym) + attribute/brand constraints, brand-only
   queries, negations, misspellings; Zipf popularity; raw text varies in case/spacing/punctuation;
 - the true grade compares the intent with the product (type, constraints, related types);
 - a lexical production engine with noise ranks products, clicks are position-biased and
   relevance-dependent, add_to_cart and purchase follow clicks;
-- judgments pool plausible candidates per judged query (shown, same type with and without the
-  asked attributes, related types, same category), with label noise.
+- judgments pool plausible candidates per judged query (the most-shown products first, then the
+  same type with and without the asked attributes, accessories, related types, same category),
+  with label noise.
 """
 
 from __future__ import annotations
