@@ -252,3 +252,21 @@ def test_rejects_bad_arguments():
         generate_demo(n_products=0)
     with pytest.raises(ValueError):
         generate_demo(label_noise=1.5)
+
+
+def test_accessories_share_words_with_their_type_but_are_irrelevant_to_it(demo):
+    types = {t.category: t for top in TAXONOMY for t in top.types}
+    assert len(types) == sum(len(top.types) for top in TAXONOMY)  # a category names one type
+    cat = demo["catalog"].set_index("product_id")
+    gt = demo["ground_truth"].assign(norm=lambda f: f["query"].map(normalize_text))
+    product_type = gt["product_id"].map(cat["category"]).map(types)
+    trapped = []  # (query, accessory product, grade) where the query names the parent type, not the accessory
+    for query, product_id, ptype, grade in zip(gt["norm"], gt["product_id"], product_type, gt["grade"]):
+        if ptype.accessory_for and re.search(rf"\b{re.escape(ptype.accessory_for)}\b", query):
+            own_words = _tokens(" ".join((ptype.name,) + ptype.synonyms)) - _tokens(ptype.accessory_for)
+            if not own_words & _tokens(query):
+                trapped.append((query, product_id, grade))
+    assert len(trapped) >= 50
+    assert all(grade == 0 for _, _, grade in trapped), [t for t in trapped if t[2]][:5]
+    shares_words = [bool(_tokens(q) & _tokens(cat.at[p, "title"])) for q, p, _ in trapped]
+    assert np.mean(shares_words) > 0.9
