@@ -596,7 +596,7 @@ def run(ctx: JobContext) -> JobResult:
         other_dir = resolve_model_dir(get(cfg, "model.models_root"), str(other_version).partition(":")[0]) if other_version else None
         splits = [read_split(model_dir)] + ([read_split(other_dir)] if other_dir else [])
         queries, scope = held_out_queries(splits, set(judged.query_norm) & set(candidates.query_norm))
-        settings = replace(settings, scope=scope)
+        settings = replace(settings, scope=f"{scope}; judged by table {judgments_spec.name}")
         candidates = candidates[candidates.query_norm.isin(queries)].reset_index(drop=True)
         judged = judged[judged.query_norm.isin(queries)].reset_index(drop=True)
         judged_queries_count = int(candidates.query_norm.nunique())

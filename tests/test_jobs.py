@@ -122,6 +122,7 @@ def test_nightly_end_to_end_is_idempotent(spark, fresh_warehouse):
     assert (means.ci_low <= means.value + 1e-12).all() and (means.value <= means.ci_high + 1e-12).all()
     ranking = model_rows[model_rows.metric == "ndcg@10"]
     assert ranking.baseline.eq("logged_position").all() and ranking.baseline_value.notna().all()
+    assert ranking.definition.str.contains("judged by table judgments").all()
     assert {"model", "bm25", "zero_shot", "logged_position"} <= set(audit_rows.system)
     assert {"category", "query_len", "query"} <= {s.split("=")[0] for s in model_rows.segment if "=" in s}
     html = (Path(cfg["warehouse"]["root"]) / "reports" / f"audit_{DEMO_DS}.html").read_text()
