@@ -872,7 +872,7 @@ def _take(rng: np.random.Generator, pool: np.ndarray, n: int, exclude: set[int])
 def _judged_products(rng: np.random.Generator, vocab: _Vocab, products: _Products, intents: _Intents,
                      q: int, shown: np.ndarray, n: int, by_type: list[np.ndarray]) -> list[int]:
     """n products for intent q, pooled like a real judging campaign (candidates a system could plausibly
-    return, no random catalog items): some shown, Exact and attribute-mismatched products of the type,
+    return, no random catalog items): the most-shown, Exact and attribute-mismatched products of the type,
     accessories of the type (or the type an accessory goes with), related types, and products of other
     types in the same top category."""
     n = min(n, len(products.type))
