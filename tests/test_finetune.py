@@ -1,6 +1,7 @@
-"""Pure parts of fine-tuning: the split by query and the training batches."""
+"""Fine-tuning: the split by query, the training batches, bf16 training and distributed training."""
 
 import numpy as np
+import pytest
 import torch
 
 from jobs.finetune import shuffled_length_batches, split_of
@@ -55,3 +56,52 @@ def test_distributed_training_with_torch_distributor_in_local_mode(spark, tiny_m
     _, start = load_network(str(base))
     changed = [not torch.equal(a, b) for a, b in zip(network.state_dict().values(), start.state_dict().values())]
     assert any(changed) and not network.training
+
+
+def test_training_autocast_follows_the_setting_and_the_cpu_flags(tmp_path):
+    from jobs.finetune import cpu_has_native_bf16, training_autocast
+
+    with_bf16, without = tmp_path / "bf16", tmp_path / "plain"
+    with_bf16.write_text("flags\t\t: fpu sse2 avx2 avx512f avx512_bf16 avx512_vnni\n")
+    without.write_text("flags\t\t: fpu sse2 avx2 avx512f\n")
+    assert cpu_has_native_bf16(str(with_bf16)) and not cpu_has_native_bf16(str(without))
+    assert not cpu_has_native_bf16(str(tmp_path / "missing"))
+    assert training_autocast("bf16") == torch.bfloat16 and training_autocast("fp32") is None
+    assert training_autocast("auto") == (torch.bfloat16 if cpu_has_native_bf16() else None)
+    with pytest.raises(ValueError, match="train_precision"):
+        training_autocast("fp16")
+
+
+def test_bf16_training_with_frozen_word_embeddings_learns_the_rest(tiny_model_root):
+    """bf16 autocast training runs on CPU, keeps the word embeddings as they were, changes the other
+    weights, and returns an fp32 network in eval mode."""
+    import pandas as pd
+
+    from jobs.finetune import TrainSettings, seed_everything, train_cross_encoder
+    from udfs.model import WEIGHTS_DIR, load_network, resolve_model_dir
+
+    rows = [(f"{c} {k}", f"{c2} {k2} product", int(k == k2) * (1 + int(c == c2)))
+            for c in ("red", "blue") for k in ("sofa", "lamp", "mug") for c2 in ("red", "blue") for k2 in ("sofa", "lamp", "mug")]
+    frame = pd.DataFrame(rows, columns=["query_norm", "product_text", "grade"]).assign(
+        product_id=lambda f: [f"p{i}" for i in range(len(f))])
+    base = resolve_model_dir(tiny_model_root, "tiny-test") / WEIGHTS_DIR
+    seed_everything(0)
+    tokenizer, network = load_network(str(base))
+    _, start = load_network(str(base))
+    settings = TrainSettings(epochs=1, batch_size=8, max_length=32, learning_rate=1e-3, train_precision="bf16")
+    network, history = train_cross_encoder(tokenizer, network, frame, frame, 2, settings, 1, "linear", log=lambda _: None)
+    assert history["autocast"] == "bfloat16" and not network.training
+    assert torch.equal(network.get_input_embeddings().weight, start.get_input_embeddings().weight)
+    assert not torch.equal(network.classifier.weight, start.classifier.weight)
+    assert all(p.dtype == torch.float32 for p in network.parameters())
+
+
+def test_learning_rate_warms_up_then_decays_to_zero_over_the_steps_that_fit_the_budget():
+    from jobs.finetune import epochs_within_budget, linear_warmup_decay
+
+    factors = [linear_warmup_decay(step, 10, 100) for step in range(101)]
+    assert factors[0] == 0.1 and factors[9] == 1.0 and factors[100] == 0.0
+    assert all(a >= b for a, b in zip(factors[9:], factors[10:]))  # no increase after warm-up
+    assert epochs_within_budget(first_epoch_seconds=80.0, budget_seconds=240.0) == 3
+    assert epochs_within_budget(first_epoch_seconds=70.0, budget_seconds=240.0) == 3  # whole epochs only
+    assert epochs_within_budget(first_epoch_seconds=300.0, budget_seconds=240.0) == 1  # at least one
