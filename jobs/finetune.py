@@ -230,6 +230,7 @@ def train_cross_encoder(
     network.load_state_dict(best_state)
     network.eval()
     return network, {"epochs": history, "best_val_ndcg": best_ndcg, "train_seconds": round(time.time() - started, 1),
+                     "planned_epochs": planned["steps"] // max(steps_per_epoch, 1),
                      "autocast": str(autocast).removeprefix("torch.") if autocast else "fp32"}
 
 
