@@ -539,7 +539,7 @@ def _generate_catalog(rng: np.random.Generator, vocab: _Vocab, n_products: int, 
         attrs = {k: str(rng.choice(vals)) for k, vals in ptype.attributes.items()}
         type_word = ptype.name if rng.random() < 0.7 else str(rng.choice(ptype.synonyms))
         if ptype.accessory_for and rng.random() < 0.6:  # "Stretch Sofa Cover for Couch", like real listings
-            parent = vocab.types[int(np.flatnonzero(vocab.accessory[t])[0])]
+            parent = next(p for p in vocab.types if p.name == ptype.accessory_for)
             type_word = f"{type_word} for {rng.choice((parent.name,) + parent.synonyms)}"
         if kind[i] < 0.06:
             keep = list(attrs)[: int(rng.integers(1, 3))]

@@ -178,12 +178,12 @@ def train_cross_encoder(
     lengths = [len(ids) for ids in encoded.input_ids]
     targets = torch.tensor(train.grade.to_numpy(dtype=np.float32) / max(top_grade, 1))
     steps_per_epoch = math.ceil(len(train) / settings.batch_size) // world
-    planned = {"steps": steps_per_epoch * settings.epochs}  # cut after the first epoch to what fits the time budget
-    warmup = max(1, int(planned["steps"] * settings.warmup_fraction))
+    planned_epochs = settings.epochs  # cut after the first epoch to what fits the time budget
+    warmup = max(1, int(steps_per_epoch * planned_epochs * settings.warmup_fraction))
     trained = [parameter for parameter in network.parameters() if parameter.requires_grad]
     optimizer = torch.optim.AdamW(trained, lr=settings.learning_rate, weight_decay=settings.weight_decay)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: linear_warmup_decay(
-        step, warmup, planned["steps"]))
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: linear_warmup_decay(  # reads the current plan
+        step, warmup, steps_per_epoch * planned_epochs))
     loss_fn = torch.nn.BCEWithLogitsLoss()
     generator = torch.Generator().manual_seed(settings.seed)
     pad_id = tokenizer.pad_token_id or 0
@@ -202,7 +202,7 @@ def train_cross_encoder(
             schedule.step()
             optimizer.zero_grad()
             losses.append(loss.item())
-            if schedule.last_epoch >= planned["steps"] or _any_rank(time.time() - started > settings.max_train_seconds, world):
+            if _any_rank(time.time() - started > settings.max_train_seconds, world):
                 break
         val_ndcg = _from_rank0(ranking_quality(val, _predict_logits(tokenizer, network, val, settings.max_length),
                                                settings.eval_k, relevant_min_grade, gain), world)
@@ -211,8 +211,8 @@ def train_cross_encoder(
         log(f"  epoch {epoch + 1}: train loss {np.mean(losses):.4f}, val nDCG@{settings.eval_k} {val_ndcg:.4f}")
         if epoch == 0:
             fits = epochs_within_budget(_from_rank0(time.time() - started, world), settings.max_train_seconds)
-            if fits * steps_per_epoch < planned["steps"]:
-                planned["steps"] = fits * steps_per_epoch
+            if fits < planned_epochs:
+                planned_epochs = fits
                 log(f"  {fits} epochs fit the time budget of {settings.max_train_seconds:.0f}s: "
                     "the learning rate decays to zero over those")
         if val_ndcg > best_ndcg:
@@ -222,7 +222,7 @@ def train_cross_encoder(
             if stale >= settings.patience:
                 log(f"  validation nDCG did not improve for {stale} epoch(s): early stop")
                 break
-        if schedule.last_epoch >= planned["steps"]:
+        if epoch + 1 >= planned_epochs:
             break
         if _any_rank(time.time() - started > settings.max_train_seconds, world):
             log(f"  time budget of {settings.max_train_seconds:.0f}s reached: stop")
@@ -230,7 +230,7 @@ def train_cross_encoder(
     network.load_state_dict(best_state)
     network.eval()
     return network, {"epochs": history, "best_val_ndcg": best_ndcg, "train_seconds": round(time.time() - started, 1),
-                     "planned_epochs": planned["steps"] // max(steps_per_epoch, 1),
+                     "planned_epochs": planned_epochs,
                      "autocast": str(autocast).removeprefix("torch.") if autocast else "fp32"}
 
 
