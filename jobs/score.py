@@ -41,7 +41,8 @@ def classify_pairs(pairs: DataFrame) -> DataFrame:
     return pairs.withColumn("raw", raw_json(pairs)).withColumn("reason", reason)
 
 
-def relevance_rows(frame: DataFrame, score: Column, scored_at: Column, reused: bool, card: dict, run_id: str) -> DataFrame:
+def relevance_rows(frame: DataFrame, score: Column, scored_at: Column, reused: bool, card: dict, precision: str,
+                   run_id: str) -> DataFrame:
     """Shape pairs with a score into `relevance` rows."""
     return frame.withColumn("score", score).select(
         "query_norm",
@@ -49,6 +50,7 @@ def relevance_rows(frame: DataFrame, score: Column, scored_at: Column, reused: b
         "score",
         grade_from_score(F.col("score"), card.get("grade_thresholds", {})).alias("grade_pred"),
         F.lit(card["version"]).alias("model_version"),
+        F.lit(precision).alias("precision"),
         "text_fingerprint",
         F.lit(run_id).alias("run_id"),
         scored_at.alias("scored_at"),
@@ -58,11 +60,12 @@ def relevance_rows(frame: DataFrame, score: Column, scored_at: Column, reused: b
 
 
 def score_frame(pairs_ok: DataFrame, settings: ScoringSettings, card: dict, run_id: str, partitions: int,
-                counters: ScoreCounters | None = None) -> DataFrame:
-    """Pure transformation: usable pairs -> relevance rows (scored lazily by the pandas UDF)."""
+                counters: ScoreCounters | None = None, precision: str | None = None) -> DataFrame:
+    """Pure transformation: usable pairs -> relevance rows (scored lazily by the pandas UDF). `precision` is the
+    one recorded (what the tasks compute in; default: the configured one)."""
     udf = make_score_udf(settings, counters)
     return relevance_rows(pairs_ok.repartition(partitions), udf(F.col("query_norm"), F.col("product_text")),
-                          F.current_timestamp(), False, card, run_id)
+                          F.current_timestamp(), False, card, precision or settings.precision, run_id)
 
 
 def split_reusable(pairs_ok: DataFrame, previous: DataFrame | None) -> tuple[DataFrame, DataFrame | None]:
@@ -74,13 +77,15 @@ def split_reusable(pairs_ok: DataFrame, previous: DataFrame | None) -> tuple[Dat
     return pairs_ok.join(known, "text_fingerprint", "left_anti"), pairs_ok.join(known, "text_fingerprint", "inner")
 
 
-def previous_scores(wh, model_version: str, ds: str, lookback_days: int) -> DataFrame | None:
-    """Scores this model version gave in the last `lookback_days` days (ds included), if any."""
+def previous_scores(wh, model_version: str, precision: str, ds: str, lookback_days: int) -> DataFrame | None:
+    """Scores this model version gave in this precision in the last `lookback_days` days (ds included), if any.
+    Rows of unknown precision (written before `relevance` kept it) are not reused."""
     if lookback_days <= 0 or not wh.exists(RELEVANCE.name):
         return None
     since = (dt.date.fromisoformat(ds) - dt.timedelta(days=lookback_days)).isoformat()
     table = conform(wh.read(RELEVANCE), RELEVANCE, wh.path(RELEVANCE.name))
-    return table.where((F.col("model_version") == model_version) & (F.col("ds") >= since) & (F.col("ds") <= ds))
+    return table.where((F.col("model_version") == model_version) & (F.col("precision") == precision)
+                       & (F.col("ds") >= since) & (F.col("ds") <= ds))
 
 
 def threads_per_task(spark: SparkSession, configured: object) -> int:
@@ -121,14 +126,17 @@ def run(ctx: JobContext) -> JobResult:
         precision=str(get(ctx.cfg, "scoring.precision", "fp32")),
     )
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(get(ctx.cfg, "scoring.arrow_batch_rows", 4096)))
+    device = expected_device(spark, "cpu" if settings.precision == "int8" else settings.device)
+    precision = settings.precision if (settings.precision in HALF_PRECISIONS) == (device == "cuda") else "fp32"
     classified = classify_pairs(pairs)
     previous = None
     if get(ctx.cfg, "scoring.incremental", True):
-        previous = previous_scores(wh, card["version"], ds, int(get(ctx.cfg, "scoring.reuse_lookback_days", 30)))
+        previous = previous_scores(wh, card["version"], precision, ds, int(get(ctx.cfg, "scoring.reuse_lookback_days", 30)))
         previous = previous.cache() if previous is not None else None
     to_score, reusable = split_reusable(classified.where(F.col("reason").isNull()), previous)
     counters = ScoreCounters(spark.sparkContext)
-    fresh = score_frame(to_score, settings, card, ctx.run_id, spark.sparkContext.defaultParallelism, counters).cache()
+    fresh = score_frame(to_score, settings, card, ctx.run_id, spark.sparkContext.defaultParallelism, counters,
+                        precision).cache()
 
     started = time.time()
     scored = fresh.count()
@@ -136,7 +144,8 @@ def run(ctx: JobContext) -> JobResult:
     relevance = fresh
     reused = 0
     if reusable is not None:
-        reused_rows = relevance_rows(reusable, F.col("previous_score"), F.col("previous_scored_at"), True, card, ctx.run_id)
+        reused_rows = relevance_rows(reusable, F.col("previous_score"), F.col("previous_scored_at"), True, card,
+                                     precision, ctx.run_id)
         relevance = fresh.unionByName(reused_rows)
         reused = reusable.count()
     written = wh.overwrite_partition(relevance, RELEVANCE, {"ds": ds}, ctx.run_id)
@@ -146,8 +155,6 @@ def run(ctx: JobContext) -> JobResult:
     )
     stats = counters.values()
     throughput = scored / scoring_seconds if scored and scoring_seconds > 0 else None
-    device = expected_device(spark, "cpu" if settings.precision == "int8" else settings.device)
-    precision = settings.precision if (settings.precision in HALF_PRECISIONS) == (device == "cuda") else "fp32"
     return JobResult(
         rows_in=rows_in,
         rows_out=written,

@@ -116,6 +116,7 @@ RELEVANCE = TableSpec(
         ("score", D),
         ("grade_pred", L),
         ("model_version", S),
+        ("precision", S),  # what the network computed in (fp32 | int8 | bf16 | fp16); null in rows from before it was kept
         ("text_fingerprint", S),
         ("run_id", S),
         ("scored_at", T),

@@ -224,6 +224,26 @@ def test_incremental_scoring_reuses_unchanged_pairs(spark, fresh_warehouse):
     assert runs_of(cfg, "score").iloc[-1].rows_reused == second.rows_reused
 
 
+def test_incremental_scoring_reuses_only_scores_of_the_same_precision(spark, fresh_warehouse):
+    cfg = fresh_warehouse
+    run(spark, cfg, build_pairs)
+    run(spark, cfg, score)
+    assert set(table(cfg, "relevance").precision) == {"fp32"}
+    int8 = {**cfg, "scoring": {**cfg["scoring"], "precision": "int8"}}
+    first_int8 = run(spark, int8, score)  # fp32 scores of the same model are not int8 scores: all scored again
+    assert first_int8.rows_reused == 0 and first_int8.details["pairs_scored"] == first_int8.rows_out
+    assert set(table(cfg, "relevance").precision) == {"int8"}
+    second_int8 = run(spark, int8, score)
+    assert second_int8.rows_reused == second_int8.rows_out and second_int8.details["pairs_scored"] == 0
+
+    # a relevance table from before the precision column: its rows are of unknown precision, so none is reused
+    root = Path(cfg["warehouse"]["root"]) / "relevance"
+    write_deltalake(root, table(cfg, "relevance").drop(columns="precision"), mode="overwrite", schema_mode="overwrite",
+                    partition_by=["ds"])
+    after_upgrade = run(spark, int8, score)
+    assert after_upgrade.rows_reused == 0 and set(table(cfg, "relevance").precision) == {"int8"}
+
+
 def test_audit_compare_gate_sets_the_exit_code(spark, fresh_warehouse, tmp_path, capsys):
     cfg = fresh_warehouse
     run(spark, cfg, build_pairs)
