@@ -26,7 +26,7 @@ return a function that scores any pairs):
   3. predict_batch_udf: `pyspark.ml.functions.predict_batch_udf` with batch_size 64 and the same
      tokenizer + model + sigmoid inside the predict function.
   4. our_scorer: `udfs.scorer.score_pairs` alone (dedup, per-text token cache, length-sorted
-     token-budget batches of 8192 tokens / 256 rows), in the driver process, no Spark.
+     token-budget batches of 2048 tokens / 64 rows, the CPU default), in the driver process, no Spark.
   5. our_score_frame: the score job's transformation `jobs.score.score_frame` on local[2] Spark,
      scores collected to the driver.
 
@@ -94,7 +94,7 @@ from jobs.transforms import text_fingerprint  # noqa: E402
 from udfs.model import (  # noqa: E402
     WEIGHTS_DIR, load_model_version, load_network, quiet_transformers, read_card, resolve_base_model, save_model_version,
 )
-from udfs.scorer import encode_pairs, score_pairs  # noqa: E402
+from udfs.scorer import DEFAULT_BATCH_BUDGET, encode_pairs, score_pairs  # noqa: E402
 from udfs.spark_udf import ScoreCounters, ScoringSettings  # noqa: E402
 from udfs.text import build_product_text, normalize_text  # noqa: E402
 
@@ -103,8 +103,7 @@ BENCH_VERSION = "bench-base"
 MAX_LENGTH = 128
 CHUNK_ROWS = 64  # naive UDF chunk, CrossEncoder and predict_batch_udf batch size
 ARROW_BATCH_ROWS = 4096
-BATCH_TOKENS = 8192
-MAX_BATCH_ROWS = 256
+BATCH_TOKENS, MAX_BATCH_ROWS = DEFAULT_BATCH_BUDGET["cpu"]  # what the score job uses on CPU
 WARMUP_PAIRS = 64
 BENCH_DS = "2025-01-07"
 DEFAULT_PAIRS = 1500

@@ -17,7 +17,7 @@ from jobs.transforms import is_blank, raw_json, rejects_frame
 from schemas import conform
 from schemas.tables import PAIRS, REJECTS, RELEVANCE
 from udfs.model import HALF_PRECISIONS, load_model_version, resolve_model_dir
-from udfs.scorer import score_pairs
+from udfs.scorer import batch_budget, score_pairs
 from udfs.spark_udf import ScoreCounters, ScoringSettings, make_score_udf
 
 JOB = "score"
@@ -88,6 +88,11 @@ def previous_scores(wh, model_version: str, precision: str, ds: str, lookback_da
                        & (F.col("ds") >= since) & (F.col("ds") <= ds))
 
 
+def optional_int(value: object) -> int | None:
+    """A count from the config, or None for `auto`."""
+    return None if value in (None, "auto") else int(value)  # type: ignore[arg-type]
+
+
 def threads_per_task(spark: SparkSession, configured: object) -> int:
     """Torch threads per scoring task: configured, or cores / concurrent tasks on a local master."""
     if configured not in (None, "auto"):
@@ -121,8 +126,8 @@ def run(ctx: JobContext) -> JobResult:
         model_dir=str(model_dir),
         device=str(get(ctx.cfg, "scoring.device", "auto")),
         threads_per_task=threads_per_task(spark, get(ctx.cfg, "scoring.threads_per_task", "auto")),
-        batch_tokens=int(get(ctx.cfg, "scoring.batch_tokens", 8192)),
-        max_batch_rows=int(get(ctx.cfg, "scoring.max_batch_rows", 256)),
+        batch_tokens=optional_int(get(ctx.cfg, "scoring.batch_tokens", "auto")),
+        max_batch_rows=optional_int(get(ctx.cfg, "scoring.max_batch_rows", "auto")),
         precision=str(get(ctx.cfg, "scoring.precision", "fp32")),
     )
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(get(ctx.cfg, "scoring.arrow_batch_rows", 4096)))
@@ -168,7 +173,8 @@ def run(ctx: JobContext) -> JobResult:
             "padding_efficiency": round(stats["real_tokens"] / stats["padded_tokens"], 4) if stats["padded_tokens"] else None,
             "truncation_rate": round(stats["truncated"] / stats["unique_pairs"], 4) if stats["unique_pairs"] else None,
             "unique_pairs_scored": stats["unique_pairs"], "threads_per_task": settings.threads_per_task,
-            "batch_tokens": settings.batch_tokens, "model_dir": str(model_dir), "precision": precision,
+            "batch_tokens": batch_budget(device, settings.batch_tokens, settings.max_batch_rows)[0],
+            "model_dir": str(model_dir), "precision": precision,
         },
         summary=f"{written} pairs in relevance with {card['version']}: {scored} scored in {scoring_seconds:.1f}s "
         f"({throughput or 0:.0f} pairs/s on {device}, {precision}), {reused} reused from earlier runs",

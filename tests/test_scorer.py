@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from udfs.model import LoadedModel, ModelError, load_model_version, load_network, resolve_base_model, resolve_model_dir
-from udfs.scorer import encode_pairs, score_pairs, token_budget_batches
+from udfs.scorer import batch_budget, encode_pairs, score_pairs, token_budget_batches
 
 QUERIES = ["gray sofa", "red tee", "gaming laptop 16gb", "gray sofa", "sneakers"]
 TEXTS = [
@@ -45,6 +45,12 @@ def test_token_budget_batches_cover_every_row_once_within_budget():
     for batch in batches:
         assert len(batch) <= 3
         assert len(batch) == 1 or len(batch) * max(lengths[i] for i in batch) <= 80
+
+
+def test_batch_budget_defaults_to_small_batches_on_cpu_and_large_ones_on_gpu():
+    assert batch_budget("cpu", None, None) == (2048, 64)
+    assert batch_budget("cuda", None, None) == (32768, 1024)
+    assert batch_budget("cpu", 8192, None) == (8192, 64) and batch_budget("cuda", None, 99) == (32768, 99)
 
 
 def test_scores_are_probabilities_in_input_order_and_batch_invariant(tiny):

