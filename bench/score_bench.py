@@ -89,7 +89,7 @@ from pyspark.sql.functions import pandas_udf  # noqa: E402
 from pyspark.sql.types import DoubleType  # noqa: E402
 
 from jobs.demo_data import generate_demo  # noqa: E402
-from jobs.score import score_frame, threads_per_task  # noqa: E402
+from jobs.score import device_and_precision, score_frame, threads_per_task  # noqa: E402
 from jobs.transforms import text_fingerprint  # noqa: E402
 from udfs.model import (  # noqa: E402
     WEIGHTS_DIR, load_model_version, load_network, quiet_transformers, read_card, resolve_base_model, save_model_version,
@@ -440,9 +440,10 @@ def our_score_frame(ctx: BenchContext) -> Prepared:
                                batch_tokens=BATCH_TOKENS, max_batch_rows=MAX_BATCH_ROWS)
     counters = ScoreCounters(spark.sparkContext)
     partitions = spark.sparkContext.defaultParallelism
+    _, precision = device_and_precision(spark, settings)
 
     def build(df: DataFrame) -> DataFrame:
-        return score_frame(df, settings, card, "bench", partitions, counters)
+        return score_frame(df, settings, card, precision, "bench", partitions, counters)
 
     def counts() -> tuple[int, int]:
         values = counters.values()

@@ -59,13 +59,13 @@ def relevance_rows(frame: DataFrame, score: Column, scored_at: Column, reused: b
     )
 
 
-def score_frame(pairs_ok: DataFrame, settings: ScoringSettings, card: dict, run_id: str, partitions: int,
-                counters: ScoreCounters | None = None, precision: str | None = None) -> DataFrame:
-    """Pure transformation: usable pairs -> relevance rows (scored lazily by the pandas UDF). `precision` is the
-    one recorded (what the tasks compute in; default: the configured one)."""
+def score_frame(pairs_ok: DataFrame, settings: ScoringSettings, card: dict, precision: str, run_id: str,
+                partitions: int, counters: ScoreCounters | None = None) -> DataFrame:
+    """Pure transformation: usable pairs -> relevance rows (scored lazily by the pandas UDF); `precision` is the
+    one the tasks compute in (`device_and_precision`)."""
     udf = make_score_udf(settings, counters)
     return relevance_rows(pairs_ok.repartition(partitions), udf(F.col("query_norm"), F.col("product_text")),
-                          F.current_timestamp(), False, card, precision or settings.precision, run_id)
+                          F.current_timestamp(), False, card, precision, run_id)
 
 
 def split_reusable(pairs_ok: DataFrame, previous: DataFrame | None) -> tuple[DataFrame, DataFrame | None]:
@@ -95,8 +95,9 @@ def optional_int(value: object) -> int | None:
 
 def threads_per_task(spark: SparkSession, configured: object) -> int:
     """Torch threads per scoring task: configured, or cores / concurrent tasks on a local master."""
-    if configured not in (None, "auto"):
-        return int(configured)  # type: ignore[arg-type]
+    threads = optional_int(configured)
+    if threads is not None:
+        return threads
     if spark.sparkContext.master.startswith("local"):
         return max(1, (os.cpu_count() or 1) // spark.sparkContext.defaultParallelism)
     return int(spark.conf.get("spark.task.cpus", "1"))
@@ -131,8 +132,7 @@ def run(ctx: JobContext) -> JobResult:
         precision=str(get(ctx.cfg, "scoring.precision", "fp32")),
     )
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(get(ctx.cfg, "scoring.arrow_batch_rows", 4096)))
-    device = expected_device(spark, "cpu" if settings.precision == "int8" else settings.device)
-    precision = settings.precision if (settings.precision in HALF_PRECISIONS) == (device == "cuda") else "fp32"
+    device, precision = device_and_precision(spark, settings)
     classified = classify_pairs(pairs)
     previous = None
     if get(ctx.cfg, "scoring.incremental", True):
@@ -140,8 +140,8 @@ def run(ctx: JobContext) -> JobResult:
         previous = previous.cache() if previous is not None else None
     to_score, reusable = split_reusable(classified.where(F.col("reason").isNull()), previous)
     counters = ScoreCounters(spark.sparkContext)
-    fresh = score_frame(to_score, settings, card, ctx.run_id, spark.sparkContext.defaultParallelism, counters,
-                        precision).cache()
+    fresh = score_frame(to_score, settings, card, precision, ctx.run_id, spark.sparkContext.defaultParallelism,
+                        counters).cache()
 
     started = time.time()
     scored = fresh.count()
@@ -179,6 +179,13 @@ def run(ctx: JobContext) -> JobResult:
         summary=f"{written} pairs in relevance with {card['version']}: {scored} scored in {scoring_seconds:.1f}s "
         f"({throughput or 0:.0f} pairs/s on {device}, {precision}), {reused} reused from earlier runs",
     )
+
+
+def device_and_precision(spark: SparkSession, settings: ScoringSettings) -> tuple[str, str]:
+    """What the scoring tasks run on and compute in, as far as the driver can tell: int8 runs on CPU, and a
+    half precision on a CPU task falls back to fp32."""
+    device = expected_device(spark, "cpu" if settings.precision == "int8" else settings.device)
+    return device, settings.precision if (settings.precision in HALF_PRECISIONS) == (device == "cuda") else "fp32"
 
 
 def expected_device(spark: SparkSession, preference: str) -> str:
