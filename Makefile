@@ -37,7 +37,7 @@ bench: $(STAMP)
 
 ## a zip of the packages for spark-submit --py-files
 package:
-	mkdir -p dist && rm -f dist/relevance.zip && zip -qr dist/relevance.zip jobs udfs schemas -x '*__pycache__*'
+	$(PYTHON) -m jobs.core.package dist/relevance.zip
 
 clean:
 	rm -rf warehouse dist .pytest_cache

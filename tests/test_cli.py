@@ -41,3 +41,20 @@ def test_spark_submit_runs_the_same_entry_point():
                          env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "usage: python -m jobs audit" in out.stdout
+
+
+def test_package_zip_holds_every_module_and_imports_on_its_own(tmp_path):
+    """`make package` (jobs.core.package): the --py-files zip has every module, no caches, and imports
+    without the source tree or the installed project (python -S: no site-packages)."""
+    from jobs.core.package import PACKAGES, build_py_files_zip
+
+    archive = tmp_path / "relevance.zip"
+    names = build_py_files_zip(archive)
+    on_disk = {str(path.relative_to(ROOT)) for package in PACKAGES for path in (ROOT / package).rglob("*.py")
+               if "__pycache__" not in path.parts}
+    assert set(names) == on_disk and {"jobs/__main__.py", "udfs/scorer.py", "schemas/tables.py"} <= on_disk
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); import udfs.text; "
+            "print(udfs.text.__file__); print(udfs.text.normalize_text('Sofa, GREY!'))")
+    out = subprocess.run([sys.executable, "-S", "-c", code, str(archive)], cwd=tmp_path, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == [str(archive / "udfs" / "text.py"), "sofa grey"]
