@@ -46,13 +46,20 @@ def test_spark_submit_runs_the_same_entry_point():
 def test_package_zip_holds_every_module_and_imports_on_its_own(tmp_path):
     """`make package` (jobs.core.package): the --py-files zip has every module, no caches, and imports
     without the source tree or the installed project (python -S: no site-packages)."""
-    from jobs.core.package import PACKAGES, build_py_files_zip
+    import pkgutil
+    import tomllib
+
+    from jobs.core.package import build_py_files_zip
 
     archive = tmp_path / "relevance.zip"
     names = build_py_files_zip(archive)
-    on_disk = {str(path.relative_to(ROOT)) for package in PACKAGES for path in (ROOT / package).rglob("*.py")
-               if "__pycache__" not in path.parts}
-    assert set(names) == on_disk and {"jobs/__main__.py", "udfs/scorer.py", "schemas/tables.py"} <= on_disk
+    # every module of every package pyproject.toml installs, found by the import system rather than by file names
+    installed = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    modules = {f"{package.replace('.', '/')}/{module.name}.py" for package in installed
+               for module in pkgutil.iter_modules([str(ROOT / package.replace(".", "/"))]) if not module.ispkg}
+    modules |= {f"{package.replace('.', '/')}/__init__.py" for package in installed}
+    assert set(names) == modules and {"jobs/__main__.py", "jobs/core/package.py", "udfs/scorer.py",
+                                      "schemas/tables.py"} <= modules
     code = ("import sys; sys.path.insert(0, sys.argv[1]); import udfs.text; "
             "print(udfs.text.__file__); print(udfs.text.normalize_text('Sofa, GREY!'))")
     out = subprocess.run([sys.executable, "-S", "-c", code, str(archive)], cwd=tmp_path, capture_output=True, text=True)
