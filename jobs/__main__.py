@@ -14,14 +14,28 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a file by spark-submit: make the project importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from jobs.core.config import ConfigError, get, load_config  # noqa: E402
+from jobs.core.config import ConfigError, get, load_config, set_path  # noqa: E402
+from jobs.core.errors import one_line  # noqa: E402
 from jobs.core.job import JobContext, JobError, run_job  # noqa: E402
 
 
 def _job_modules() -> dict:
-    from jobs import audit, build_pairs, demo, finetune, generate, import_esci, import_ubi, import_wands, nightly, score
+    from jobs import (
+        audit,
+        build_pairs,
+        demo,
+        finetune,
+        generate,
+        import_esci,
+        import_ubi,
+        import_wands,
+        nightly,
+        score,
+        vacuum,
+    )
 
-    return {m.JOB: m for m in (generate, import_wands, import_esci, import_ubi, build_pairs, finetune, score, audit, nightly, demo)}
+    return {m.JOB: m for m in (generate, import_wands, import_esci, import_ubi, build_pairs, finetune, score, audit, nightly, demo,
+                               vacuum)}
 
 
 def _ds(value: str) -> str:
@@ -40,7 +54,10 @@ def build_parser(modules: dict) -> argparse.ArgumentParser:
         needs_ds = getattr(module, "NEEDS_DS", True) and name != "finetune"
         job_parser.add_argument("--ds", type=_ds, required=needs_ds, help="date partition to process, YYYY-MM-DD")
         job_parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                                help="override a config value, e.g. --set scoring.device=cpu (repeatable)")
+                                help="override a config value, e.g. --set scoring.device=cpu (repeatable); "
+                                     "unknown keys and values of the wrong type are refused")
+        job_parser.add_argument("--allow-empty", dest="allow_empty", action="store_true",
+                                help="allow replacing a table that holds rows with none (refused by default)")
         module.add_arguments(job_parser)
     return parser
 
@@ -52,7 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser(modules).parse_args(argv)
     module = modules[args.job]
     try:
-        cfg = load_config(args.conf, args.set)
+        cfg = load_config(args.conf, args.set, strict=True)  # settings are checked before Spark starts
+        if args.allow_empty:
+            set_path(cfg, "warehouse.allow_empty_replace", True)
         if hasattr(module, "apply_arguments"):
             module.apply_arguments(cfg, args)
     except ConfigError as exc:
@@ -62,13 +81,17 @@ def main(argv: list[str] | None = None) -> int:
     from jobs.core.delta import Warehouse
     from jobs.core.spark import build_spark
 
-    spark = build_spark(cfg)
     try:
-        warehouse = Warehouse(spark, get(cfg, "warehouse.root"), str(get(cfg, "warehouse.writer", "auto")))
+        spark = build_spark(cfg)
+        warehouse = Warehouse(spark, get(cfg, "warehouse.root"), str(get(cfg, "warehouse.writer", "auto")),
+                              allow_empty_replace=bool(get(cfg, "warehouse.allow_empty_replace", False)))
         ctx = JobContext(job=args.job, cfg=cfg, spark=spark, warehouse=warehouse, ds=args.ds)
         result = run_job(ctx, module.run)
-    except (JobError, ConfigError, ValueError) as exc:
+    except (JobError, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # never a stack trace as the message: one line, exit 1
+        print(f"error: {args.job} failed: {one_line(exc)}", file=sys.stderr)
         return 1
     print(result.summary)
     print(f"[{args.job}] run {ctx.run_id}: in {result.rows_in}, out {result.rows_out}, rejected {result.rows_rejected}; "

@@ -7,7 +7,8 @@ Two inputs:
   only, as there is no product text; the run reports how many judged products the existing catalog lacks.
 
 Labels are graded by the config's `labels.schemes.esci.grades`. Unusable rows go to `rejects`
-(job import-esci, ds "all"): rows_in = rows read (of the locale) = rows written + rejected.
+(job import-esci, ds "all"): rows_in = rows read (of the locale) = rows written + rejected. A file that is not
+parquet / JSON, lacks a required column or (JSON) a `judgmentRatings` list stops the job, naming the file.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from jobs.importers import (
     esci_catalog,
     esci_judgments,
     esci_judgments_from_ratings,
+    read_esci_parquet,
     read_judgments_json,
     select_locale,
 )
@@ -68,10 +70,12 @@ def write_judgments(ctx: JobContext, judgments: pd.DataFrame) -> int:
 
 def import_parquet(ctx: JobContext, folder: str, grades: dict) -> JobResult:
     locale = str(get(ctx.cfg, "imports.esci.locale", "us"))
-    examples, other_examples = select_locale(pd.read_parquet(Path(folder) / ESCI_EXAMPLES), locale)
-    products, other_products = select_locale(pd.read_parquet(Path(folder) / ESCI_PRODUCTS), locale)
+    examples, other_examples = select_locale(read_esci_parquet(Path(folder) / ESCI_EXAMPLES), locale)
+    products, other_products = select_locale(read_esci_parquet(Path(folder) / ESCI_PRODUCTS), locale)
     judgments, judgment_rejects = esci_judgments(examples, grades)
     catalog, catalog_rejects = esci_catalog(products, pd.Timestamp.now(tz="UTC"))
+    ctx.warehouse.check_replace(CATALOG, len(catalog), source=f"{Path(folder) / ESCI_PRODUCTS} (locale {locale})")
+    ctx.warehouse.check_replace(JUDGMENTS, len(judgments), source=f"{Path(folder) / ESCI_EXAMPLES} (locale {locale})")
 
     written = {
         CATALOG.name: ctx.warehouse.replace(to_spark(ctx.spark, catalog, CATALOG), CATALOG, ctx.run_id),
@@ -93,6 +97,7 @@ def import_parquet(ctx: JobContext, folder: str, grades: dict) -> JobResult:
 def import_json(ctx: JobContext, path: str, grades: dict) -> JobResult:
     ratings = read_judgments_json(path)
     judgments, rejected = esci_judgments_from_ratings(ratings, grades)
+    ctx.warehouse.check_replace(JUDGMENTS, len(judgments), source=f"{path} ({len(rejected)} ratings rejected)")
     written = write_judgments(ctx, judgments)
     n_rejected = write_rejects(ctx, JOB, {"esci.judgments_json": rejected})
     details, phrase = catalog_report(judgments["product_id"], catalog_ids(ctx))

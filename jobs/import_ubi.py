@@ -5,6 +5,9 @@ line before each document) or as plain one-document-per-line ndjson, from one fi
 (`--queries`, `--events`). Each event gets its query's `user_query` (by query_id), a UTC timestamp,
 ds = its UTC date, object_id and a 1-based position. Events that cannot be mapped go to `rejects`
 (job import-ubi, ds "all") with a reason: rows_in = events read (plus unreadable lines) = written + rejected.
+Rejected: lines that are not UTF-8 or not JSON, events without a known query, with an unparsable or implausible
+timestamp (before 2000 or in the future), an implausible position, no object for a product action, and duplicates
+(a second event with the same bulk `_id`; without ids, the same document again).
 """
 
 from __future__ import annotations
@@ -59,11 +62,14 @@ def input_files(cfg: dict) -> list[tuple[str, str | None]]:
 
 def run(ctx: JobContext) -> JobResult:
     position_base = int(get(ctx.cfg, "imports.ubi.position_base", 0))
-    documents = read_ubi(input_files(ctx.cfg))
+    files = input_files(ctx.cfg)
+    documents = read_ubi(files)
     texts, conflicting = query_texts(documents.queries)
     product_actions = list(ACTION_COUNTS)
-    log, rejected = ubi_query_log(documents.events, texts, product_actions, position_base)
+    log, rejected = ubi_query_log(documents.events, texts, product_actions, position_base, documents.event_ids)
     rejected = pd.concat([documents.unreadable, rejected], ignore_index=True)
+    source = " and ".join(path for path, _ in files)
+    ctx.warehouse.check_replace(QUERY_LOG, len(log), source=f"{source} ({len(rejected)} lines or events rejected)")
 
     written = ctx.warehouse.replace(to_spark(ctx.spark, log, QUERY_LOG), QUERY_LOG, ctx.run_id)
     n_rejected = write_rejects(ctx, JOB, {"ubi_events": rejected})

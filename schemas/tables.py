@@ -24,12 +24,16 @@ from pyspark.sql.types import (
 
 @dataclass(frozen=True)
 class TableSpec:
-    """A warehouse table: its schema, its partition columns and which columns an input must have."""
+    """A warehouse table: its schema, its partition columns and which columns an input must have.
+
+    `may_be_emptied`: a replace may leave it (or a partition) without rows (rejects: a clean rerun has none);
+    every other table holding rows is never replaced by none without --allow-empty (jobs.core.delta)."""
 
     name: str
     schema: StructType
     partition_by: tuple[str, ...] = ()
     required: tuple[str, ...] = ()
+    may_be_emptied: bool = False
 
     @property
     def columns(self) -> list[str]:
@@ -41,6 +45,11 @@ def _struct(*fields: tuple[str, DataType]) -> StructType:
 
 
 S, L, I, D, T = StringType(), LongType(), IntegerType(), DoubleType(), TimestampType()
+
+# Plausible values of query_log events; importers and build_pairs reject events outside them.
+MAX_POSITION = 10_000            # a 1-based rank beyond this is not a position a user saw
+MIN_EVENT_TIME = "2000-01-01"    # UTC; earlier timestamps (epoch 0, -1) are placeholders, not events
+MAX_EVENT_LEAD_DAYS = 1          # an event more than a day after the import ran lies in the future
 
 QUERY_LOG = TableSpec(
     "query_log",
@@ -54,6 +63,7 @@ QUERY_LOG = TableSpec(
         ("object_id", S),
         ("position", L),
         ("ds", S),
+        ("event_id", S),  # the source's id of the event (UBI: the bulk _id), when it has one; duplicates are rejected
     ),
     partition_by=("ds",),
     required=("query_id", "user_query", "timestamp", "action_name", "object_id", "position"),
@@ -186,6 +196,7 @@ REJECTS = TableSpec(
         ("ds", S),
     ),
     partition_by=("job", "ds"),
+    may_be_emptied=True,
 )
 
 TABLES: dict[str, TableSpec] = {

@@ -11,12 +11,19 @@ Two writers produce standard Delta tables:
   extension is configured): ``df.write.format("delta")`` with ``replaceWhere``.
 
 Reads always go through the Delta log, never by listing folders.
+
+One rule guards every replace (a whole table or one partition): a table that holds rows is never
+replaced by none, because an empty, unreadable or wrong-shaped input gives no rows; the Warehouse
+refuses such a write before its commit unless `allow_empty_replace` is set (`--allow-empty`).
+Files no Delta log references (orphans of killed runs, files of replaced versions) are removed by
+`vacuum` once older than a retention period.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 import uuid
 from collections.abc import Iterator
@@ -32,6 +39,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.pandas.types import from_arrow_schema, to_arrow_schema
 from pyspark.sql.types import LongType, StringType, StructField, StructType
 
+from jobs.core.errors import WarehouseError, one_line
 from schemas.tables import TableSpec
 
 WRITERS = ("delta-rs", "delta-spark")
@@ -44,6 +52,10 @@ _WRITTEN_FILE_SCHEMA = StructType(
         StructField("num_records", LongType()),
     ]
 )
+
+
+class PartitionMismatch(ValueError):
+    """A partition overwrite was given rows of another partition (a bug in the calling job)."""
 
 
 def delta_spark_available(spark: SparkSession) -> bool:
@@ -108,9 +120,10 @@ def _parquet_file_writer(table_dir: str, partition_by: list[str], run_id: str):
 class Warehouse:
     """The tables under one root folder, read and written through the Delta log."""
 
-    def __init__(self, spark: SparkSession, root: str | Path, writer: str = "auto") -> None:
+    def __init__(self, spark: SparkSession, root: str | Path, writer: str = "auto", allow_empty_replace: bool = False) -> None:
         self.spark = spark
         self.root = str(root) if "://" in str(root) else str(Path(root).resolve())
+        self.allow_empty_replace = allow_empty_replace
         if writer == "auto":
             writer = "delta-spark" if delta_spark_available(spark) else "delta-rs"
         if writer not in WRITERS:
@@ -158,6 +171,35 @@ class Warehouse:
             .select(*spark_schema.fieldNames())
         )
 
+    def rows_held(self, spec: TableSpec, partition: dict[str, str] | None = None) -> int:
+        """Rows the table (or one partition) holds now, from the Delta log's per-file record counts."""
+        if not self.exists(spec.name):
+            return 0
+        rows = 0
+        for action in pa.table(DeltaTable(self.path(spec.name)).get_add_actions(flatten=True)).to_pylist():
+            if any(str(action.get(f"partition.{k}")) != str(v) for k, v in (partition or {}).items()):
+                continue
+            if action.get("num_records") is None:  # a file without statistics: count the rows themselves
+                return self.read(spec, partition).count()
+            rows += int(action["num_records"])
+        return rows
+
+    # ---- the guard against losing rows -------------------------------------------------
+    def check_replace(self, spec: TableSpec, new_rows: int, partition: dict[str, str] | None = None,
+                      source: str = "") -> None:
+        """Refuse (WarehouseError) to replace a table or partition that holds rows with none, unless
+        `allow_empty_replace`. Jobs that know their row counts call it for every table before writing any;
+        every replace calls it again just before its commit."""
+        if new_rows > 0 or self.allow_empty_replace or spec.may_be_emptied:
+            return
+        held = self.rows_held(spec, partition)
+        if held > 0:
+            where = spec.name + (" " + ", ".join(f"{k}={v}" for k, v in partition.items()) if partition else "")
+            origin = f" from {source}" if source else ""
+            raise WarehouseError(
+                f"{where}: refusing to replace {held} rows with 0 rows{origin} (empty, unreadable or wrong-shaped input?); "
+                f"nothing was written. Rerun with --allow-empty to empty it on purpose")
+
     # ---- writes ------------------------------------------------------------------------
     def overwrite_partition(self, df: DataFrame, spec: TableSpec, partition: dict[str, str], run_id: str) -> int:
         """Replace exactly one partition of `spec` with `df` in one commit; returns rows written."""
@@ -175,9 +217,15 @@ class Warehouse:
 
     def _write(self, df: DataFrame, spec: TableSpec, mode: str, partition: dict[str, str] | None, run_id: str) -> int:
         df = df.select(*spec.columns)
-        if self.writer == "delta-spark":
-            return self._write_with_delta_spark(df, spec, mode, partition)
-        return self._write_with_delta_rs(df, spec, mode, partition, run_id)
+        try:
+            if self.writer == "delta-spark":
+                return self._write_with_delta_spark(df, spec, mode, partition)
+            return self._write_with_delta_rs(df, spec, mode, partition, run_id)
+        except (WarehouseError, PartitionMismatch):
+            raise
+        except Exception as exc:
+            raise WarehouseError(f"{spec.name}: computing or writing its rows failed, nothing was committed: "
+                                 f"{one_line(exc)}{storage_problem(self.path(spec.name))}") from exc
 
     def _write_with_delta_rs(
         self, df: DataFrame, spec: TableSpec, mode: str, partition: dict[str, str] | None, run_id: str
@@ -185,12 +233,14 @@ class Warehouse:
         table_dir = self.path(spec.name)
         partition_by = list(spec.partition_by)
         written = df.mapInArrow(_parquet_file_writer(table_dir, partition_by, run_id), _WRITTEN_FILE_SCHEMA).collect()
+        if mode == "overwrite":
+            self.check_replace(spec, sum(row.num_records for row in written), partition)
         now_ms = int(time.time() * 1000)
         actions = []
         for row in written:
             values = json.loads(row.partition_values)
             if partition and values != {k: str(v) for k, v in partition.items()}:
-                raise ValueError(f"{spec.name}: rows for partition {values} in a write of partition {partition}")
+                raise PartitionMismatch(f"{spec.name}: rows for partition {values} in a write of partition {partition}")
             actions.append(
                 AddAction(
                     path=row.path,
@@ -214,6 +264,8 @@ class Warehouse:
         return sum(row.num_records for row in written)
 
     def _write_with_delta_spark(self, df: DataFrame, spec: TableSpec, mode: str, partition: dict[str, str] | None) -> int:
+        if mode == "overwrite" and not self.allow_empty_replace and not spec.may_be_emptied:
+            self.check_replace(spec, 1 if df.limit(1).count() else 0, partition)
         writer = df.write.format("delta").mode(mode)
         if spec.partition_by:
             writer = writer.partitionBy(*spec.partition_by)
@@ -226,5 +278,47 @@ class Warehouse:
 
     def delta_table(self, table: str) -> DeltaTable:
         return DeltaTable(self.path(table))
+
+    # ---- clean-up ----------------------------------------------------------------------
+    def table_names(self) -> list[str]:
+        """The Delta tables under the root (a local root is listed; on an object store, the known tables)."""
+        if "://" in self.root:
+            from schemas.tables import TABLES
+
+            return [name for name in TABLES if self.exists(name)]
+        root = Path(self.root)
+        return sorted(p.name for p in root.iterdir() if (p / "_delta_log").is_dir()) if root.is_dir() else []
+
+    def vacuum(self, retention_hours: int = 168, dry_run: bool = False) -> dict[str, list[str]]:
+        """Delete, per table, the files no Delta log entry references (orphans of killed runs, files of replaced
+        versions) that are older than `retention_hours`; returns the files (to be) removed per table.
+
+        Keep the retention above the longest job: a running job's files are not referenced until it commits."""
+        if retention_hours < 0:
+            raise ValueError(f"vacuum retention must be >= 0 hours, not {retention_hours}")
+        removed = {}
+        for name in self.table_names():
+            removed[name] = DeltaTable(self.path(name)).vacuum(
+                retention_hours=int(retention_hours), dry_run=dry_run, enforce_retention_duration=False, full=True)
+        return removed
+
+
+def storage_problem(path: str) -> str:
+    """A hint on why a local warehouse path cannot be written ("" when none is found or it is remote)."""
+    if "://" in path:
+        return ""
+    folder = Path(path)
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        if os.statvfs(folder).f_flag & os.ST_RDONLY:
+            return f" ({folder} is on a read-only file system)"
+        if shutil.disk_usage(folder).free < 1 << 20:
+            return f" (no space left on the device holding {folder})"
+        if not os.access(folder, os.W_OK):
+            return f" ({folder} is not writable by this user)"
+    except OSError:
+        return ""
+    return ""
 
 

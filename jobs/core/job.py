@@ -15,6 +15,7 @@ from pyspark.sql import SparkSession
 
 from jobs.core.config import config_hash, get
 from jobs.core.delta import Warehouse
+from jobs.core.errors import one_line
 from schemas.tables import RUNS
 
 
@@ -53,11 +54,6 @@ class JobResult:
     summary: str = ""
 
 
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}".strip()
-
-
 def record_run(ctx: JobContext, result: JobResult, status: str, error: str | None, started: float) -> None:
     """Append one row to `runs` (one commit)."""
     finished = time.time()
@@ -91,13 +87,13 @@ def run_job(ctx: JobContext, body: Callable[[JobContext], JobResult]) -> JobResu
     try:
         result = body(ctx)
     except Exception as exc:
-        message = _one_line(exc) if not isinstance(exc, JobError) else str(exc)
+        message = str(exc) if isinstance(exc, JobError) else one_line(exc)
         if get(ctx.cfg, "log_tracebacks", False):
             traceback.print_exc()
         try:
             record_run(ctx, JobResult(), "failed", message, started)
         except Exception as log_exc:  # the warehouse itself may be what is broken
-            message += f" (and the runs table could not be written: {_one_line(log_exc)})"
+            message += f" (and the runs table could not be written: {one_line(log_exc)})"
         raise JobError(f"{ctx.job} failed: {message}") from exc
     record_run(ctx, result, "succeeded", None, started)
     return result

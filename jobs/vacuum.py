@@ -1,0 +1,42 @@
+"""vacuum: remove files no Delta log references (orphans of killed runs, replaced files) older than a retention period.
+
+Readers never see such files (reads go through the Delta log); this only frees their space. Keep the
+retention longer than the longest job: a running job's files are referenced only once it commits.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from jobs.core.config import get, set_path
+from jobs.core.job import JobContext, JobResult
+
+JOB = "vacuum"
+NEEDS_DS = False
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = "Delete files under the warehouse's Delta tables that no Delta log references, once old enough."
+    parser.add_argument("--retention-hours", dest="retention_hours", type=int,
+                        help="only files older than this many hours (default: warehouse.vacuum_retention_hours, 168)")
+    parser.add_argument("--dry-run", dest="dry_run", action="store_true", help="list the files, delete nothing")
+
+
+def apply_arguments(cfg: dict, args: argparse.Namespace) -> None:
+    if args.retention_hours is not None:
+        set_path(cfg, "warehouse.vacuum_retention_hours", args.retention_hours)
+    set_path(cfg, "vacuum_dry_run", bool(args.dry_run))
+
+
+def run(ctx: JobContext) -> JobResult:
+    hours = int(get(ctx.cfg, "warehouse.vacuum_retention_hours", 168))
+    dry_run = bool(get(ctx.cfg, "vacuum_dry_run", False))
+    removed = ctx.warehouse.vacuum(hours, dry_run=dry_run)
+    total = sum(len(files) for files in removed.values())
+    verb = "would remove" if dry_run else "removed"
+    return JobResult(
+        rows_in=total, rows_out=total, details={"retention_hours": hours, "dry_run": dry_run,
+                                                "files": {t: len(f) for t, f in removed.items()}},
+        summary=f"vacuum {verb} {total} unreferenced files older than {hours} h from {len(removed)} tables"
+                + "".join(f"\n  {t}: {len(f)}" for t, f in removed.items() if f),
+    )
