@@ -6,6 +6,7 @@ Every event of the day either contributes to a pair or goes to `rejects` with a 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from pyspark.sql import DataFrame, Window
@@ -15,6 +16,7 @@ from jobs.core.config import get
 from jobs.core.job import JobContext, JobResult
 from jobs.transforms import (
     is_blank,
+    not_utf8,
     product_text_udf,
     raw_json,
     rejects_frame,
@@ -22,7 +24,7 @@ from jobs.transforms import (
     with_normalized_query,
 )
 from schemas import conform
-from schemas.tables import CATALOG, JUDGMENTS, PAIRS, QUERY_LOG, REJECTS
+from schemas.tables import CATALOG, JUDGMENTS, MAX_POSITION, PAIRS, QUERY_LOG, REJECTS
 
 JOB = "build_pairs"
 ACTION_COUNTS = {"impression": "impressions", "click": "clicks", "add_to_cart": "carts", "purchase": "purchases"}
@@ -44,12 +46,24 @@ class BuiltPairs:
     events_accepted: DataFrame
 
 
+# The product text is cut at max_words x this many characters: a 1 MB single-token title must not travel whole
+# into pairs (the tokenizer truncates it anyway). Fine-tuning, scoring and audits all take their text from here.
+MAX_CHARS_PER_WORD = 32
+
+
 def catalog_texts(catalog: DataFrame, max_words: int) -> tuple[DataFrame, DataFrame]:
-    """(product_id, product_text) for usable catalog rows (latest `updated_at` wins), and the rejected rows."""
+    """(product_id, product_text) for usable catalog rows (latest `updated_at` wins), and the rejected rows.
+
+    Rejected: no product_id, a blank title (whitespace of any kind counts as blank), a product_id, title or
+    attribute name that is not valid UTF-8, and older duplicates of a product_id. Brand, category and attribute
+    values that are not valid UTF-8 are repaired (U+FFFD); a null brand, category or attributes is left out."""
     with_reason = catalog.withColumn("raw", raw_json(catalog)).withColumn(
         "reason",
         F.when(is_blank("product_id"), "catalog row without product_id")
-        .when(is_blank("title"), "catalog row without title"),
+        .when(not_utf8("product_id"), "product_id is not valid UTF-8")
+        .when(is_blank("title"), "catalog row without title")
+        .when(not_utf8("title"), "title is not valid UTF-8")
+        .when(F.exists(F.map_keys("attributes"), lambda k: ~F.is_valid_utf8(k)), "an attribute name is not valid UTF-8"),
     )
     usable = with_reason.where(F.col("reason").isNull())
     latest = Window.partitionBy("product_id").orderBy(F.col("updated_at").desc_nulls_last(), F.col("title"))
@@ -57,29 +71,48 @@ def catalog_texts(catalog: DataFrame, max_words: int) -> tuple[DataFrame, DataFr
     duplicates = newest.where(F.col("_rank") > 1).withColumn(
         "reason", F.lit("duplicate product_id (an entry with a later updated_at is used)")
     )
-    text = product_text_udf(max_words)(F.col("title"), F.col("brand"), F.col("category"), F.col("attributes"))
-    texts = newest.where(F.col("_rank") == 1).select("product_id", text.alias("product_text"))
+    text = product_text_udf(max_words)(
+        F.make_valid_utf8("title"), F.make_valid_utf8("brand"), F.make_valid_utf8("category"),
+        F.transform_values("attributes", lambda _, value: F.make_valid_utf8(value)),
+    )
+    texts = newest.where(F.col("_rank") == 1).select(
+        "product_id", F.substring(text, 1, max_words * MAX_CHARS_PER_WORD).alias("product_text"))
     rejected = with_reason.where(F.col("reason").isNotNull()).unionByName(duplicates.drop("_rank"))
     return texts, rejected.select("reason", "raw")
 
 
-def classify_events(events: DataFrame, texts: DataFrame) -> DataFrame:
-    """Normalize queries and attach a `reason` (null for usable events) and the `raw` row."""
+def classify_events(events: DataFrame, texts: DataFrame, max_position: int = MAX_POSITION) -> DataFrame:
+    """Normalize queries and attach a `reason` (null for usable events) and the `raw` row.
+
+    Rejected, first reason first: a missing query_id, object_id or timestamp; text that is not valid UTF-8; an
+    unsupported action; an impression without a position >= 1; a position above `max_position`; a timestamp
+    whose UTC date is not the event's ds; an empty normalized query; a product not in the catalog; and exact
+    copies of another event (query_log has no event id: importers drop repeated ids, such as UBI's, before)."""
     valid_actions = list(ACTION_COUNTS)
     staged = with_normalized_query(events.withColumn("raw", raw_json(events)), "user_query")
     staged = staged.join(texts, staged.object_id == texts.product_id, "left").drop(texts.product_id)
-    reason = (
+    outside_ds = (F.date_format(F.col("timestamp"), "yyyy-MM-dd") != F.col("ds")) if "ds" in events.columns else F.lit(False)
+    problem = (
         F.when(is_blank("query_id"), "missing query_id")
         .when(is_blank("object_id"), "missing object_id (product id)")
         .when(F.col("timestamp").isNull(), "missing timestamp")
+        .when(not_utf8("user_query"), "user_query is not valid UTF-8")
+        .when(not_utf8("query_id") | not_utf8("object_id") | not_utf8("action_name"),
+              "query_id, object_id or action_name is not valid UTF-8")
         .when(~F.col("action_name").isin(valid_actions) | F.col("action_name").isNull(),
               F.concat(F.lit("unsupported action_name '"), F.coalesce(F.col("action_name"), F.lit("null")), F.lit("'")))
         .when((F.col("action_name") == "impression") & (F.col("position").isNull() | (F.col("position") < 1)),
               "impression without a valid position")
+        .when(F.col("position") > max_position,
+              F.concat(F.lit("implausible position "), F.col("position").cast("string"), F.lit(f" (above {max_position})")))
+        .when(outside_ds, "timestamp outside the event's ds (UTC date)")
         .when(is_blank("query_norm"), "empty query after normalization")
         .when(F.col("product_text").isNull(), "product not in catalog")
     )
-    return staged.withColumn("reason", reason)
+    copies = Window.partitionBy(F.sha2(F.col("raw"), 256)).orderBy(F.col("_problem").isNotNull(), "raw")
+    duplicate = F.when(F.row_number().over(copies) > 1, "exact duplicate of another event")
+    return (staged.withColumn("_problem", problem)
+            .withColumn("reason", F.coalesce(F.col("_problem"), duplicate)).drop("_problem"))
 
 
 def query_segments(events_ok: DataFrame, head_share: float, torso_share: float) -> DataFrame:
@@ -106,16 +139,53 @@ def aggregate_behavior(events_ok: DataFrame, prior_weight: float) -> DataFrame:
     return pairs.withColumn("ctr_smoothed", smoothed)
 
 
-def classify_judgments(judgments: DataFrame, texts: DataFrame) -> DataFrame:
-    """Judged (query, product) rows with normalized query, product text and a `reason` when unusable."""
+CONFLICT_RULE = "the most frequent grade of the pair, a tie to the lower grade"
+
+
+def classify_judgments(judgments: DataFrame, texts: DataFrame, scheme: Mapping | None = None) -> DataFrame:
+    """Judged (query, product) rows with normalized query, product text and a `reason` when unusable.
+
+    Rejected: an empty query, no product_id, a null or negative grade; given the label `scheme`
+    (`labels.schemes.<name>`), also a grade outside its grades, a label it does not know (a label that is the
+    grade as a number is fine) or one it grades differently; a product not in the catalog. Conflicting grades
+    of one (query_norm, product_id) are resolved by CONFLICT_RULE: the rows with another grade are rejected
+    (and counted), so every usable pair carries one grade."""
     staged = with_normalized_query(judgments.withColumn("raw", raw_json(judgments)), "query")
     staged = staged.join(texts, "product_id", "left")
-    reason = (
-        F.when(is_blank("query_norm"), "empty query after normalization")
+    grade = F.col("grade")
+    problem = (
+        F.when(not_utf8("query"), "query is not valid UTF-8")
+        .when(is_blank("query_norm"), "empty query after normalization")
         .when(is_blank("product_id"), "missing product_id")
-        .when(F.col("product_text").isNull(), "product not in catalog")
+        .when(grade.isNull(), "missing grade")
+        .when(grade < 0, F.concat(F.lit("negative grade "), grade.cast("string")))
     )
-    return staged.withColumn("reason", reason)
+    if scheme is not None:
+        grades = {str(label): int(value) for label, value in dict(scheme["grades"]).items()}
+        allowed = sorted(set(grades.values()))
+        label = F.trim(F.col("label"))
+        label_grade = F.try_element_at(F.create_map(*[F.lit(x) for item in grades.items() for x in item]), label)
+        numeric_label = F.coalesce(label.try_cast("double") == grade.cast("double"), F.lit(False))
+        problem = (
+            problem.when(~grade.isin(allowed), F.concat(F.lit("grade "), grade.cast("string"),
+                                                        F.lit(f" is not in the label scheme ({', '.join(map(str, allowed))})")))
+            .when(~is_blank("label") & label_grade.isNull() & ~numeric_label,
+                  F.concat(F.lit("unknown label '"), label, F.lit("'")))
+            .when(~is_blank("label") & (label_grade != grade),
+                  F.concat(F.lit("grade "), grade.cast("string"), F.lit(" disagrees with its label '"), label,
+                           F.lit("' (graded "), label_grade.cast("string"), F.lit(")")))
+        )
+    problem = problem.when(F.col("product_text").isNull(), "product not in catalog")
+
+    staged = staged.withColumn("_problem", problem)
+    votes = F.sum(F.col("_problem").isNull().cast("int")).over(Window.partitionBy("query_norm", "product_id", "grade"))
+    ballot = F.when(F.col("_problem").isNull(), F.struct((-F.col("_votes")).alias("votes"), grade.alias("grade")))
+    resolved = F.min(ballot).over(Window.partitionBy("query_norm", "product_id"))["grade"]
+    conflict = F.when(F.col("_problem").isNull() & (grade != F.col("_resolved")), F.concat(
+        F.lit("grade "), grade.cast("string"), F.lit(" conflicts with other judgments of the pair (resolved to "),
+        F.col("_resolved").cast("string"), F.lit(f": {CONFLICT_RULE})")))
+    return (staged.withColumn("_votes", votes).withColumn("_resolved", resolved)
+            .withColumn("reason", F.coalesce(F.col("_problem"), conflict)).drop("_problem", "_votes", "_resolved"))
 
 
 def build_pairs(

@@ -721,11 +721,10 @@ def ubi_query_log(
                                      else "exact duplicate of an earlier event")
             seen.add(key)
         if row is not None:
-            rows.append({**row, "event_id": event_id})
+            rows.append(row)
         else:
             rejected.append({"reason": reason, "raw": row_json(event)})
-    columns = ["query_id", "client_id", "session_id", "user_query", "timestamp", "action_name", "object_id", "position",
-               "ds", "event_id"]
+    columns = ["query_id", "client_id", "session_id", "user_query", "timestamp", "action_name", "object_id", "position", "ds"]
     log = pd.DataFrame(rows, columns=columns)
     log["timestamp"] = pd.to_datetime(log["timestamp"], utc=True)
     log["position"] = log["position"].astype("Int64")

@@ -45,15 +45,25 @@ def product_text_udf(max_words: int):
     return product_text
 
 
+# Whitespace of every kind (Java regex): tabs, newlines, NBSP and other Unicode spaces, zero-width characters.
+_BLANK_CHARS = r"[\s\p{Z}\u0085\u200B\u200C\u200D\u2060\uFEFF]"
+
+
 def is_blank(column: str) -> Column:
-    """Null, empty or whitespace-only."""
-    return F.col(column).isNull() | (F.trim(F.col(column)) == "")
+    """Null, empty, or only whitespace of any kind (a title of tabs, newlines or NBSPs is blank)."""
+    return F.col(column).isNull() | (F.regexp_replace(F.col(column), _BLANK_CHARS, "") == "")
+
+
+def not_utf8(column: str) -> Column:
+    """Present but not valid UTF-8 (a Parquet string column may hold any bytes; Python workers cannot decode them)."""
+    return F.col(column).isNotNull() & ~F.is_valid_utf8(F.col(column))
 
 
 def with_normalized_query(df: DataFrame, raw_column: str, out_column: str = "query_norm") -> DataFrame:
-    """Add the normalized query, normalizing each distinct raw query once."""
+    """Add the normalized query, normalizing each distinct raw query once (bytes that are not UTF-8 reach the
+    Python worker as U+FFFD, never as an undecodable string; callers reject such queries with `not_utf8`)."""
     distinct = df.select(raw_column).distinct().where(F.col(raw_column).isNotNull())
-    mapping = distinct.withColumn(out_column, normalize_text_udf(F.col(raw_column)))
+    mapping = distinct.withColumn(out_column, normalize_text_udf(F.make_valid_utf8(F.col(raw_column))))
     return df.join(F.broadcast(mapping), on=raw_column, how="left")
 
 
@@ -63,8 +73,8 @@ def text_fingerprint(query_norm: Column, product_text: Column) -> Column:
 
 
 def raw_json(df: DataFrame) -> Column:
-    """The whole input row as JSON, for `rejects.raw`."""
-    return F.to_json(F.struct(*[F.col(c) for c in df.columns]))
+    """The whole input row as JSON, for `rejects.raw` (bytes that are not UTF-8 shown as U+FFFD)."""
+    return F.make_valid_utf8(F.to_json(F.struct(*[F.col(c) for c in df.columns])))
 
 
 def rejects_frame(rejected: DataFrame, job: str, source_table: str, run_id: str, ds: str) -> DataFrame:

@@ -63,7 +63,6 @@ QUERY_LOG = TableSpec(
         ("object_id", S),
         ("position", L),
         ("ds", S),
-        ("event_id", S),  # the source's id of the event (UBI: the bulk _id), when it has one; duplicates are rejected
     ),
     partition_by=("ds",),
     required=("query_id", "user_query", "timestamp", "action_name", "object_id", "position"),
