@@ -6,6 +6,7 @@ so the text a model is trained on is byte-for-byte the text it scores.
 
 from __future__ import annotations
 
+import math
 import re
 import unicodedata
 from collections.abc import Mapping
@@ -19,9 +20,20 @@ _EDGE_PUNCT = re.compile(r"(?<!\w)[\-'./&+]+|[\-'./&+]+(?!\w)")
 KEY_ATTRIBUTES = ("type", "color", "material", "size", "style", "pattern", "features")
 
 
+def is_missing(value: object) -> bool:
+    """None, NaN (how pandas passes a null string to a UDF) or pandas' NA."""
+    if value is None:
+        return True
+    if isinstance(value, float):
+        return math.isnan(value)
+    return type(value).__name__ == "NAType"
+
+
 def normalize_text(text: str | None) -> str:
-    """Unicode-normalize, lowercase, drop punctuation that carries no meaning, collapse spaces."""
-    if not text:
+    """Unicode-normalize, lowercase, drop punctuation that carries no meaning, collapse spaces.
+
+    A missing value (None, NaN, pandas NA) is the empty string, never "nan"."""
+    if is_missing(text) or not text:
         return ""
     text = unicodedata.normalize("NFKC", str(text)).lower()
     text = _NOT_KEPT.sub(" ", text)
@@ -35,7 +47,9 @@ def _truncate_words(text: str, max_words: int) -> str:
 
 
 def _ordered_attributes(attributes: Mapping[str, str] | None) -> list[tuple[str, str]]:
-    items = {normalize_text(k): normalize_text(v) for k, v in (attributes or {}).items() if k and v}
+    if is_missing(attributes) or not attributes:
+        return []
+    items = {normalize_text(k): normalize_text(v) for k, v in dict(attributes).items() if k and not is_missing(v)}
     first = [(k, items[k]) for k in KEY_ATTRIBUTES if items.get(k)]
     rest = sorted((k, v) for k, v in items.items() if k not in KEY_ATTRIBUTES and v)
     return first + rest
@@ -50,13 +64,15 @@ def build_product_text(
 ) -> str:
     """The product side of a (query, product) pair: title, brand, category, key attributes.
 
-    Capped at `max_words` words (the tokenizer's token budget truncates further).
+    Capped at `max_words` words (the tokenizer's token budget truncates further). A missing part
+    (None or NaN: real catalogs have products without brand, category or attributes) is left out.
     """
     parts = [normalize_text(title)]
     brand_norm = normalize_text(brand)
     if brand_norm:
         parts.append(f"brand: {brand_norm}")
-    levels = [normalize_text(level) for level in (category or "").split(">")]
+    category_text = "" if is_missing(category) else str(category)
+    levels = [normalize_text(level) for level in category_text.split(">")]
     levels = [level for level in levels if level]
     if levels:
         parts.append("category: " + " > ".join(levels[-2:]))
