@@ -568,6 +568,8 @@ def run(ctx: JobContext) -> JobResult:
     judgments_spec = replace(JUDGMENTS, name=str(get(cfg, "audit.judgments_table", JUDGMENTS.name)))
     judgments = (conform(wh.read(judgments_spec), judgments_spec, wh.path(judgments_spec.name))
                  if wh.exists(judgments_spec.name) else None)
+    if judgments is not None and not judgments.take(1):
+        judgments = None  # an empty judgments table: the log-only audit, as without one
     if judgments is None and get(cfg, "audit.compare", None):
         raise FileNotFoundError(f"--compare needs judgments: no table at {wh.path(judgments_spec.name)}")
     catalog = conform(wh.read(CATALOG), CATALOG, wh.path(CATALOG.name)) if judgments is not None else None
@@ -613,6 +615,7 @@ def run(ctx: JobContext) -> JobResult:
             comparison, movement = compare_rows(candidates, judged, other_scores, str(other_version), settings)
             frames.append(comparison)
     frame = pd.concat([f for f in frames if not f.empty], ignore_index=True)
+    frame = frame.reindex(columns=list(dict.fromkeys([*frame.columns, *RELEVANCE_AUDIT.columns])))  # log-only rows lack some
     now = dt.datetime.now(dt.timezone.utc)
     frame = frame.assign(run_id=ctx.run_id, model_version=model_version, created_at=now, ds=ds)
     offenders = worst_offenders(behavior, settings.threshold)

@@ -397,22 +397,17 @@ def read_judgments_json(path: str | Path) -> pd.DataFrame:
             continue
         ratings = entry.get("ratings")
         if not isinstance(ratings, list):
-            rows.append({"query": _scalar(entry.get("query")), "rating": _snippet(ratings),
+            rows.append({"query": entry.get("query"), "rating": _snippet(ratings),
                          "problem": f"judgmentRatings[{i}] has no ratings list"})
             continue
         for j, rating in enumerate(ratings):
             if isinstance(rating, dict):
-                rows.append({"query": _scalar(entry.get("query")), "docId": _scalar(rating.get("docId")),
-                             "rating": _scalar(rating.get("rating"))})
+                rows.append({"query": entry.get("query"), "docId": rating.get("docId"),
+                             "rating": rating.get("rating")})
             else:
-                rows.append({"query": _scalar(entry.get("query")), "rating": _snippet(rating),
+                rows.append({"query": entry.get("query"), "rating": _snippet(rating),
                              "problem": f"judgmentRatings[{i}].ratings[{j}] is not an object"})
     return pd.DataFrame(rows, columns=["query", "docId", "rating", "problem"], dtype=object)
-
-
-def _scalar(value: Any) -> Any:
-    """A JSON value as a cell: scalars as they are, lists and objects as JSON text (rejected later as not text)."""
-    return value if value is None or isinstance(value, (str, int, float, bool)) else _snippet(value)
 
 
 def _snippet(value: Any, limit: int = 500) -> str:
@@ -434,8 +429,8 @@ def esci_judgments_from_ratings(ratings: pd.DataFrame, grades: Mapping[str, int]
     problem = ratings["problem"] if "problem" in ratings else pd.Series(None, index=ratings.index, dtype=object)
     examples = pd.DataFrame({
         "query": ratings["query"],
-        "product_id": ratings["docId"].map(lambda d: d if is_missing(d) or isinstance(d, str) or isinstance(d, bool)
-                                           else str(d)),  # a numeric docId is an id all the same
+        "product_id": ratings["docId"].map(  # a whole-number docId is an id all the same
+            lambda d: str(d) if isinstance(d, int) and not isinstance(d, bool) else d),
         "esci_label": ratings["rating"].map(rating_label),
     }, index=ratings.index)
     reasons = first_reason(

@@ -4,19 +4,23 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import math
 import os
+import re
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from jobs.core.config import get
-from jobs.core.job import JobContext, JobResult
+from jobs.core.job import JobContext, JobError, JobResult
 from jobs.transforms import is_blank, raw_json, rejects_frame
 from schemas import conform
 from schemas.tables import PAIRS, REJECTS, RELEVANCE
-from udfs.model import HALF_PRECISIONS, load_model_version, resolve_model_dir
+from udfs.model import HALF_PRECISIONS, LoadedModel, ModelError, load_model_version, resolve_model_dir
 from udfs.scorer import batch_budget, score_pairs
 from udfs.spark_udf import ScoreCounters, ScoringSettings, make_score_udf
 
@@ -103,12 +107,86 @@ def threads_per_task(spark: SparkSession, configured: object) -> int:
     return int(spark.conf.get("spark.task.cpus", "1"))
 
 
+# Fixed probe pairs in everyday words any English tokenizer knows, relevant and irrelevant ones mixed: a sane
+# model gives them finite scores that differ.
+PROBE_PAIRS = (
+    ("gray sofa", "gray linen sofa | brand: home | category: furniture > sofas | color: gray"),
+    ("gray sofa", "stainless steel kitchen knife set | category: kitchen > knives"),
+    ("oak desk", "solid oak writing desk with drawers | category: furniture > desks | material: oak"),
+    ("oak desk", "blue cotton summer dress | category: clothing > dresses | color: blue"),
+    ("laptop bag", "black leather laptop bag | category: bags | color: black"),
+    ("laptop bag", "green garden hose | category: garden > hoses"),
+    ("wireless headphones", "wireless headphones with microphone | category: electronics > audio"),
+    ("wireless headphones", "wooden dining table for six people | category: furniture > tables | material: wood"),
+)
+MAX_UNKNOWN_PROBE_WORDS = 0.1  # share of probe words the tokenizer may map to [UNK]
+MIN_PROBE_SPREAD = 1e-6        # probe scores closer together than this are one constant
+
+
+def unknown_words(tokenizer, words: Sequence[str]) -> list[str]:
+    """The words the tokenizer can only spell as its unknown token (or not at all)."""
+    unk = getattr(tokenizer, "unk_token_id", None)
+    encoded = tokenizer(list(words), add_special_tokens=False)["input_ids"] if words else []
+    return [w for w, ids in zip(words, encoded) if not ids or (unk is not None and unk in ids)]
+
+
+def probe_model(model: LoadedModel) -> dict:
+    """Prove a loaded model sane on PROBE_PAIRS before it writes anything, through `score_pairs` (so every model
+    kind is probed the same way): its tokenizer knows the probe words, and its scores are finite and not one
+    constant. A ModelError names the version and what is wrong; returns the probe's scores otherwise."""
+    queries, texts = [q for q, _ in PROBE_PAIRS], [t for _, t in PROBE_PAIRS]
+    words = sorted({w for text in queries + texts for w in re.findall(r"[a-z]+", text)})
+    unknown = unknown_words(model.tokenizer, words)
+    if len(unknown) > MAX_UNKNOWN_PROBE_WORDS * len(words):
+        raise ModelError(f"model {model.version}: its tokenizer does not know {len(unknown)} of {len(words)} probe words "
+                         f"({', '.join(unknown[:5])}, ...): tokenizer files missing or wrong; nothing scored")
+    scores = np.asarray(score_pairs(model, queries, texts)[0], dtype=float)
+    if not np.isfinite(scores).all():
+        raise ModelError(f"model {model.version}: {int((~np.isfinite(scores)).sum())} of {len(scores)} probe scores are "
+                         "NaN or infinite (broken weights?); nothing scored")
+    if float(np.ptp(scores)) < MIN_PROBE_SPREAD:
+        raise ModelError(f"model {model.version}: it gives every probe pair the same score {scores[0]:.6f} "
+                         "(a constant model); nothing scored")
+    return {"probe_min": round(float(scores.min()), 6), "probe_max": round(float(scores.max()), 6)}
+
+
 def load_checked_model(cfg: dict) -> tuple[Path, dict]:
-    """Resolve and load the model on the driver, and score one probe pair: a broken model stops here."""
+    """Resolve and load the model on the driver and probe it (probe_model): a broken model stops here."""
     model_dir = resolve_model_dir(get(cfg, "model.models_root"), str(get(cfg, "model.version")))
     model = load_model_version(model_dir)
-    score_pairs(model, ["probe query"], ["probe product"])
-    return model_dir, model.card
+    card = dict(model.card, probe=probe_model(model))
+    return model_dir, card
+
+
+def unusable_scores(relevance: DataFrame) -> int:
+    """Scores that are not a probability: null, NaN, infinite or outside [0, 1]."""
+    score = F.col("score")
+    bad = score.isNull() | F.isnan(score) | (score < 0) | (score > 1)
+    return relevance.where(bad).count()
+
+
+def population_stability(shares: Sequence[float], expected: Sequence[float]) -> float:
+    """PSI = sum((p - q) ln(p / q)) over bins (shares floored at 1e-4): 0.1 is a small shift, 0.25 a large one."""
+    total = 0.0
+    for p, q in zip(shares, expected):
+        p, q = max(p, 1e-4), max(q, 1e-4)
+        total += (p - q) * math.log(p / q)
+    return total
+
+
+def score_shift(relevance: DataFrame, deciles: Sequence[float] | None) -> float | None:
+    """PSI of the day's scores against the model card's validation scores, binned at the card's deciles
+    (`validation_score_deciles`: 11 values, min to max); None when the card has none."""
+    if not deciles or len(deciles) != 11:
+        return None
+    edges = [float(e) for e in deciles[1:-1]]
+    row = relevance.agg(F.count(F.lit(1)), *[F.sum((F.col("score") < e).cast("long")) for e in edges]).first()
+    total = row[0] or 0
+    if not total:
+        return None
+    below = [0, *[int(v or 0) for v in row[1:]], total]
+    shares = [(below[i + 1] - below[i]) / total for i in range(10)]
+    return round(population_stability(shares, [0.1] * 10), 4)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -146,6 +224,10 @@ def run(ctx: JobContext) -> JobResult:
     started = time.time()
     scored = fresh.count()
     scoring_seconds = time.time() - started
+    bad_scores = unusable_scores(fresh)
+    if bad_scores:
+        raise JobError(f"{JOB}: model {card['version']} gave {bad_scores} of {scored} pairs of ds={ds} a score that is NaN, "
+                       "infinite or outside [0, 1]; relevance was not written")
     relevance = fresh
     reused = 0
     if reusable is not None:
@@ -153,6 +235,8 @@ def run(ctx: JobContext) -> JobResult:
                                      precision, ctx.run_id)
         relevance = fresh.unionByName(reused_rows)
         reused = reusable.count()
+    shift = score_shift(relevance, card.get("validation_score_deciles"))
+    max_psi = float(get(ctx.cfg, "scoring.max_score_psi", 0.25))
     written = wh.overwrite_partition(relevance, RELEVANCE, {"ds": ds}, ctx.run_id)
     rejected = classified.where(F.col("reason").isNotNull())
     rejected_count = wh.overwrite_partition(
@@ -174,10 +258,13 @@ def run(ctx: JobContext) -> JobResult:
             "truncation_rate": round(stats["truncated"] / stats["unique_pairs"], 4) if stats["unique_pairs"] else None,
             "unique_pairs_scored": stats["unique_pairs"], "threads_per_task": settings.threads_per_task,
             "batch_tokens": batch_budget(device, settings.batch_tokens, settings.max_batch_rows)[0],
-            "model_dir": str(model_dir), "precision": precision,
+            "model_dir": str(model_dir), "precision": precision, **card["probe"],
+            "score_psi_vs_validation": shift if shift is not None else "the model card has no validation_score_deciles",
         },
         summary=f"{written} pairs in relevance with {card['version']}: {scored} scored in {scoring_seconds:.1f}s "
-        f"({throughput or 0:.0f} pairs/s on {device}, {precision}), {reused} reused from earlier runs",
+        f"({throughput or 0:.0f} pairs/s on {device}, {precision}), {reused} reused from earlier runs"
+        + (f"\nwarning: the day's scores are far from the model's validation scores (PSI {shift:.3f} > {max_psi})"
+           if shift is not None and shift > max_psi else ""),
     )
 
 

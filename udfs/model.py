@@ -74,18 +74,31 @@ def read_card(model_dir: str | Path) -> dict[str, Any]:
         raise ModelError(f"model card {path} is unreadable: {exc}") from exc
 
 
-def save_model_version(models_root: str | Path, model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, card: dict[str, Any]) -> Path:
-    """Write a model version directory atomically (a temp folder renamed into place)."""
+def save_model_version(models_root: str | Path, model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, card: dict[str, Any],
+                       extra_files: dict[str, str] | None = None) -> Path:
+    """Write a model version directory atomically: every file (weights, tokenizer, card and `extra_files`, name ->
+    text, such as split.json) goes into a temp folder renamed into place, so a version is complete or absent.
+    Folders are 0755 and files 0644, so executors running as another user can read it."""
     root = Path(models_root)
     root.mkdir(parents=True, exist_ok=True)
     target = root / card["version"]
     if target.exists():
         raise ModelError(f"model version {target} already exists")
+    for name in extra_files or {}:
+        if Path(name).is_absolute() or ".." in Path(name).parts or name in (CARD_FILE, WEIGHTS_DIR):
+            raise ModelError(f"extra file name {name!r} must be a relative path inside the version, not {CARD_FILE} or {WEIGHTS_DIR}/")
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=root))
     try:
         model.save_pretrained(staging / WEIGHTS_DIR)
         tokenizer.save_pretrained(staging / WEIGHTS_DIR)
+        for name, text in (extra_files or {}).items():
+            (staging / name).parent.mkdir(parents=True, exist_ok=True)
+            (staging / name).write_text(text)
         (staging / CARD_FILE).write_text(json.dumps(card, indent=2, sort_keys=True, default=str))
+        for folder, _, files in os.walk(staging):
+            os.chmod(folder, 0o755)
+            for name in files:
+                os.chmod(os.path.join(folder, name), 0o644)
         staging.rename(target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -149,7 +162,10 @@ class LoadedModel:
 
 
 def load_network(weights_dir: str | Path, device: torch.device | str = "cpu") -> tuple[PreTrainedTokenizerBase, torch.nn.Module]:
-    """Load tokenizer + sequence-classification head (one relevance logit) from a local folder."""
+    """Load tokenizer + sequence-classification head (one relevance logit) from a local folder.
+
+    A tokenizer much smaller than the network's vocabulary (its files missing: transformers then builds one of
+    the special tokens alone, and every word becomes [UNK]) is a ModelError, not a model that scores noise."""
     weights_dir = Path(weights_dir)
     quiet_transformers()
     try:
@@ -157,6 +173,10 @@ def load_network(weights_dir: str | Path, device: torch.device | str = "cpu") ->
         network = AutoModelForSequenceClassification.from_pretrained(weights_dir, num_labels=1, local_files_only=True)
     except Exception as exc:
         raise ModelError(f"model at {weights_dir} does not load: {str(exc).splitlines()[0]}") from exc
+    vocabulary = int(getattr(network.config, "vocab_size", 0) or 0)
+    if len(tokenizer) < vocabulary // 2:
+        raise ModelError(f"model at {weights_dir}: its tokenizer has {len(tokenizer)} tokens for a network of {vocabulary} "
+                         "(tokenizer files such as vocab.txt / tokenizer.json missing or wrong)")
     return tokenizer, network.to(device)
 
 
