@@ -387,7 +387,7 @@ def read_judgments_json(path: str | Path) -> pd.DataFrame:
     entries = document.get("judgmentRatings") if isinstance(document, dict) else None
     if not isinstance(entries, list):
         found = "a JSON " + type(document).__name__ if not isinstance(document, dict) else \
-            "keys " + ", ".join(map(str, list(document)[:8])) if document else "an empty object"
+            "keys " + ", ".join(json.dumps(k)[:40] for k in list(document)[:8]) if document else "an empty object"
         raise InputError(f"{path}: no 'judgmentRatings' list (expected the OpenSearch search-relevance judgments "
                          f"format {{\"judgmentRatings\": [{{\"query\": ..., \"ratings\": [...]}}]}}; found {found})")
     rows = []

@@ -148,7 +148,7 @@ def test_esci_json_of_the_wrong_shape_stops_naming_the_file(spark, cfg, tmp_path
     before = row_counts(cfg)
     assert before == {"judgments": 5}
     cases = {
-        "no_ratings.json": (b'{"name": "ESCI", "ratings": []}', "no 'judgmentRatings' list", "found keys name, ratings"),
+        "no_ratings.json": (b'{"name": "ESCI", "ratings": []}', "no 'judgmentRatings' list", 'found keys "name", "ratings"'),
         "a_list.json": (b"[1, 2]", "no 'judgmentRatings' list", "found a JSON list"),
         "truncated.json": (b'{"judgmentRatings": [\n  {"query": "sofa", ', "not valid JSON at line 2 column", ""),
         "latin1.json": (b'{"judgmentRatings": [\n{"query": "sof\xe1"}]}', "line 2 is not valid UTF-8", ""),
