@@ -623,7 +623,8 @@ def run(ctx: JobContext) -> JobResult:
         format_comparison(frame, settings.scope) if judged_queries_count else "",
         format_summary(frame, model_version, ds),
         "Most-shown pairs the model calls irrelevant:\n" + (
-            offenders.to_string(index=False, float_format=lambda v: f"{v:.3f}") if len(offenders) else "(none)"),
+            offenders.to_string(index=False, float_format=lambda v: f"{v:.3f}") if len(offenders) else "(none)")
+        if len(behavior) else "Log-only audits skipped: no logged impressions or clicks for this ds (offline evaluation).",
     ) if part)
     if comparison is not None:
         primary = str(get(cfg, "audit.regression.metric", "ndcg@10"))

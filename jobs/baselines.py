@@ -20,6 +20,9 @@ import numpy as np
 import Stemmer
 import torch
 
+from udfs.model import BI_ENCODER, LoadedModel, load_network
+from udfs.scorer import score_logits
+
 BM25, ZERO_SHOT = "bm25", "zero_shot"
 
 
@@ -43,32 +46,15 @@ def bm25_scores(corpus: dict[str, str], queries: Sequence[str], product_ids: Seq
     ])
 
 
-def _embed(tokenizer, encoder: torch.nn.Module, texts: list[str], max_length: int, batch_size: int) -> np.ndarray:
-    """L2-normalized mean-pooled token embeddings, batched by length."""
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-    out = np.zeros((len(texts), encoder.config.hidden_size), dtype=np.float32)
-    with torch.inference_mode():
-        for start in range(0, len(order), batch_size):
-            rows = order[start : start + batch_size]
-            batch = tokenizer([texts[i] for i in rows], padding=True, truncation=True, max_length=max_length,
-                              return_tensors="pt")
-            hidden = encoder(**batch).last_hidden_state
-            mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
-            out[rows] = torch.nn.functional.normalize(pooled, dim=-1).numpy()
-    return out
+def base_bi_encoder(base_dir: str | Path, max_length: int = 128) -> LoadedModel:
+    """The base checkpoint as what it is, a sentence-embedding bi-encoder, uncalibrated (its logit is the cosine)."""
+    tokenizer, encoder = load_network(base_dir, "cpu", BI_ENCODER)
+    return LoadedModel("zero-shot", tokenizer, encoder.eval(), torch.device("cpu"),
+                       {"kind": BI_ENCODER, "max_length": max_length})
 
 
 def zero_shot_scores(base_dir: str | Path, queries: Sequence[str], texts: Sequence[str],
-                     max_length: int = 128, batch_size: int = 64) -> np.ndarray:
+                     max_length: int = 128) -> np.ndarray:
     """Cosine similarity of query and product text under the base checkpoint's sentence embeddings."""
-    from transformers import AutoModel, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(base_dir, local_files_only=True)
-    encoder = AutoModel.from_pretrained(base_dir, local_files_only=True).eval()
-    distinct = list(dict.fromkeys([*queries, *texts]))
-    vectors = _embed(tokenizer, encoder, distinct, max_length, batch_size)
-    row = {text: n for n, text in enumerate(distinct)}
-    q = vectors[[row[t] for t in queries]]
-    p = vectors[[row[t] for t in texts]]
-    return (q * p).sum(axis=1).astype(float)
+    logits, _ = score_logits(base_bi_encoder(base_dir, max_length), list(queries), list(texts))
+    return logits

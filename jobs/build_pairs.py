@@ -202,27 +202,87 @@ def build_pairs(
         judged = classify_judgments(judgments, texts)
         logged_queries = behavior.select("query_norm").distinct()
         judged_ok = judged.where(F.col("reason").isNull()).join(logged_queries, "query_norm", "left_semi")
-        new_candidates = (
-            judged_ok.select("query_norm", "product_id", "product_text").distinct()
-            .join(behavior.select("query_norm", "product_id"), ["query_norm", "product_id"], "left_anti")
-        )
-        zeros = {name: F.lit(0).cast("long") for name in ACTION_COUNTS.values()}
-        candidates = new_candidates.select(
-            "query_norm", "product_id", *[v.alias(k) for k, v in zeros.items()],
-            F.lit(None).cast("double").alias("mean_position"), "product_text",
-            F.lit(None).cast("double").alias("ctr_smoothed"), F.lit("judgment").alias("source"),
-        )
-        behavior = behavior.unionByName(candidates)
+        new_candidates = judged_ok.join(behavior.select("query_norm", "product_id"), ["query_norm", "product_id"], "left_anti")
+        behavior = behavior.unionByName(judged_candidates(new_candidates))
         rejects[JUDGMENTS.name] = judged.where(F.col("reason").isNotNull())
 
     segments = query_segments(events_ok, settings.head_share, settings.torso_share)
-    pairs = (
-        behavior.join(segments, "query_norm", "left")
-        .withColumn("text_fingerprint", text_fingerprint(F.col("query_norm"), F.col("product_text")))
+    return BuiltPairs(finish_pairs(behavior.join(segments, "query_norm", "left"), ds, run_id), rejects, events_ok)
+
+
+def judged_candidates(judged_ok: DataFrame) -> DataFrame:
+    """Usable judged (query_norm, product_id, product_text) rows as candidate pairs without behavior (source
+    `judgment`), one per pair."""
+    zeros = {name: F.lit(0).cast("long") for name in ACTION_COUNTS.values()}
+    return judged_ok.select("query_norm", "product_id", "product_text").distinct().select(
+        "query_norm", "product_id", *[v.alias(k) for k, v in zeros.items()],
+        F.lit(None).cast("double").alias("mean_position"), "product_text",
+        F.lit(None).cast("double").alias("ctr_smoothed"), F.lit("judgment").alias("source"),
+    )
+
+
+def finish_pairs(pairs: DataFrame, ds: str, run_id: str) -> DataFrame:
+    """The `pairs` columns: the text fingerprint, the run and the ds added."""
+    return (
+        pairs.withColumn("text_fingerprint", text_fingerprint(F.col("query_norm"), F.col("product_text")))
         .withColumn("run_id", F.lit(run_id))
         .withColumn("ds", F.lit(ds))
+        .select(*PAIRS.columns)
     )
-    return BuiltPairs(pairs.select(*PAIRS.columns), rejects, events_ok)
+
+
+def offline_pairs(catalog: DataFrame, judgments: DataFrame, settings: PairSettings, ds: str, run_id: str,
+                  scheme: Mapping | None = None) -> BuiltPairs:
+    """Offline evaluation, for a team with a catalog and judgments but no query log: every usable judged
+    (query, product) is a candidate pair, without behavior counts or a frequency segment. `events_accepted`
+    holds the judgments used."""
+    texts, catalog_rejects = catalog_texts(catalog, settings.product_text_max_words)
+    judged = classify_judgments(judgments, texts, scheme)
+    judged_ok = judged.where(F.col("reason").isNull())
+    pairs = judged_candidates(judged_ok).withColumn("query_searches", F.lit(None).cast("long")) \
+        .withColumn("segment", F.lit(None).cast("string"))
+    return BuiltPairs(finish_pairs(pairs, ds, run_id),
+                      {JUDGMENTS.name: judged.where(F.col("reason").isNotNull()), CATALOG.name: catalog_rejects}, judged_ok)
+
+
+def write_rejects(ctx: JobContext, built: BuiltPairs) -> dict[str, int]:
+    """Replace this job's rejects of the ds with the built ones; returns their count per source table."""
+    frames = [rejects_frame(df, JOB, source, ctx.run_id, ctx.ds) for source, df in built.rejects.items()]
+    all_rejects = frames[0]
+    for frame in frames[1:]:
+        all_rejects = all_rejects.unionByName(frame)
+    all_rejects = all_rejects.cache()
+    ctx.warehouse.overwrite_partition(all_rejects, REJECTS, {"job": JOB, "ds": ctx.ds}, ctx.run_id)
+    return {r["source_table"]: r["count"] for r in all_rejects.groupBy("source_table").count().collect()}
+
+
+def run_offline(ctx: JobContext, catalog: DataFrame, judgments: DataFrame | None) -> JobResult:
+    """No `query_log` table at all: the pairs of the ds are the judged candidates (offline evaluation)."""
+    wh = ctx.warehouse
+    if judgments is None:
+        raise FileNotFoundError(f"nothing to pair: no query_log at {wh.path(QUERY_LOG.name)} and no judgments at "
+                                f"{wh.path(JUDGMENTS.name)}")
+    judgments = judgments.cache()
+    rows_in = judgments.count()
+    if rows_in == 0:
+        raise FileNotFoundError(f"nothing to pair: no query_log at {wh.path(QUERY_LOG.name)} and judgments at "
+                                f"{wh.path(JUDGMENTS.name)} is empty")
+    scheme = get(ctx.cfg, f"labels.schemes.{get(ctx.cfg, 'labels.scheme')}", None)
+    built = offline_pairs(catalog, judgments, settings_from_config(ctx.cfg), ctx.ds, ctx.run_id, scheme)
+    pairs = built.pairs.cache()
+    written = wh.overwrite_partition(pairs, PAIRS, {"ds": ctx.ds}, ctx.run_id)
+    by_source = write_rejects(ctx, built)
+    used = built.events_accepted.count()
+    queries = pairs.select("query_norm").distinct().count()
+    return JobResult(
+        rows_in=rows_in,
+        rows_out=written,
+        rows_rejected=by_source.get(JUDGMENTS.name, 0),
+        details={"mode": "offline (no query_log)", "judgments_used": used, "queries": queries,
+                 "rejects_by_source": by_source},
+        summary=f"no query_log: offline evaluation, {rows_in} judgments -> {written} judged pairs of {queries} queries "
+                f"({used} judgments used, {rows_in - used} rejected)",
+    )
 
 
 def settings_from_config(cfg: dict) -> PairSettings:
@@ -241,9 +301,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(ctx: JobContext) -> JobResult:
     wh, ds = ctx.warehouse, ctx.ds
-    events = conform(wh.read(QUERY_LOG, {"ds": ds}), QUERY_LOG, wh.path(QUERY_LOG.name))
     catalog = conform(wh.read(CATALOG), CATALOG, wh.path(CATALOG.name))
     judgments = conform(wh.read(JUDGMENTS), JUDGMENTS, wh.path(JUDGMENTS.name)) if wh.exists(JUDGMENTS.name) else None
+    if not wh.exists(QUERY_LOG.name):
+        return run_offline(ctx, catalog, judgments)
+    events = conform(wh.read(QUERY_LOG, {"ds": ds}), QUERY_LOG, wh.path(QUERY_LOG.name))
 
     events = events.cache()
     rows_in = events.count()
@@ -254,12 +316,7 @@ def run(ctx: JobContext) -> JobResult:
     pairs = built.pairs.cache()
     written = wh.overwrite_partition(pairs, PAIRS, {"ds": ds}, ctx.run_id)
     reject_frames = [rejects_frame(df, JOB, source, ctx.run_id, ds) for source, df in built.rejects.items()]
-    all_rejects = reject_frames[0]
-    for frame in reject_frames[1:]:
-        all_rejects = all_rejects.unionByName(frame)
-    all_rejects = all_rejects.cache()
-    wh.overwrite_partition(all_rejects, REJECTS, {"job": JOB, "ds": ds}, ctx.run_id)
-    by_source = {r["source_table"]: r["count"] for r in all_rejects.groupBy("source_table").count().collect()}
+    by_source = write_rejects(ctx, built)
     accepted = built.events_accepted.count()
     segments = {r["segment"]: r["count"] for r in pairs.groupBy("segment").count().collect()}
     return JobResult(

@@ -1,10 +1,15 @@
-"""finetune: judgments + catalog -> a new cross-encoder model version (weights, tokenizer, model card).
+"""finetune: judgments + catalog -> a new model version (weights, tokenizer, model card), promoted when it wins.
 
-Queries are split into train / validation / test (no query in two splits). The
-network learns graded relevance (target = grade / top grade); the best epoch by
-validation nDCG@10 is kept; Platt scaling on validation turns logits into the
-probability that a product is relevant; thresholds are chosen on validation and
-metrics are reported on the held-out test queries.
+Queries are split into train / validation / test (no query in two splits). Two kinds of
+network (`finetune.kind`): a bi-encoder, the base sentence-embedding model itself fine-tuned
+so that the cosine of query and product orders the pairs by grade (CoSENT loss; it starts
+from the zero-shot quality), or a cross-encoder with a new head that learns graded relevance
+(target = grade / top grade). Training runs a fixed number of epochs (the same model for the
+same data, settings and seed, whatever the machine's load); the best epoch by validation
+nDCG@10 is kept; Platt scaling on validation turns logits into the probability that a product
+is relevant; thresholds are chosen on validation and metrics are reported on the held-out test
+queries. The new version is promoted only when it beats the promoted version and the zero-shot
+base on validation by `finetune.promotion_margin` (`--force-promote` overrides).
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from jobs.build_pairs import catalog_texts, classify_judgments
-from jobs.core.config import get
+from jobs.core.config import get, set_path
 from jobs.core.job import JobContext, JobResult
 from jobs.metrics import (
     GainSpec,
@@ -44,8 +49,21 @@ from jobs.metrics import (
 from jobs.transforms import rejects_frame
 from schemas import conform
 from schemas.tables import CATALOG, JUDGMENTS, REJECTS
-from udfs.model import LoadedModel, load_network, promote, resolve_base_model, save_model_version
-from udfs.scorer import calibrate, collate, encode_pairs, score_logits
+from jobs.baselines import zero_shot_scores
+from udfs.model import (
+    BI_ENCODER,
+    CROSS_ENCODER,
+    MODEL_KINDS,
+    LoadedModel,
+    ModelError,
+    load_model_version,
+    load_network,
+    promote,
+    resolve_base_model,
+    resolve_model_dir,
+    save_model_version,
+)
+from udfs.scorer import EncodedPairs, calibrate, collate, encode_pairs, encode_texts, mean_pooled, score_logits
 
 JOB = "finetune"
 SPLITS = ("train", "val", "test")
@@ -53,20 +71,30 @@ SPLITS = ("train", "val", "test")
 
 @dataclass(frozen=True)
 class TrainSettings:
+    kind: str = BI_ENCODER  # bi_encoder | cross_encoder (udfs.model.MODEL_KINDS)
     seed: int = 13
-    epochs: int = 3
+    epochs: int = 4
     batch_size: int = 32
     learning_rate: float = 5e-5
     weight_decay: float = 0.01
     warmup_fraction: float = 0.1
     max_length: int = 96
     val_fraction: float = 0.15
-    test_fraction: float = 0.15
-    max_train_seconds: float = 300.0
+    test_fraction: float = 0.35
+    max_train_seconds: float = 1800.0  # a wall-clock limit: past it training stops and the job fails, nothing saved
     eval_k: int = 10
     train_precision: str = "auto"  # auto (bf16 autocast where the CPU has native bf16) | bf16 | fp32
     freeze_word_embeddings: bool = True
     patience: int = 2  # stop once this many epochs in a row bring no better validation nDCG
+    cosent_scale: float = 20.0  # bi-encoder: CoSENT loss = log(1 + sum exp(scale * (cos_low - cos_high)))
+
+    def __post_init__(self) -> None:
+        if self.kind not in MODEL_KINDS:
+            raise ValueError(f"finetune.kind must be one of {', '.join(MODEL_KINDS)}, not {self.kind!r}")
+
+
+class TrainingTimeLimit(RuntimeError):
+    """Training passed `finetune.max_train_seconds`: it stops, and no model version is saved."""
 
 
 def cpu_has_native_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
@@ -111,9 +139,9 @@ def data_fingerprint(examples: pd.DataFrame) -> str:
     return hashlib.sha256(repr(rows).encode()).hexdigest()[:16]
 
 
-def _predict_logits(tokenizer, network, frame: pd.DataFrame, max_length: int) -> np.ndarray:
+def _predict_logits(tokenizer, network, frame: pd.DataFrame, max_length: int, kind: str = CROSS_ENCODER) -> np.ndarray:
     network.eval()
-    model = LoadedModel("training", tokenizer, network, torch.device("cpu"), {"max_length": max_length})
+    model = LoadedModel("training", tokenizer, network, torch.device("cpu"), {"max_length": max_length, "kind": kind})
     logits, _ = score_logits(model, frame.query_norm.tolist(), frame.product_text.tolist())
     return logits
 
@@ -153,49 +181,91 @@ def linear_warmup_decay(step: int, warmup: int, total: int) -> float:
     return min((step + 1) / warmup, max(0.0, (total - step) / max(1, total - warmup)))
 
 
-def epochs_within_budget(first_epoch_seconds: float, budget_seconds: float) -> int:
-    """How many whole epochs (at least one) fit in the budget, judging by the first (training and validation), so
-    that the learning rate decays to zero within the budget instead of being cut off. Whole epochs keep the
-    schedule the same from run to run unless the machine's speed moves across an epoch boundary."""
-    return max(1, int(budget_seconds // max(first_epoch_seconds, 1e-9)))
+@dataclass
+class TrainingInputs:
+    """A training set encoded for one kind of network, and the row lengths the batches are grouped by."""
+
+    lengths: list[int]
+    pairs: EncodedPairs | None = None  # cross-encoder: [CLS] query [SEP] product [SEP] per row
+    texts: EncodedPairs | None = None  # bi-encoder: [CLS] text [SEP] per distinct query and product text
+    query_row: list[int] | None = None  # bi-encoder: row -> index of its query in `texts`
+    product_row: list[int] | None = None  # bi-encoder: row -> index of its product text in `texts`
 
 
-def train_cross_encoder(
+def encode_training_inputs(tokenizer: Any, train: pd.DataFrame, kind: str, max_length: int) -> TrainingInputs:
+    """Encode the training pairs with the scorer's own encoders, so the network trains on the token ids it scores."""
+    if kind == CROSS_ENCODER:
+        pairs = encode_pairs(tokenizer, train.query_norm.tolist(), train.product_text.tolist(), max_length)
+        return TrainingInputs([len(ids) for ids in pairs.input_ids], pairs=pairs)
+    distinct = list(dict.fromkeys([*train.query_norm, *train.product_text]))
+    texts = encode_texts(tokenizer, distinct, max_length)
+    row = {text: n for n, text in enumerate(distinct)}
+    product_row = [row[t] for t in train.product_text]
+    return TrainingInputs([len(texts.input_ids[n]) for n in product_row], texts=texts,
+                          query_row=[row[q] for q in train.query_norm], product_row=product_row)
+
+
+def cosent_loss(cosines: torch.Tensor, grades: torch.Tensor, scale: float) -> torch.Tensor:
+    """CoSENT: log(1 + sum over pairs (i, j) with grade_i > grade_j of exp(scale * (cos_j - cos_i))). Every
+    better-graded pair of the batch, also across queries, should have the higher cosine: a ranking loss that also
+    keeps scores comparable between queries (one threshold serves all)."""
+    differences = scale * (cosines[None, :] - cosines[:, None])  # [i, j] = scale * (cos_j - cos_i)
+    ordered = differences[grades[:, None] > grades[None, :]]
+    return torch.logsumexp(torch.cat([torch.zeros(1, dtype=ordered.dtype), ordered]), dim=0)
+
+
+def batch_loss(model: torch.nn.Module, inputs: TrainingInputs, rows: list[int], targets: torch.Tensor, pad_id: int,
+               settings: TrainSettings) -> torch.Tensor:
+    """The training loss of one batch of row indices, for the kind of network `inputs` was encoded for."""
+    if inputs.pairs is not None:
+        logits = model(**collate(inputs.pairs, rows, pad_id)).logits[:, 0]
+        return torch.nn.functional.binary_cross_entropy_with_logits(logits.float(), targets[rows])
+    assert inputs.texts is not None and inputs.query_row is not None and inputs.product_row is not None
+    needed = list(dict.fromkeys([inputs.query_row[i] for i in rows] + [inputs.product_row[i] for i in rows]))
+    where = {text: n for n, text in enumerate(needed)}
+    vectors = mean_pooled(model, collate(inputs.texts, needed, pad_id))
+    queries = vectors[[where[inputs.query_row[i]] for i in rows]]
+    products = vectors[[where[inputs.product_row[i]] for i in rows]]
+    return cosent_loss((queries * products).sum(dim=-1), targets[rows], settings.cosent_scale)
+
+
+def train_network(
     tokenizer: Any, network: torch.nn.Module, train: pd.DataFrame, val: pd.DataFrame, top_grade: int,
     settings: TrainSettings, relevant_min_grade: int, gain: GainSpec, log=print,
 ) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """Fine-tune `network` on the training pairs; returns (the best network by validation nDCG, history).
+    """Fine-tune `network` (of `settings.kind`) on the training pairs for `settings.epochs` epochs; returns (the best
+    network by validation nDCG, history).
 
-    Pairs are encoded by the scorer's `encode_pairs` and batched by its `collate`, so the
-    network trains on exactly the token ids it will score. With `freeze_word_embeddings` the vocabulary's
-    pretrained vectors stay as they are (words unseen in training keep their meaning, and steps are cheaper)."""
+    The schedule depends on the data and settings only (never on time), so the same seed gives the same model on a
+    busy machine; past `max_train_seconds` it raises TrainingTimeLimit instead of quietly training less. With
+    `freeze_word_embeddings` the vocabulary's pretrained vectors stay as they are (words unseen in training keep
+    their meaning, and steps are cheaper)."""
     world, rank = _world()
     if settings.freeze_word_embeddings:
         network.get_input_embeddings().weight.requires_grad_(False)
+    if settings.kind == BI_ENCODER and getattr(network, "pooler", None) is not None:
+        network.pooler.requires_grad_(False)  # mean pooling never uses the [CLS] pooler (and DDP wants no idle weights)
     autocast = training_autocast(settings.train_precision)
     model = torch.nn.parallel.DistributedDataParallel(network) if world > 1 else network
-    encoded = encode_pairs(tokenizer, train.query_norm.tolist(), train.product_text.tolist(), settings.max_length)
-    lengths = [len(ids) for ids in encoded.input_ids]
-    targets = torch.tensor(train.grade.to_numpy(dtype=np.float32) / max(top_grade, 1))
+    inputs = encode_training_inputs(tokenizer, train, settings.kind, settings.max_length)
+    grades = train.grade.to_numpy(dtype=np.float32)
+    targets = torch.tensor(grades / max(top_grade, 1) if settings.kind == CROSS_ENCODER else grades)
     steps_per_epoch = math.ceil(len(train) / settings.batch_size) // world
-    planned_epochs = settings.epochs  # cut after the first epoch to what fits the time budget
-    warmup = max(1, int(steps_per_epoch * planned_epochs * settings.warmup_fraction))
+    total_steps = steps_per_epoch * settings.epochs
+    warmup = max(1, int(total_steps * settings.warmup_fraction))
     trained = [parameter for parameter in network.parameters() if parameter.requires_grad]
     optimizer = torch.optim.AdamW(trained, lr=settings.learning_rate, weight_decay=settings.weight_decay)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: linear_warmup_decay(  # reads the current plan
-        step, warmup, steps_per_epoch * planned_epochs))
-    loss_fn = torch.nn.BCEWithLogitsLoss()
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: linear_warmup_decay(step, warmup, total_steps))
     generator = torch.Generator().manual_seed(settings.seed)
     pad_id = tokenizer.pad_token_id or 0
     best_state, best_ndcg, history, stale, started = None, -1.0, [], 0, time.time()
     for epoch in range(settings.epochs):
         network.train()
         losses = []
-        batches = shuffled_length_batches(lengths, settings.batch_size, generator)  # the same on every rank
+        batches = shuffled_length_batches(inputs.lengths, settings.batch_size, generator)  # the same on every rank
         for rows in batches[rank::world][: len(batches) // world]:  # each process its share, equal step counts
             with torch.autocast("cpu", dtype=autocast or torch.bfloat16, enabled=autocast is not None):
-                logits = model(**collate(encoded, rows, pad_id)).logits[:, 0]
-            loss = loss_fn(logits.float(), targets[rows])
+                loss = batch_loss(model, inputs, rows, targets, pad_id, settings)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(trained, 1.0)
             optimizer.step()
@@ -203,18 +273,14 @@ def train_cross_encoder(
             optimizer.zero_grad()
             losses.append(loss.item())
             if _any_rank(time.time() - started > settings.max_train_seconds, world):
-                break
-        val_ndcg = _from_rank0(ranking_quality(val, _predict_logits(tokenizer, network, val, settings.max_length),
-                                               settings.eval_k, relevant_min_grade, gain), world)
+                raise TrainingTimeLimit(
+                    f"fine-tuning passed finetune.max_train_seconds={settings.max_train_seconds:g} in epoch {epoch + 1} "
+                    f"of {settings.epochs}: stopped, no model version saved (raise the limit or lower finetune.epochs)")
+        val_logits = _predict_logits(tokenizer, network, val, settings.max_length, settings.kind)
+        val_ndcg = _from_rank0(ranking_quality(val, val_logits, settings.eval_k, relevant_min_grade, gain), world)
         history.append({"epoch": epoch + 1, "train_loss": float(np.mean(losses)), f"val_ndcg@{settings.eval_k}": val_ndcg,
                         "seconds": round(time.time() - started, 1)})
         log(f"  epoch {epoch + 1}: train loss {np.mean(losses):.4f}, val nDCG@{settings.eval_k} {val_ndcg:.4f}")
-        if epoch == 0:
-            fits = epochs_within_budget(_from_rank0(time.time() - started, world), settings.max_train_seconds)
-            if fits < planned_epochs:
-                planned_epochs = fits
-                log(f"  {fits} epochs fit the time budget of {settings.max_train_seconds:.0f}s: "
-                    "the learning rate decays to zero over those")
         if val_ndcg > best_ndcg:
             best_ndcg, best_state, stale = val_ndcg, copy.deepcopy(network.state_dict()), 0
         else:
@@ -222,15 +288,9 @@ def train_cross_encoder(
             if stale >= settings.patience:
                 log(f"  validation nDCG did not improve for {stale} epoch(s): early stop")
                 break
-        if epoch + 1 >= planned_epochs:
-            break
-        if _any_rank(time.time() - started > settings.max_train_seconds, world):
-            log(f"  time budget of {settings.max_train_seconds:.0f}s reached: stop")
-            break
     network.load_state_dict(best_state)
     network.eval()
     return network, {"epochs": history, "best_val_ndcg": best_ndcg, "train_seconds": round(time.time() - started, 1),
-                     "planned_epochs": planned_epochs,
                      "autocast": str(autocast).removeprefix("torch.") if autocast else "fp32"}
 
 
@@ -266,9 +326,9 @@ def _train_process(base_dir: str, train: pd.DataFrame, val: pd.DataFrame, top_gr
     try:
         rank = torch.distributed.get_rank()
         seed_everything(settings.seed)  # the same initial head on every rank
-        tokenizer, network = load_network(base_dir)
-        network, history = train_cross_encoder(tokenizer, network, train, val, top_grade, settings, relevant_min_grade,
-                                               gain, log=print if rank == 0 else (lambda _: None))
+        tokenizer, network = load_network(base_dir, "cpu", settings.kind)
+        network, history = train_network(tokenizer, network, train, val, top_grade, settings, relevant_min_grade,
+                                         gain, log=print if rank == 0 else (lambda _: None))
         if rank == 0:
             torch.save(network.state_dict(), weights_path)
         return history
@@ -287,7 +347,7 @@ def train_distributed(base_dir: str, train: pd.DataFrame, val: pd.DataFrame, top
         weights_path = os.path.join(work, "best.pt")
         history = TorchDistributor(num_processes=processes, local_mode=True, use_gpu=False).run(
             _train_process, base_dir, train, val, top_grade, settings, relevant_min_grade, gain, weights_path)
-        tokenizer, network = load_network(base_dir)
+        tokenizer, network = load_network(base_dir, "cpu", settings.kind)
         network.load_state_dict(torch.load(weights_path))
     network.eval()
     return tokenizer, network, {**history, "processes": processes}
@@ -332,11 +392,52 @@ def settings_from_config(cfg: dict) -> TrainSettings:
                             if get(cfg, f"finetune.{name}", None) is not None})
 
 
+def promotion_decision(new: float, zero_shot: float, promoted: float | None, margin: float,
+                       force: bool = False) -> tuple[bool, str]:
+    """Whether a new version is promoted: its validation nDCG must beat the zero-shot base's and the promoted
+    version's (when there is one) by `margin`; `force` promotes regardless. Returns (promote, why)."""
+    rivals = {"the zero-shot base": zero_shot, **({"the promoted version": promoted} if promoted is not None else {})}
+    short = [f"{name} ({value:.4f})" for name, value in rivals.items() if new < value + margin]
+    if not short:
+        return True, f"validation nDCG {new:.4f} beats " + " and ".join(
+            f"{name} ({value:.4f})" for name, value in rivals.items()) + f" by at least {margin:g}"
+    if force:
+        return True, f"forced (--force-promote): validation nDCG {new:.4f} does not beat " + " or ".join(short) + f" by {margin:g}"
+    return False, f"not promoted: validation nDCG {new:.4f} does not beat " + " or ".join(short) + f" by {margin:g}"
+
+
+def validation_rivals(val: pd.DataFrame, base_dir: Path, models_root: str, settings: TrainSettings,
+                      relevant_min_grade: int, gain: GainSpec) -> dict[str, Any]:
+    """Validation nDCG of what the new version must beat, on the same validation pairs: the zero-shot base and the
+    promoted version (None when there is none yet)."""
+    def quality(scores: np.ndarray) -> float:
+        return ranking_quality(val, scores, settings.eval_k, relevant_min_grade, gain)
+
+    rivals: dict[str, Any] = {
+        "zero_shot": quality(zero_shot_scores(base_dir, val.query_norm.tolist(), val.product_text.tolist())),
+        "promoted": None, "promoted_version": None}
+    try:
+        promoted = load_model_version(resolve_model_dir(models_root, "promoted"))
+    except ModelError:
+        return rivals  # nothing promoted yet (or it no longer loads): only the base to beat
+    logits, _ = score_logits(promoted, val.query_norm.tolist(), val.product_text.tolist())
+    rivals.update(promoted=quality(logits), promoted_version=promoted.version)
+    return rivals
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = (
-        "Fine-tune the cross-encoder on judgments and save (and promote) a new model version. "
-        "Name it with --set finetune.version=NAME (default: ce-<time>-<data fingerprint>)."
+        "Fine-tune the model (finetune.kind: bi_encoder or cross_encoder) on judgments and save a new model version; "
+        "it is promoted only when it beats the promoted version and the zero-shot base on validation. "
+        "Name it with --set finetune.version=NAME (default: <kind>-<time>-<data fingerprint>)."
     )
+    parser.add_argument("--force-promote", dest="force_promote", action="store_true",
+                        help="promote the new version even when it does not beat the promoted one or the base")
+
+
+def apply_arguments(cfg: dict, args: argparse.Namespace) -> None:
+    if getattr(args, "force_promote", False):
+        set_path(cfg, "finetune.force_promote", True)
 
 
 def run(ctx: JobContext) -> JobResult:
@@ -347,11 +448,13 @@ def run(ctx: JobContext) -> JobResult:
     grades = sorted({int(g) for g in scheme["grades"].values()})
     base_name = str(get(cfg, "model.base"))
     base_dir = resolve_base_model(base_name)
-    torch.set_num_threads(os.cpu_count() or 1)
+    models_root = str(get(cfg, "model.models_root"))
+    torch.set_num_threads(int(get(cfg, "finetune.threads", 0) or 0) or os.cpu_count() or 1)
 
     judgments = conform(wh.read(JUDGMENTS), JUDGMENTS, wh.path(JUDGMENTS.name))
     catalog = conform(wh.read(CATALOG), CATALOG, wh.path(CATALOG.name))
-    classified = classify_judgments(judgments, catalog_texts(catalog, int(get(cfg, "pairs.product_text_max_words", 64)))[0]).cache()
+    max_words = int(get(cfg, "pairs.product_text_max_words", 64))
+    classified = classify_judgments(judgments, catalog_texts(catalog, max_words)[0], scheme).cache()
     rows_in = classified.count()
     examples = training_examples(classified)
     rejected = classified.where(F.col("reason").isNotNull())
@@ -361,7 +464,8 @@ def run(ctx: JobContext) -> JobResult:
         raise ValueError(f"judgments in {wh.path(JUDGMENTS.name)} are too few to split by query: "
                          + ", ".join(f"{n}={len(p)}" for n, p in parts.items()))
     fingerprint = data_fingerprint(examples)
-    print(f"finetune: {len(examples)} judged pairs ({', '.join(f'{n} {len(p)}' for n, p in parts.items())}) from {base_name}")
+    print(f"finetune: {len(examples)} judged pairs ({', '.join(f'{n} {len(p)}' for n, p in parts.items())}) "
+          f"from {base_name}, a {settings.kind}")
 
     processes = int(get(cfg, "finetune.processes", 1))
     if processes > 1:
@@ -369,11 +473,11 @@ def run(ctx: JobContext) -> JobResult:
                                                         relevant_min_grade, gain, processes)
     else:
         seed_everything(settings.seed)
-        tokenizer, network = load_network(str(base_dir))  # the relevance head is initialised from the seed
-        network, history = train_cross_encoder(
+        tokenizer, network = load_network(str(base_dir), "cpu", settings.kind)  # a new head is initialised from the seed
+        network, history = train_network(
             tokenizer, network, parts["train"], parts["val"], max(grades), settings, relevant_min_grade, gain
         )
-    val_logits = _predict_logits(tokenizer, network, parts["val"], settings.max_length)
+    val_logits = _predict_logits(tokenizer, network, parts["val"], settings.max_length, settings.kind)
     calibration = fit_calibration(val_logits, parts["val"].grade.to_numpy() >= relevant_min_grade)
     val_scores = calibrate(val_logits, calibration["a"], calibration["b"])
     threshold = choose_threshold_max_f1(val_scores, parts["val"].grade.to_numpy() >= relevant_min_grade)
@@ -382,16 +486,24 @@ def run(ctx: JobContext) -> JobResult:
     target = float(get(cfg, "audit.target_precision", 0.9))
     target_threshold, target_precision, target_recall = threshold_for_precision(
         val_scores, parts["val"].grade.to_numpy() >= relevant_min_grade, target)
-    test_logits = _predict_logits(tokenizer, network, parts["test"], settings.max_length)
+    test_logits = _predict_logits(tokenizer, network, parts["test"], settings.max_length, settings.kind)
     test_scores = calibrate(test_logits, calibration["a"], calibration["b"])
     ks = [int(k) for k in get(cfg, "audit.ks", [5, 10])]
     test_metrics = evaluate(parts["test"], test_scores, threshold, relevant_min_grade, gain, ks)
 
+    rivals = validation_rivals(parts["val"], base_dir, models_root, settings, relevant_min_grade, gain)
+    margin = float(get(cfg, "finetune.promotion_margin", 0.0))
+    promoted, why = promotion_decision(history["best_val_ndcg"], rivals["zero_shot"], rivals["promoted"], margin,
+                                       bool(get(cfg, "finetune.force_promote", False)))
+    if promoted and not get(cfg, "finetune.promote", True):
+        promoted, why = False, f"not promoted: finetune.promote is false ({why})"
+    prefix = "bi" if settings.kind == BI_ENCODER else "ce"
     version = get(cfg, "finetune.version", None) or (
-        f"ce-{dt.datetime.now(dt.timezone.utc).strftime('%Y%m%d%H%M%S')}-{fingerprint[:8]}"
+        f"{prefix}-{dt.datetime.now(dt.timezone.utc).strftime('%Y%m%d%H%M%S')}-{fingerprint[:8]}"
     )
     card = {
         "version": version,
+        "kind": settings.kind,
         "base_model": base_name,
         "created_at": dt.datetime.now(dt.timezone.utc).isoformat(),
         "run_id": ctx.run_id,
@@ -400,7 +512,7 @@ def run(ctx: JobContext) -> JobResult:
         "relevant_min_grade": relevant_min_grade,
         "gain": gain,
         "max_length": settings.max_length,
-        "product_text_max_words": int(get(cfg, "pairs.product_text_max_words", 64)),
+        "product_text_max_words": max_words,
         "calibration": calibration,
         "threshold": float(threshold),
         "grade_thresholds": thresholds,
@@ -412,16 +524,18 @@ def run(ctx: JobContext) -> JobResult:
         "split": {"rule": "sha256(seed, query_norm) picks train / val / test", "queries_file": "split.json"},
         "hyperparameters": settings.__dict__,
         "training": history,
+        "promotion": {"metric": f"val ndcg@{settings.eval_k}", "new": history["best_val_ndcg"], **rivals,
+                      "margin": margin, "promoted": promoted, "decision": why},
         "metrics": {"test": test_metrics},
     }
-    models_root = get(cfg, "model.models_root")
-    path = save_model_version(models_root, network, tokenizer, card)
     # the queries of each part, so audits can evaluate on queries the model never saw
-    (path / "split.json").write_text(json.dumps({name: sorted(p.query_norm.unique()) for name, p in parts.items()}, indent=0))
+    split = json.dumps({name: sorted(p.query_norm.unique()) for name, p in parts.items()}, indent=0)
+    path = save_model_version(models_root, network, tokenizer, card, extra_files={"split.json": split})
     wh.overwrite_partition(rejects_frame(rejected, JOB, JUDGMENTS.name, ctx.run_id, ctx.ds or "all"), REJECTS,
                            {"job": JOB, "ds": ctx.ds or "all"}, ctx.run_id)
-    if get(cfg, "finetune.promote", True):
+    if promoted:
         promote(models_root, version)
+    print(f"finetune: {why}")
     rows_used = int(classified.where(F.col("reason").isNull()).count())
     return JobResult(
         rows_in=rows_in,
@@ -430,8 +544,10 @@ def run(ctx: JobContext) -> JobResult:
         model_version=version,
         throughput_per_s=len(parts["train"]) * len(history["epochs"]) / max(history["train_seconds"], 1e-9),
         device="cpu",
-        details={"model_dir": str(path), "unique_pairs": len(examples), "train_seconds": history["train_seconds"], "test": test_metrics,
-                 "threshold": threshold, "promoted": bool(get(cfg, "finetune.promote", True))},
-        summary=f"model {version} saved to {path}; held-out nDCG@{ks[-1]} {test_metrics.get(f'ndcg@{ks[-1]}', float('nan')):.3f}, "
-        f"F1 {test_metrics['f1']:.3f} at threshold {threshold:.3f}; trained in {history['train_seconds']:.0f}s",
+        details={"model_dir": str(path), "kind": settings.kind, "unique_pairs": len(examples),
+                 "train_seconds": history["train_seconds"], "test": test_metrics, "threshold": threshold,
+                 "promoted": promoted, "promotion": card["promotion"]},
+        summary=f"model {version} ({settings.kind}) saved to {path}; held-out nDCG@{ks[-1]} "
+        f"{test_metrics.get(f'ndcg@{ks[-1]}', float('nan')):.3f}, F1 {test_metrics['f1']:.3f} at threshold {threshold:.3f}; "
+        f"trained in {history['train_seconds']:.0f}s; {'promoted' if promoted else 'NOT promoted'} ({why})",
     )

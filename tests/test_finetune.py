@@ -1,5 +1,8 @@
 """Fine-tuning: the split by query, the training batches, bf16 training and distributed training."""
 
+import math
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -48,7 +51,7 @@ def test_distributed_training_with_torch_distributor_in_local_mode(spark, tiny_m
     val_queries = set(rng.choice(queries, 4, replace=False))
     train, val = frame[~frame.query_norm.isin(val_queries)], frame[frame.query_norm.isin(val_queries)]
     base = resolve_model_dir(tiny_model_root, "tiny-test") / WEIGHTS_DIR
-    settings = TrainSettings(epochs=2, batch_size=8, max_length=32, learning_rate=1e-3)
+    settings = TrainSettings(kind="cross_encoder", epochs=2, batch_size=8, max_length=32, learning_rate=1e-3)
     _, network, history = train_distributed(str(base), train.reset_index(drop=True), val.reset_index(drop=True), 2,
                                             settings, 1, "linear", processes=2)
     assert history["processes"] == 2 and 1 <= len(history["epochs"]) <= 2
@@ -72,36 +75,86 @@ def test_training_autocast_follows_the_setting_and_the_cpu_flags(tmp_path):
         training_autocast("fp16")
 
 
-def test_bf16_training_with_frozen_word_embeddings_learns_the_rest(tiny_model_root):
-    """bf16 autocast training runs on CPU, keeps the word embeddings as they were, changes the other
-    weights, and returns an fp32 network in eval mode."""
+def _toy_pairs():
     import pandas as pd
-
-    from jobs.finetune import TrainSettings, seed_everything, train_cross_encoder
-    from udfs.model import WEIGHTS_DIR, load_network, resolve_model_dir
 
     rows = [(f"{c} {k}", f"{c2} {k2} product", int(k == k2) * (1 + int(c == c2)))
             for c in ("red", "blue") for k in ("sofa", "lamp", "mug") for c2 in ("red", "blue") for k2 in ("sofa", "lamp", "mug")]
-    frame = pd.DataFrame(rows, columns=["query_norm", "product_text", "grade"]).assign(
+    return pd.DataFrame(rows, columns=["query_norm", "product_text", "grade"]).assign(
         product_id=lambda f: [f"p{i}" for i in range(len(f))])
+
+
+@pytest.mark.parametrize("kind", ["cross_encoder", "bi_encoder"])
+def test_bf16_training_with_frozen_word_embeddings_learns_the_rest(tiny_model_root, kind):
+    """bf16 autocast training runs on CPU for both kinds, keeps the word embeddings as they were, changes the other
+    weights, and returns an fp32 network in eval mode."""
+    from jobs.finetune import TrainSettings, seed_everything, train_network
+    from udfs.model import WEIGHTS_DIR, load_network, resolve_model_dir
+
+    frame = _toy_pairs()
     base = resolve_model_dir(tiny_model_root, "tiny-test") / WEIGHTS_DIR
     seed_everything(0)
-    tokenizer, network = load_network(str(base))
-    _, start = load_network(str(base))
-    settings = TrainSettings(epochs=1, batch_size=8, max_length=32, learning_rate=1e-3, train_precision="bf16")
-    network, history = train_cross_encoder(tokenizer, network, frame, frame, 2, settings, 1, "linear", log=lambda _: None)
-    assert history["autocast"] == "bfloat16" and history["planned_epochs"] == 1 and not network.training
+    tokenizer, network = load_network(str(base), "cpu", kind)
+    _, start = load_network(str(base), "cpu", kind)
+    settings = TrainSettings(kind=kind, epochs=1, batch_size=8, max_length=32, learning_rate=1e-3, train_precision="bf16")
+    network, history = train_network(tokenizer, network, frame, frame, 2, settings, 1, "linear", log=lambda _: None)
+    assert history["autocast"] == "bfloat16" and len(history["epochs"]) == 1 and not network.training
     assert torch.equal(network.get_input_embeddings().weight, start.get_input_embeddings().weight)
-    assert not torch.equal(network.classifier.weight, start.classifier.weight)
+    changed = [name for (name, p), q in zip(network.named_parameters(), start.parameters()) if not torch.equal(p, q)]
+    assert changed and all("word_embeddings" not in name for name in changed)
     assert all(p.dtype == torch.float32 for p in network.parameters())
 
 
-def test_learning_rate_warms_up_then_decays_to_zero_over_the_steps_that_fit_the_budget():
-    from jobs.finetune import epochs_within_budget, linear_warmup_decay
+def test_training_is_the_same_for_the_same_seed_and_passes_no_time_limit_quietly(tiny_model_root):
+    """The same seed, data and settings give bit-identical weights (the schedule never depends on time); a run
+    past max_train_seconds raises TrainingTimeLimit instead of training less."""
+    from jobs.finetune import TrainingTimeLimit, TrainSettings, seed_everything, train_network
+    from udfs.model import WEIGHTS_DIR, load_network, resolve_model_dir
+
+    frame = _toy_pairs()
+    base = resolve_model_dir(tiny_model_root, "tiny-test") / WEIGHTS_DIR
+    settings = TrainSettings(epochs=2, batch_size=8, max_length=32, learning_rate=1e-3, train_precision="fp32", patience=5)
+
+    def trained(seed: int) -> dict:
+        seed_everything(seed)
+        tokenizer, network = load_network(str(base), "cpu", settings.kind)
+        return train_network(tokenizer, network, frame, frame, 2, settings, 1, "linear", log=lambda _: None)[0].state_dict()
+
+    first, again, other = trained(0), trained(0), trained(1)
+    assert all(torch.equal(first[name], again[name]) for name in first)
+    assert not all(torch.equal(first[name], other[name]) for name in first)  # the seed matters
+    tokenizer, network = load_network(str(base), "cpu", settings.kind)
+    with pytest.raises(TrainingTimeLimit, match="max_train_seconds=0 in epoch 1 of 2: stopped, no model version saved"):
+        train_network(tokenizer, network, frame, frame, 2, replace(settings, max_train_seconds=0.0), 1, "linear",
+                      log=lambda _: None)
+
+
+def test_cosent_loss_is_small_when_cosines_follow_the_grades_and_large_otherwise():
+    from jobs.finetune import cosent_loss
+
+    grades = torch.tensor([2.0, 1.0, 0.0])
+    ordered, reversed_ = torch.tensor([0.9, 0.5, 0.1]), torch.tensor([0.1, 0.5, 0.9])
+    assert cosent_loss(ordered, grades, 20.0) < 0.01 < 5.0 < cosent_loss(reversed_, grades, 20.0)
+    # one misordered pair (i above j in grade, cos_j - cos_i = 0.2): log(1 + exp(20 * 0.2))
+    assert cosent_loss(torch.tensor([0.3, 0.5]), torch.tensor([1.0, 0.0]), 20.0).item() == pytest.approx(
+        math.log1p(math.exp(4.0)), rel=1e-6)
+    assert cosent_loss(torch.tensor([0.3, 0.5]), torch.tensor([1.0, 1.0]), 20.0).item() == 0.0  # no ordered pair
+
+
+def test_promotion_needs_a_win_over_the_base_and_the_promoted_version():
+    from jobs.finetune import promotion_decision
+
+    assert promotion_decision(0.80, zero_shot=0.75, promoted=None, margin=0.01)[0]
+    assert not promotion_decision(0.80, zero_shot=0.795, promoted=None, margin=0.01)[0]
+    promoted, why = promotion_decision(0.80, zero_shot=0.70, promoted=0.81, margin=0.0)
+    assert not promoted and "the promoted version (0.8100)" in why and "zero-shot" not in why
+    assert promotion_decision(0.80, zero_shot=0.70, promoted=0.81, margin=0.0, force=True) == (
+        True, "forced (--force-promote): validation nDCG 0.8000 does not beat the promoted version (0.8100) by 0")
+
+
+def test_learning_rate_warms_up_then_decays_to_zero():
+    from jobs.finetune import linear_warmup_decay
 
     factors = [linear_warmup_decay(step, 10, 100) for step in range(101)]
     assert factors[0] == 0.1 and factors[9] == 1.0 and factors[100] == 0.0
     assert all(a >= b for a, b in zip(factors[9:], factors[10:]))  # no increase after warm-up
-    assert epochs_within_budget(first_epoch_seconds=80.0, budget_seconds=240.0) == 3
-    assert epochs_within_budget(first_epoch_seconds=70.0, budget_seconds=240.0) == 3  # whole epochs only
-    assert epochs_within_budget(first_epoch_seconds=300.0, budget_seconds=240.0) == 1  # at least one

