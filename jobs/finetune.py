@@ -87,6 +87,7 @@ class TrainSettings:
     freeze_word_embeddings: bool = True
     patience: int = 2  # stop once this many epochs in a row bring no better validation nDCG
     cosent_scale: float = 20.0  # bi-encoder: CoSENT loss = log(1 + sum exp(scale * (cos_low - cos_high)))
+    weight_mixes: tuple[float, ...] = (1.0,)  # bi-encoder: shares of the fine-tuned weights tried against the base's
 
     def __post_init__(self) -> None:
         if self.kind not in MODEL_KINDS:
@@ -388,8 +389,38 @@ def evaluate(frame: pd.DataFrame, scores: np.ndarray, threshold: float, relevant
 
 def settings_from_config(cfg: dict) -> TrainSettings:
     fields = TrainSettings.__dataclass_fields__
-    return TrainSettings(**{name: type(f.default)(get(cfg, f"finetune.{name}")) for name, f in fields.items()
-                            if get(cfg, f"finetune.{name}", None) is not None})
+    return TrainSettings(**{name: type(f.default)(get(cfg, f"finetune.{name}")) if not isinstance(f.default, tuple)
+                            else tuple(float(x) for x in get(cfg, f"finetune.{name}"))
+                            for name, f in fields.items() if get(cfg, f"finetune.{name}", None) is not None})
+
+
+def mix_weights(base: dict[str, torch.Tensor], tuned: dict[str, torch.Tensor], share: float) -> dict[str, torch.Tensor]:
+    """Weight-space ensemble (WiSE-FT): (1 - share) x base + share x fine-tuned, tensor by tensor (integer buffers such
+    as position ids are taken from the fine-tuned state)."""
+    return {name: (torch.lerp(base[name], value, share) if value.is_floating_point() else value)
+            for name, value in tuned.items()}
+
+
+def choose_weight_mix(tokenizer: Any, network: torch.nn.Module, base_dir: str, val: pd.DataFrame, settings: TrainSettings,
+                      relevant_min_grade: int, gain: GainSpec, log=print) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """For a bi-encoder, the mix of base and fine-tuned weights with the best validation nDCG (ties: the larger
+    fine-tuned share). Small data fine-tunes forget part of what the base knew; a mix keeps it where that helps."""
+    if settings.kind != BI_ENCODER or tuple(settings.weight_mixes) == (1.0,):
+        return network, {"share": 1.0}
+    tuned = copy.deepcopy(network.state_dict())
+    _, base = load_network(base_dir, "cpu", BI_ENCODER)
+    base_state = base.state_dict()
+    quality = {}
+    for share in sorted(set(settings.weight_mixes) | {1.0}):
+        network.load_state_dict(mix_weights(base_state, tuned, share))
+        quality[share] = ranking_quality(val, _predict_logits(tokenizer, network, val, settings.max_length, BI_ENCODER),
+                                         settings.eval_k, relevant_min_grade, gain)
+    best = max(quality, key=lambda share: (round(quality[share], 12), share))
+    network.load_state_dict(mix_weights(base_state, tuned, best))
+    network.eval()
+    log(f"  weight mix: fine-tuned share {best:g} (validation nDCG@{settings.eval_k} by share: "
+        + ", ".join(f"{k:g}: {v:.4f}" for k, v in quality.items()) + ")")
+    return network, {"share": best, f"val_ndcg@{settings.eval_k}_by_share": {str(k): v for k, v in quality.items()}}
 
 
 def promotion_decision(new: float, zero_shot: float, promoted: float | None, margin: float,
@@ -477,6 +508,10 @@ def run(ctx: JobContext) -> JobResult:
         network, history = train_network(
             tokenizer, network, parts["train"], parts["val"], max(grades), settings, relevant_min_grade, gain
         )
+    network, history["weight_mix"] = choose_weight_mix(tokenizer, network, str(base_dir), parts["val"], settings,
+                                                       relevant_min_grade, gain)
+    if history["weight_mix"]["share"] != 1.0:
+        history["best_val_ndcg"] = history["weight_mix"][f"val_ndcg@{settings.eval_k}_by_share"][str(history["weight_mix"]["share"])]
     val_logits = _predict_logits(tokenizer, network, parts["val"], settings.max_length, settings.kind)
     calibration = fit_calibration(val_logits, parts["val"].grade.to_numpy() >= relevant_min_grade)
     val_scores = calibrate(val_logits, calibration["a"], calibration["b"])
