@@ -25,12 +25,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def apply_arguments(cfg: dict, args: argparse.Namespace) -> None:
     if args.retention_hours is not None:
         set_path(cfg, "warehouse.vacuum_retention_hours", args.retention_hours)
-    set_path(cfg, "vacuum_dry_run", bool(args.dry_run))
+    if args.dry_run:
+        set_path(cfg, "warehouse.vacuum_dry_run", True)
 
 
 def run(ctx: JobContext) -> JobResult:
     hours = int(get(ctx.cfg, "warehouse.vacuum_retention_hours", 168))
-    dry_run = bool(get(ctx.cfg, "vacuum_dry_run", False))
+    dry_run = bool(get(ctx.cfg, "warehouse.vacuum_dry_run", False))
     removed = ctx.warehouse.vacuum(hours, dry_run=dry_run)
     total = sum(len(files) for files in removed.values())
     verb = "would remove" if dry_run else "removed"

@@ -11,30 +11,27 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import json
-import math
 import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 from deltalake import DeltaTable
 from pyspark.sql import functions as F
 
-from jobs import audit, build_pairs, import_ubi, import_wands, score
+from jobs import build_pairs, score
 from jobs.__main__ import main
 from jobs.build_pairs import CONFLICT_RULE, MAX_CHARS_PER_WORD, catalog_texts, classify_judgments
 from jobs.core.config import set_path
 from jobs.core.delta import Warehouse
 from jobs.core.errors import InputError, WarehouseError, one_line
-from jobs.core.job import JobError
-from jobs.importers import read_judgments_json, read_tsv, wands_judgments
+from jobs.importers import read_tsv, wands_judgments
 from jobs.score import population_stability, score_shift, unusable_scores
 from schemas.tables import CATALOG, JUDGMENTS, MAX_POSITION, QUERY_LOG
-from tests.conftest import DEMO_DS, ROOT, make_config, make_tiny_model_version, run
+from tests.conftest import DEMO_DS, ROOT, make_config, run
 from udfs.model import ModelError, load_model_version, save_model_version
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -216,7 +213,7 @@ def test_wands_lines_are_read_one_by_one(spark, cfg, tmp_path, capsys):
         '4\t"quoted name"\tDesks\tFurniture / Desks\t\t',
         "5\toak writing desk\tDesks\tFurniture / Desks\tcaf\xe9 style\tmaterial:oak",  # written as latin-1 below
         "6\tfloor lamp\tLamps\tLighting / Lamps",  # two fields short
-        "7\t\t \t\tno name",  # a title of whitespace only... and a short line too
+        "7\t\t \t\tno name",  # one field short
         "8\t\u00a0\t\tLighting\tnbsp title\t",
     ]
     data = "\n".join(products).encode("utf-8").replace("caf\xe9".encode("utf-8"), b"caf\xe9")
@@ -335,7 +332,6 @@ def test_build_pairs_rejects_what_cannot_be_true_and_survives_bad_text(spark, fr
     cfg = fresh_warehouse
     day = table(cfg, "query_log").query("ds == @DEMO_DS")
     good = {k: (v.item() if hasattr(v, "item") else v) for k, v in day[day.action_name == "impression"].iloc[0].items()}
-    product = good["object_id"]
     base = {**good, "timestamp": NOW, "query_id": "bad-1"}
     append_rows(spark, cfg, CATALOG, [
         {"product_id": "NULLS", "title": "plain lamp", "brand": None, "category": None, "attributes": None,
