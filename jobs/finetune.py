@@ -406,7 +406,7 @@ def choose_weight_mix(tokenizer: Any, network: torch.nn.Module, base_dir: str, v
     """For a bi-encoder, the mix of base and fine-tuned weights with the best validation nDCG (ties: the larger
     fine-tuned share). Small data fine-tunes forget part of what the base knew; a mix keeps it where that helps."""
     if settings.kind != BI_ENCODER or tuple(settings.weight_mixes) == (1.0,):
-        return network, {"share": 1.0}
+        return network, {"share": 1.0, "val_ndcg": None}
     tuned = copy.deepcopy(network.state_dict())
     _, base = load_network(base_dir, "cpu", BI_ENCODER)
     base_state = base.state_dict()
@@ -420,7 +420,7 @@ def choose_weight_mix(tokenizer: Any, network: torch.nn.Module, base_dir: str, v
     network.eval()
     log(f"  weight mix: fine-tuned share {best:g} (validation nDCG@{settings.eval_k} by share: "
         + ", ".join(f"{k:g}: {v:.4f}" for k, v in quality.items()) + ")")
-    return network, {"share": best, f"val_ndcg@{settings.eval_k}_by_share": {str(k): v for k, v in quality.items()}}
+    return network, {"share": best, "val_ndcg": quality[best], "val_ndcg_by_share": {str(k): v for k, v in quality.items()}}
 
 
 def promotion_decision(new: float, zero_shot: float, promoted: float | None, margin: float,
@@ -510,8 +510,8 @@ def run(ctx: JobContext) -> JobResult:
         )
     network, history["weight_mix"] = choose_weight_mix(tokenizer, network, str(base_dir), parts["val"], settings,
                                                        relevant_min_grade, gain)
-    if history["weight_mix"]["share"] != 1.0:
-        history["best_val_ndcg"] = history["weight_mix"][f"val_ndcg@{settings.eval_k}_by_share"][str(history["weight_mix"]["share"])]
+    if history["weight_mix"]["val_ndcg"] is not None:  # the validation quality of the weights kept
+        history["best_val_ndcg"] = history["weight_mix"]["val_ndcg"]
     val_logits = _predict_logits(tokenizer, network, parts["val"], settings.max_length, settings.kind)
     calibration = fit_calibration(val_logits, parts["val"].grade.to_numpy() >= relevant_min_grade)
     val_scores = calibrate(val_logits, calibration["a"], calibration["b"])

@@ -158,3 +158,14 @@ def test_learning_rate_warms_up_then_decays_to_zero():
     factors = [linear_warmup_decay(step, 10, 100) for step in range(101)]
     assert factors[0] == 0.1 and factors[9] == 1.0 and factors[100] == 0.0
     assert all(a >= b for a, b in zip(factors[9:], factors[10:]))  # no increase after warm-up
+
+
+def test_weight_mix_interpolates_float_weights_and_keeps_integer_buffers():
+    from jobs.finetune import mix_weights
+
+    base = {"w": torch.tensor([0.0, 2.0]), "ids": torch.tensor([0, 1])}
+    tuned = {"w": torch.tensor([1.0, 4.0]), "ids": torch.tensor([0, 1])}
+    assert torch.equal(mix_weights(base, tuned, 0.0)["w"], base["w"])
+    assert torch.equal(mix_weights(base, tuned, 1.0)["w"], tuned["w"])
+    assert torch.equal(mix_weights(base, tuned, 0.5)["w"], torch.tensor([0.5, 3.0]))
+    assert mix_weights(base, tuned, 0.5)["ids"].dtype == torch.int64
