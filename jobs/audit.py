@@ -25,7 +25,7 @@ from pyspark.sql import functions as F
 
 from jobs import pair_metrics
 from jobs.baselines import BM25, ZERO_SHOT
-from jobs.core.config import get, set_path
+from jobs.core.config import get, label_scheme, set_path
 from jobs.core.job import JobContext, JobError, JobResult
 from jobs.metrics import (
     bootstrap_ci,
@@ -448,7 +448,7 @@ def write_markdown_report(root: str, ds: str, model_version: str, run_id: str, s
 
 
 def settings_from_config(cfg: dict, card_threshold: float) -> AuditSettings:
-    scheme = get(cfg, f"labels.schemes.{get(cfg, 'labels.scheme')}")
+    scheme = label_scheme(cfg)
     gain = scheme.get("gain", "linear")
     return AuditSettings(
         ks=tuple(int(k) for k in get(cfg, "audit.ks", [5, 10])),

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
-from jobs.core.config import get
+from jobs.core.config import get, label_scheme
 from jobs.core.job import JobContext, JobResult
 from jobs.transforms import (
     is_blank,
@@ -189,9 +189,11 @@ def classify_judgments(judgments: DataFrame, texts: DataFrame, scheme: Mapping |
 
 
 def build_pairs(
-    events: DataFrame, catalog: DataFrame, judgments: DataFrame | None, settings: PairSettings, ds: str, run_id: str
+    events: DataFrame, catalog: DataFrame, judgments: DataFrame | None, settings: PairSettings, ds: str, run_id: str,
+    scheme: Mapping | None = None,
 ) -> BuiltPairs:
-    """The whole transformation, no I/O: events + catalog (+ judgments) -> pairs and rejects."""
+    """The whole transformation, no I/O: events + catalog (+ judgments graded by the label `scheme`) -> pairs and
+    rejects."""
     texts, catalog_rejects = catalog_texts(catalog, settings.product_text_max_words)
     events = classify_events(events, texts)
     events_ok = events.where(F.col("reason").isNull())
@@ -199,7 +201,7 @@ def build_pairs(
 
     behavior = aggregate_behavior(events_ok, settings.ctr_prior_weight).withColumn("source", F.lit("log"))
     if judgments is not None and settings.include_judged:
-        judged = classify_judgments(judgments, texts)
+        judged = classify_judgments(judgments, texts, scheme)
         logged_queries = behavior.select("query_norm").distinct()
         judged_ok = judged.where(F.col("reason").isNull()).join(logged_queries, "query_norm", "left_semi")
         new_candidates = judged_ok.join(behavior.select("query_norm", "product_id"), ["query_norm", "product_id"], "left_anti")
@@ -267,8 +269,7 @@ def run_offline(ctx: JobContext, catalog: DataFrame, judgments: DataFrame | None
     if rows_in == 0:
         raise FileNotFoundError(f"nothing to pair: no query_log at {wh.path(QUERY_LOG.name)} and judgments at "
                                 f"{wh.path(JUDGMENTS.name)} is empty")
-    scheme = get(ctx.cfg, f"labels.schemes.{get(ctx.cfg, 'labels.scheme')}", None)
-    built = offline_pairs(catalog, judgments, settings_from_config(ctx.cfg), ctx.ds, ctx.run_id, scheme)
+    built = offline_pairs(catalog, judgments, settings_from_config(ctx.cfg), ctx.ds, ctx.run_id, label_scheme(ctx.cfg))
     pairs = built.pairs.cache()
     written = wh.overwrite_partition(pairs, PAIRS, {"ds": ctx.ds}, ctx.run_id)
     by_source = write_rejects(ctx, built)
@@ -311,7 +312,7 @@ def run(ctx: JobContext) -> JobResult:
     rows_in = events.count()
     if rows_in == 0:
         raise FileNotFoundError(f"query_log has no events for ds={ds} in {wh.path(QUERY_LOG.name)}")
-    built = build_pairs(events, catalog, judgments, settings_from_config(ctx.cfg), ds, ctx.run_id)
+    built = build_pairs(events, catalog, judgments, settings_from_config(ctx.cfg), ds, ctx.run_id, label_scheme(ctx.cfg))
 
     pairs = built.pairs.cache()
     written = wh.overwrite_partition(pairs, PAIRS, {"ds": ds}, ctx.run_id)

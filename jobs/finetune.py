@@ -37,7 +37,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from jobs.build_pairs import catalog_texts, classify_judgments
-from jobs.core.config import get, set_path
+from jobs.core.config import get, label_scheme, set_path
 from jobs.core.job import JobContext, JobResult
 from jobs.metrics import (
     GainSpec,
@@ -474,7 +474,7 @@ def apply_arguments(cfg: dict, args: argparse.Namespace) -> None:
 def run(ctx: JobContext) -> JobResult:
     cfg, wh = ctx.cfg, ctx.warehouse
     settings = settings_from_config(cfg)
-    scheme = get(cfg, f"labels.schemes.{get(cfg, 'labels.scheme')}")
+    scheme = label_scheme(cfg)
     relevant_min_grade, gain = int(scheme["relevant_min_grade"]), scheme.get("gain", "linear")
     grades = sorted({int(g) for g in scheme["grades"].values()})
     base_name = str(get(cfg, "model.base"))
@@ -549,6 +549,7 @@ def run(ctx: JobContext) -> JobResult:
         "max_length": settings.max_length,
         "product_text_max_words": max_words,
         "calibration": calibration,
+        "validation_score_deciles": [float(q) for q in np.quantile(val_scores, np.linspace(0.0, 1.0, 11))],
         "threshold": float(threshold),
         "grade_thresholds": thresholds,
         "threshold_for_target_precision": {"target": target, "threshold": target_threshold,

@@ -180,3 +180,12 @@ def config_hash(cfg: dict[str, Any]) -> str:
     """Stable short hash of the resolved configuration, recorded in `runs`."""
     canonical = json.dumps(cfg, sort_keys=True, default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def label_scheme(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The active label scheme (`labels.schemes.<labels.scheme>`): grades by label, relevant_min_grade, gain."""
+    name = get(cfg, "labels.scheme")
+    scheme = get(cfg, f"labels.schemes.{name}", None)
+    if not isinstance(scheme, dict) or "grades" not in scheme:
+        raise ConfigError(f"label scheme '{name}' is not defined under labels.schemes")
+    return scheme
