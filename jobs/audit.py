@@ -38,7 +38,7 @@ from jobs.metrics import (
     threshold_for_precision,
     wilson_interval,
 )
-from jobs.transforms import to_spark, with_normalized_query
+from jobs.transforms import to_spark
 from schemas import conform
 from schemas.tables import CATALOG, JUDGMENTS, PAIRS, RELEVANCE, RELEVANCE_AUDIT
 
@@ -518,11 +518,15 @@ def apply_arguments(cfg: dict, args: argparse.Namespace) -> None:
 
 
 def judged_candidates(relevance: DataFrame, pairs: DataFrame, catalog: DataFrame,
-                       judgments: DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+                       judgments: DataFrame, scheme: dict, max_words: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(candidates, judged) of the day's judged queries, in pandas: every scored candidate of each judged
-    query with its logged position, frequency segment, product text and catalog category."""
-    judged = with_normalized_query(judgments, "query").groupBy("query_norm", "product_id").agg(
-        F.round(F.avg("grade")).cast("long").alias("grade"))
+    query with its logged position, frequency segment, product text and catalog category. The judgments are the
+    ones build_pairs and finetune use (build_pairs.classify_judgments: grades in the label scheme, conflicting
+    grades of a pair resolved by its declared rule)."""
+    from jobs.build_pairs import catalog_texts, classify_judgments
+
+    usable = classify_judgments(judgments, catalog_texts(catalog, max_words)[0], scheme).where(F.col("reason").isNull())
+    judged = usable.select("query_norm", "product_id", F.col("grade").cast("long").alias("grade")).distinct()
     judged = judged.join(F.broadcast(relevance.select("query_norm").distinct()), "query_norm", "left_semi")
     categories = catalog.groupBy("product_id").agg(F.max("category").alias("category"))
     candidates = (
@@ -593,7 +597,8 @@ def run(ctx: JobContext) -> JobResult:
     drawn: dict[str, pd.DataFrame] = {}
     judged_queries_count, comparison, movement = 0, None, {}
     if judgments is not None:
-        candidates, judged = judged_candidates(relevance, pairs, catalog, judgments)
+        candidates, judged = judged_candidates(relevance, pairs, catalog, judgments, label_scheme(cfg),
+                                               int(get(cfg, "pairs.product_text_max_words", 64)))
         other_version = get(cfg, "audit.compare", None)
         other_dir = resolve_model_dir(get(cfg, "model.models_root"), str(other_version).partition(":")[0]) if other_version else None
         splits = [read_split(model_dir)] + ([read_split(other_dir)] if other_dir else [])
