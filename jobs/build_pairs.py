@@ -316,7 +316,6 @@ def run(ctx: JobContext) -> JobResult:
 
     pairs = built.pairs.cache()
     written = wh.overwrite_partition(pairs, PAIRS, {"ds": ds}, ctx.run_id)
-    reject_frames = [rejects_frame(df, JOB, source, ctx.run_id, ds) for source, df in built.rejects.items()]
     by_source = write_rejects(ctx, built)
     accepted = built.events_accepted.count()
     segments = {r["segment"]: r["count"] for r in pairs.groupBy("segment").count().collect()}

@@ -360,18 +360,25 @@ def esci_catalog(products: pd.DataFrame, updated_at: pd.Timestamp) -> tuple[pd.D
     return catalog, rejected
 
 
-def read_json_file(path: str | Path) -> Any:
-    """A JSON document; InputError naming the file (and the line and column) when it cannot be read."""
+def read_text(path: str | Path) -> str:
+    """A whole UTF-8 text file; InputError naming the file (and the line) when it cannot be read or decoded."""
     path = Path(path)
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise InputError(f"{path}: cannot be read ({exc.strerror or exc})") from None
     try:
-        return json.loads(data.decode("utf-8-sig"))
+        return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
         raise InputError(f"{path}: line {line} is not valid UTF-8 (byte {exc.start})") from None
+
+
+def read_json_file(path: str | Path) -> Any:
+    """A JSON document; InputError naming the file (and the line and column) when it cannot be read."""
+    text = read_text(path)
+    try:
+        return json.loads(text)
     except json.JSONDecodeError as exc:
         raise InputError(f"{path}: not valid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
     except RecursionError:

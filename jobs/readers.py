@@ -26,6 +26,7 @@ from jobs.importers import (
     first_reason,
     is_missing,
     read_json_file,
+    read_text,
     shown,
     split_by_reason,
 )
@@ -357,16 +358,7 @@ def _without_problem(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def _text_lines(path: str | Path) -> list[str]:
-    path = Path(path)
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise InputError(f"{path}: cannot be read ({exc.strerror or exc})") from None
-    try:
-        return data.decode("utf-8-sig").splitlines()
-    except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        raise InputError(f"{path}: line {line} is not valid UTF-8 (byte {exc.start})") from None
+    return read_text(path).splitlines()
 
 
 def _read_csv(path: str | Path, required: Sequence[str]) -> pd.DataFrame:

@@ -94,13 +94,17 @@ def demo_warehouse(spark, tmp_path_factory, tiny_model_root) -> dict:
     return cfg
 
 
+def copy_warehouse(cfg: dict, target: Path) -> dict:
+    """A copy of the warehouse of `cfg` at `target`, and a config that points at it."""
+    import shutil
+
+    shutil.copytree(cfg["warehouse"]["root"], target)
+    copied = copy.deepcopy(cfg)
+    set_path(copied, "warehouse.root", str(target))
+    return copied
+
+
 @pytest.fixture()
 def fresh_warehouse(demo_warehouse, tmp_path) -> dict:
     """A private copy of the demo inputs, so a test's writes never meet another test's."""
-    import shutil
-
-    target = tmp_path / "warehouse"
-    shutil.copytree(demo_warehouse["warehouse"]["root"], target)
-    cfg = copy.deepcopy(demo_warehouse)
-    set_path(cfg, "warehouse.root", str(target))
-    return cfg
+    return copy_warehouse(demo_warehouse, tmp_path / "warehouse")

@@ -31,7 +31,7 @@ from jobs.core.errors import InputError, WarehouseError, one_line
 from jobs.importers import read_tsv, wands_judgments
 from jobs.score import population_stability, score_shift, unusable_scores
 from schemas.tables import CATALOG, JUDGMENTS, MAX_POSITION, QUERY_LOG
-from tests.conftest import DEMO_DS, ROOT, make_config, run
+from tests.conftest import DEMO_DS, ROOT, copy_warehouse, make_config, run
 from udfs.model import ModelError, load_model_version, save_model_version
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -436,12 +436,7 @@ def test_build_pairs_rejects_judgments_without_a_usable_grade(spark, fresh_wareh
 @pytest.fixture(scope="module")
 def scored(spark, demo_warehouse, tmp_path_factory) -> dict:
     """The demo inputs with pairs and relevance for DEMO_DS (the tiny model), in a warehouse of this module."""
-    import copy
-
-    target = tmp_path_factory.mktemp("scored") / "warehouse"
-    shutil.copytree(demo_warehouse["warehouse"]["root"], target)
-    cfg = copy.deepcopy(demo_warehouse)
-    set_path(cfg, "warehouse.root", str(target))
+    cfg = copy_warehouse(demo_warehouse, tmp_path_factory.mktemp("scored") / "warehouse")
     run(spark, cfg, build_pairs)
     run(spark, cfg, score)
     return cfg
@@ -449,13 +444,7 @@ def scored(spark, demo_warehouse, tmp_path_factory) -> dict:
 
 @pytest.fixture()
 def scored_copy(scored, tmp_path) -> dict:
-    import copy
-
-    target = tmp_path / "warehouse"
-    shutil.copytree(scored["warehouse"]["root"], target)
-    cfg = copy.deepcopy(scored)
-    set_path(cfg, "warehouse.root", str(target))
-    return cfg
+    return copy_warehouse(scored, tmp_path / "warehouse")
 
 
 def broken_versions(models_root: Path, tiny_model_root: Path) -> None:
