@@ -88,6 +88,7 @@ class TrainSettings:
     patience: int = 2  # stop once this many epochs in a row bring no better validation nDCG
     cosent_scale: float = 20.0  # bi-encoder: CoSENT loss = log(1 + sum exp(scale * (cos_low - cos_high)))
     weight_mixes: tuple[float, ...] = (1.0,)  # bi-encoder: shares of the fine-tuned weights tried against the base's
+    batching: str = "length"  # length: random rows grouped by length | query: each query's products together
 
     def __post_init__(self) -> None:
         if self.kind not in MODEL_KINDS:
@@ -177,6 +178,28 @@ def shuffled_length_batches(lengths: list[int], batch_size: int, generator: torc
     return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
 
 
+def query_batches(queries: list[str], batch_size: int, generator: torch.Generator) -> list[list[int]]:
+    """One epoch of training batches that keep each query's judged products together (queries in random order,
+    rows shuffled within a query, a query larger than a batch split across batches): a ranking loss then compares
+    the products of one query, which is what the audit's nDCG measures."""
+    rows_of: dict[str, list[int]] = {}
+    for row, query in enumerate(queries):
+        rows_of.setdefault(query, []).append(row)
+    groups = list(rows_of.values())
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for g in torch.randperm(len(groups), generator=generator).tolist():
+        rows = [groups[g][i] for i in torch.randperm(len(groups[g]), generator=generator).tolist()]
+        while rows:
+            room = batch_size - len(current)
+            current += rows[:room]
+            rows = rows[room:]
+            if len(current) == batch_size:
+                batches.append(current)
+                current = []
+    return batches + ([current] if current else [])
+
+
 def linear_warmup_decay(step: int, warmup: int, total: int) -> float:
     """Learning-rate factor: linear warm-up over `warmup` steps, then linear decay to zero at step `total`."""
     return min((step + 1) / warmup, max(0.0, (total - step) / max(1, total - warmup)))
@@ -263,7 +286,8 @@ def train_network(
     for epoch in range(settings.epochs):
         network.train()
         losses = []
-        batches = shuffled_length_batches(inputs.lengths, settings.batch_size, generator)  # the same on every rank
+        batches = (query_batches(train.query_norm.tolist(), settings.batch_size, generator) if settings.batching == "query"
+                   else shuffled_length_batches(inputs.lengths, settings.batch_size, generator))  # the same on every rank
         for rows in batches[rank::world][: len(batches) // world]:  # each process its share, equal step counts
             with torch.autocast("cpu", dtype=autocast or torch.bfloat16, enabled=autocast is not None):
                 loss = batch_loss(model, inputs, rows, targets, pad_id, settings)

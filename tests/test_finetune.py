@@ -169,3 +169,16 @@ def test_weight_mix_interpolates_float_weights_and_keeps_integer_buffers():
     assert torch.equal(mix_weights(base, tuned, 1.0)["w"], tuned["w"])
     assert torch.equal(mix_weights(base, tuned, 0.5)["w"], torch.tensor([0.5, 3.0]))
     assert mix_weights(base, tuned, 0.5)["ids"].dtype == torch.int64
+
+
+def test_query_batches_keep_each_querys_products_together_and_cover_every_row_once():
+    from jobs.finetune import query_batches
+
+    queries = [f"q{i % 7}" for i in range(100)]  # 7 queries of 14 or 15 rows
+    batches = query_batches(queries, 16, torch.Generator().manual_seed(3))
+    assert sorted(i for b in batches for i in b) == list(range(100))
+    assert all(len(b) == 16 for b in batches[:-1]) and len(batches) == 7
+    order = [queries[i] for b in batches for i in b]
+    runs = [q for n, q in enumerate(order) if n == 0 or order[n - 1] != q]
+    assert sorted(runs) == sorted(set(queries))  # each query's rows form one run: batches split queries only at their ends
+    assert batches == query_batches(queries, 16, torch.Generator().manual_seed(3))  # the seed decides
