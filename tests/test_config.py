@@ -27,3 +27,14 @@ def test_config_hash_is_stable_and_sensitive():
     b = load_config(ROOT / "conf" / "local.yaml")
     c = load_config(ROOT / "conf" / "local.yaml", ["scoring.batch_tokens=1"])
     assert config_hash(a) == config_hash(b) != config_hash(c)
+
+
+def test_an_exponent_without_a_dot_is_a_number_in_files_and_overrides(tmp_path):
+    """YAML 1.1 would read 1e-4 as text; `--set finetune.learning_rate=1e-4` must mean the number."""
+    from jobs.core.config import load_config
+
+    conf = tmp_path / "c.yaml"
+    conf.write_text("finetune:\n  learning_rate: 2e-5\n  version: null\n")
+    cfg = load_config(conf, ["finetune.learning_rate=1e-4", "finetune.version=v1e5"], strict=True)
+    assert cfg["finetune"]["learning_rate"] == 1e-4 and cfg["finetune"]["version"] == "v1e5"
+    assert load_config(conf)["finetune"]["learning_rate"] == 2e-5

@@ -12,6 +12,7 @@ import difflib
 import fnmatch
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -32,11 +33,20 @@ def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML's safe loader, except that `1e-4` (an exponent without a dot) is the number it means, as in YAML 1.2,
+    not the text YAML 1.1 makes of it (in the files and in `--set`)."""
+
+
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+                              list("-+0123456789"))
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.load(path.read_text(), Loader=_Loader) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file {path} is not valid YAML: {str(exc).splitlines()[0]}") from exc
     if not isinstance(data, dict):
@@ -144,7 +154,7 @@ def parse_overrides(overrides: list[str] | None) -> list[tuple[str, Any]]:
         if not sep or not key.strip():
             raise ConfigError(f"override '{item}' must look like key.path=value")
         try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
+            value = yaml.load(raw, Loader=_Loader) if raw.strip() else ""
         except yaml.YAMLError:
             raise ConfigError(f"override '{item}': the value is not valid YAML") from None
         parsed.append((key.strip(), value))
