@@ -517,15 +517,15 @@ def apply_arguments(cfg: dict, args: argparse.Namespace) -> None:
         set_path(cfg, "audit.fail_on_regression", True)
 
 
-def judged_candidates(relevance: DataFrame, pairs: DataFrame, catalog: DataFrame,
-                       judgments: DataFrame, scheme: dict, max_words: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+def judged_candidates(relevance: DataFrame, pairs: DataFrame, catalog: DataFrame, texts: DataFrame,
+                       judgments: DataFrame, scheme: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(candidates, judged) of the day's judged queries, in pandas: every scored candidate of each judged
     query with its logged position, frequency segment, product text and catalog category. The judgments are the
     ones build_pairs and finetune use (build_pairs.classify_judgments: grades in the label scheme, conflicting
-    grades of a pair resolved by its declared rule)."""
-    from jobs.build_pairs import catalog_texts, classify_judgments
+    grades of a pair resolved by its declared rule); `texts` are build_pairs.catalog_texts of the catalog."""
+    from jobs.build_pairs import classify_judgments
 
-    usable = classify_judgments(judgments, catalog_texts(catalog, max_words)[0], scheme).where(F.col("reason").isNull())
+    usable = classify_judgments(judgments, texts, scheme).where(F.col("reason").isNull())
     judged = usable.select("query_norm", "product_id", F.col("grade").cast("long").alias("grade")).distinct()
     judged = judged.join(F.broadcast(relevance.select("query_norm").distinct()), "query_norm", "left_semi")
     categories = catalog.groupBy("product_id").agg(F.max("category").alias("category"))
@@ -540,10 +540,10 @@ def judged_candidates(relevance: DataFrame, pairs: DataFrame, catalog: DataFrame
     return candidates, judged.toPandas()
 
 
-def baseline_scores(cfg: dict, catalog: DataFrame, candidates: pd.DataFrame) -> dict[str, np.ndarray]:
-    """Scores of the configured baselines (audit.baselines) for the candidates."""
+def baseline_scores(cfg: dict, texts: DataFrame, candidates: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Scores of the configured baselines (audit.baselines) for the candidates; `texts` (product_id, product_text)
+    of the whole catalog are BM25's corpus."""
     from jobs.baselines import bm25_scores, zero_shot_scores
-    from jobs.build_pairs import catalog_texts
     from udfs.model import resolve_base_model
 
     names = list(get(cfg, "audit.baselines", [BM25, ZERO_SHOT]) or [])
@@ -552,7 +552,6 @@ def baseline_scores(cfg: dict, catalog: DataFrame, candidates: pd.DataFrame) -> 
         raise ValueError(f"audit.baselines: unknown {sorted(unknown)}; expected {BM25!r} and/or {ZERO_SHOT!r}")
     scores = {}
     if BM25 in names:
-        texts, _ = catalog_texts(catalog, int(get(cfg, "pairs.product_text_max_words", 64)))
         corpus = dict(texts.toPandas().itertuples(index=False, name=None))
         scores[BM25] = bm25_scores(corpus, candidates.query_norm.tolist(), candidates.product_id.tolist())
     if ZERO_SHOT in names:
@@ -597,8 +596,10 @@ def run(ctx: JobContext) -> JobResult:
     drawn: dict[str, pd.DataFrame] = {}
     judged_queries_count, comparison, movement = 0, None, {}
     if judgments is not None:
-        candidates, judged = judged_candidates(relevance, pairs, catalog, judgments, label_scheme(cfg),
-                                               int(get(cfg, "pairs.product_text_max_words", 64)))
+        from jobs.build_pairs import catalog_texts
+
+        texts = catalog_texts(catalog, int(get(cfg, "pairs.product_text_max_words", 64)))[0].cache()  # judged and BM25
+        candidates, judged = judged_candidates(relevance, pairs, catalog, texts, judgments, label_scheme(cfg))
         other_version = get(cfg, "audit.compare", None)
         other_dir = resolve_model_dir(get(cfg, "model.models_root"), str(other_version).partition(":")[0]) if other_version else None
         splits = [read_split(model_dir)] + ([read_split(other_dir)] if other_dir else [])
@@ -607,7 +608,7 @@ def run(ctx: JobContext) -> JobResult:
         candidates = candidates[candidates.query_norm.isin(queries)].reset_index(drop=True)
         judged = judged[judged.query_norm.isin(queries)].reset_index(drop=True)
         judged_queries_count = int(candidates.query_norm.nunique())
-        baselines = baseline_scores(cfg, catalog, candidates) if judged_queries_count else {}
+        baselines = baseline_scores(cfg, texts, candidates) if judged_queries_count else {}
         frames.insert(0, audit_rows(candidates, judged, settings, baselines))
         if judged_queries_count:
             systems = {MODEL: candidates.score.to_numpy(dtype=float), **baselines,

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import reduce
 
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
@@ -205,14 +206,14 @@ def build_pairs(
         logged_queries = behavior.select("query_norm").distinct()
         judged_ok = judged.where(F.col("reason").isNull()).join(logged_queries, "query_norm", "left_semi")
         new_candidates = judged_ok.join(behavior.select("query_norm", "product_id"), ["query_norm", "product_id"], "left_anti")
-        behavior = behavior.unionByName(judged_candidates(new_candidates))
+        behavior = behavior.unionByName(judged_candidate_pairs(new_candidates))
         rejects[JUDGMENTS.name] = judged.where(F.col("reason").isNotNull())
 
     segments = query_segments(events_ok, settings.head_share, settings.torso_share)
     return BuiltPairs(finish_pairs(behavior.join(segments, "query_norm", "left"), ds, run_id), rejects, events_ok)
 
 
-def judged_candidates(judged_ok: DataFrame) -> DataFrame:
+def judged_candidate_pairs(judged_ok: DataFrame) -> DataFrame:
     """Usable judged (query_norm, product_id, product_text) rows as candidate pairs without behavior (source
     `judgment`), one per pair."""
     zeros = {name: F.lit(0).cast("long") for name in ACTION_COUNTS.values()}
@@ -241,7 +242,7 @@ def offline_pairs(catalog: DataFrame, judgments: DataFrame, settings: PairSettin
     texts, catalog_rejects = catalog_texts(catalog, settings.product_text_max_words)
     judged = classify_judgments(judgments, texts, scheme)
     judged_ok = judged.where(F.col("reason").isNull())
-    pairs = judged_candidates(judged_ok).withColumn("query_searches", F.lit(None).cast("long")) \
+    pairs = judged_candidate_pairs(judged_ok).withColumn("query_searches", F.lit(None).cast("long")) \
         .withColumn("segment", F.lit(None).cast("string"))
     return BuiltPairs(finish_pairs(pairs, ds, run_id),
                       {JUDGMENTS.name: judged.where(F.col("reason").isNotNull()), CATALOG.name: catalog_rejects}, judged_ok)
@@ -250,10 +251,7 @@ def offline_pairs(catalog: DataFrame, judgments: DataFrame, settings: PairSettin
 def write_rejects(ctx: JobContext, built: BuiltPairs) -> dict[str, int]:
     """Replace this job's rejects of the ds with the built ones; returns their count per source table."""
     frames = [rejects_frame(df, JOB, source, ctx.run_id, ctx.ds) for source, df in built.rejects.items()]
-    all_rejects = frames[0]
-    for frame in frames[1:]:
-        all_rejects = all_rejects.unionByName(frame)
-    all_rejects = all_rejects.cache()
+    all_rejects = reduce(DataFrame.unionByName, frames).cache()
     ctx.warehouse.overwrite_partition(all_rejects, REJECTS, {"job": JOB, "ds": ctx.ds}, ctx.run_id)
     return {r["source_table"]: r["count"] for r in all_rejects.groupBy("source_table").count().collect()}
 
