@@ -22,6 +22,7 @@ import pandas as pd
 
 from jobs.core.errors import InputError
 from schemas.tables import MAX_EVENT_LEAD_DAYS, MAX_POSITION, MIN_EVENT_TIME
+from udfs.text import is_missing
 
 REJECT_COLUMNS = ["reason", "raw"]
 CATEGORY_SEPARATOR = " > "
@@ -31,15 +32,6 @@ _BLANK = re.compile(r"[\s\u200b\u200c\u200d\u2060\ufeff]+")
 
 
 # ---- shared ----------------------------------------------------------------------------
-
-def is_missing(value: Any) -> bool:
-    """None, NaN or pandas' NA/NaT."""
-    if value is None:
-        return True
-    if isinstance(value, float):
-        return math.isnan(value)
-    return value is pd.NA or value is pd.NaT
-
 
 def is_text(value: Any) -> bool:
     """A str that can be written as UTF-8 (JSON may hold lone surrogates such as "\\ud800", which cannot)."""

@@ -24,12 +24,12 @@ from jobs.importers import (
     LINE,
     blank,
     first_reason,
-    is_missing,
     read_json_file,
     read_text,
     shown,
     split_by_reason,
 )
+from udfs.text import is_missing
 
 RECORD_FORMATS = ("json", "jsonl", "csv", "parquet")
 JUDGMENT_FORMATS = ("quepid", "trec", "rre", "csv", "parquet")
@@ -145,7 +145,7 @@ def attribute_value(value: Any) -> str | None:
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, float) and not is_missing(value):
-        return f"{value:g}" if value == value and abs(value) < 1e15 else str(value)
+        return f"{value:g}" if abs(value) < 1e15 else str(value)
     if isinstance(value, (list, tuple)):
         parts = [attribute_value(v) for v in value]
         return ", ".join(p for p in parts if p) or None
@@ -159,14 +159,15 @@ def attributes_of(record: Mapping[str, Any], mapping: CatalogMapping) -> dict[st
     """The attributes of one record: its nested object (if mapped) plus its prefixed flat fields."""
     found: dict[str, str] = {}
     nested = record.get(mapping.attributes) if mapping.attributes else None
-    if isinstance(nested, Mapping):
-        found.update({str(k): v for k, v in ((k, attribute_value(v)) for k, v in nested.items()) if v})
+    named = [(str(key), value) for key, value in nested.items()] if isinstance(nested, Mapping) else []
     for name, value in record.items():
-        for prefix in mapping.attribute_prefixes:
-            if isinstance(name, str) and name.startswith(prefix) and len(name) > len(prefix):
-                text = attribute_value(value)
-                if text:
-                    found[name[len(prefix):].replace("_", " ")] = text
+        prefix = next((p for p in mapping.attribute_prefixes if isinstance(name, str) and name.startswith(p)), None)
+        if prefix is not None and len(name) > len(prefix):
+            named.append((name[len(prefix):].replace("_", " "), value))
+    for name, value in named:
+        text = attribute_value(value)
+        if text:
+            found[name] = text
     return found
 
 

@@ -11,6 +11,8 @@ import re
 import unicodedata
 from collections.abc import Mapping
 
+import pandas as pd
+
 # Characters kept inside words ("t-shirt", "55\"", "1/2", "o'neill", "4.5", "h&m", "100%").
 _NOT_KEPT = re.compile(r"[^\w\s\-'./&+%]")
 _SPACES = re.compile(r"\s+")
@@ -21,12 +23,12 @@ KEY_ATTRIBUTES = ("type", "color", "material", "size", "style", "pattern", "feat
 
 
 def is_missing(value: object) -> bool:
-    """None, NaN (how pandas passes a null string to a UDF) or pandas' NA."""
+    """None, NaN (how pandas passes a null string to a UDF) or pandas' NA / NaT."""
     if value is None:
         return True
     if isinstance(value, float):
         return math.isnan(value)
-    return type(value).__name__ == "NAType"
+    return value is pd.NA or value is pd.NaT
 
 
 def normalize_text(text: str | None) -> str:
