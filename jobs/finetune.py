@@ -71,14 +71,16 @@ SPLITS = ("train", "val", "test")
 
 @dataclass(frozen=True)
 class TrainSettings:
+    """Fine-tuning settings; the defaults are conf/local.yaml's `finetune` section."""
+
     kind: str = BI_ENCODER  # bi_encoder | cross_encoder (udfs.model.MODEL_KINDS)
     seed: int = 13
-    epochs: int = 4
+    epochs: int = 3
     batch_size: int = 32
     learning_rate: float = 5e-5
     weight_decay: float = 0.01
     warmup_fraction: float = 0.1
-    max_length: int = 96
+    max_length: int = 64  # tokens per text (bi-encoder) or per pair (cross-encoder)
     val_fraction: float = 0.15
     test_fraction: float = 0.35
     max_train_seconds: float = 1800.0  # a wall-clock limit: past it training stops and the job fails, nothing saved
@@ -87,8 +89,8 @@ class TrainSettings:
     freeze_word_embeddings: bool = True
     patience: int = 2  # stop once this many epochs in a row bring no better validation nDCG
     cosent_scale: float = 20.0  # bi-encoder: CoSENT loss = log(1 + sum exp(scale * (cos_low - cos_high)))
-    weight_mixes: tuple[float, ...] = (1.0,)  # bi-encoder: shares of the fine-tuned weights tried against the base's
-    batching: str = "length"  # length: random rows grouped by length | query: each query's products together
+    weight_mixes: tuple[float, ...] = (0.5, 0.75, 1.0)  # bi-encoder: fine-tuned shares of a base / fine-tuned mix
+    batching: str = "query"  # query: each query's products together | length: random rows grouped by length
 
     def __post_init__(self) -> None:
         if self.kind not in MODEL_KINDS:

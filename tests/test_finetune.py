@@ -182,3 +182,14 @@ def test_query_batches_keep_each_querys_products_together_and_cover_every_row_on
     runs = [q for n, q in enumerate(order) if n == 0 or order[n - 1] != q]
     assert sorted(runs) == sorted(set(queries))  # each query's rows form one run: batches split queries only at their ends
     assert batches == query_batches(queries, 16, torch.Generator().manual_seed(3))  # the seed decides
+
+
+def test_train_settings_defaults_are_the_embedded_configs():
+    """One set of defaults: the dataclass says what conf/local.yaml says."""
+    from pathlib import Path
+
+    from jobs.core.config import load_config
+    from jobs.finetune import TrainSettings, settings_from_config
+
+    cfg = load_config(Path(__file__).resolve().parent.parent / "conf" / "local.yaml")
+    assert settings_from_config(cfg) == TrainSettings()
