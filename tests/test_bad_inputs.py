@@ -124,12 +124,17 @@ def test_empty_ubi_file_never_replaces_query_log(spark, cfg, tmp_path, capsys):
     assert row_counts(cfg) == {"query_log": 0}
 
 
-def test_wands_with_every_label_unknown_writes_neither_table(spark, cfg, tmp_path, capsys):
-    """A replace of two tables stops before either when one of them would be emptied."""
+def imported_wands_and_a_copy(cfg: dict, tmp_path: Path, capsys) -> tuple[dict[str, int], Path]:
+    """Import the WANDS fixture, then copy it to a folder a test may spoil: (row counts after the import, the copy)."""
     assert cli(cfg, tmp_path, capsys, "import-wands", "--path", str(FIXTURES / "wands"))[0] == 0
-    before = row_counts(cfg)
     folder = tmp_path / "wands"
     shutil.copytree(FIXTURES / "wands", folder)
+    return row_counts(cfg), folder
+
+
+def test_wands_with_every_label_unknown_writes_neither_table(spark, cfg, tmp_path, capsys):
+    """A replace of two tables stops before either when one of them would be emptied."""
+    before, folder = imported_wands_and_a_copy(cfg, tmp_path, capsys)
     (folder / "label.csv").write_text("id\tquery_id\tproduct_id\tlabel\n0\t1\t102\tGood\n1\t2\t103\tBad\n")
     code, _, err = cli(cfg, tmp_path, capsys, "import-wands", "--path", str(folder))
     assert code == 1
@@ -236,10 +241,7 @@ def test_wands_lines_are_read_one_by_one(spark, cfg, tmp_path, capsys):
 
 
 def test_wands_without_a_required_column_stops_naming_file_and_column(spark, cfg, tmp_path, capsys):
-    assert cli(cfg, tmp_path, capsys, "import-wands", "--path", str(FIXTURES / "wands"))[0] == 0
-    before = row_counts(cfg)
-    folder = tmp_path / "wands"
-    shutil.copytree(FIXTURES / "wands", folder)
+    before, folder = imported_wands_and_a_copy(cfg, tmp_path, capsys)
     (folder / "product.csv").write_text("product_id\ttitle\n1\tbed\n")
     code, _, err = cli(cfg, tmp_path, capsys, "import-wands", "--path", str(folder))
     assert code == 1
