@@ -45,6 +45,7 @@ def run(ctx: JobContext) -> JobResult:
                                          get(cfg, "imports.catalog.attribute_prefixes", None))
     records = read_records(path, str(get(cfg, "imports.catalog.format", "auto") or "auto"))
     catalog, rejected = catalog_from_records(records, mapping, pd.Timestamp.now(tz="UTC"))
+    ctx.warehouse.check_replace(CATALOG, len(catalog), source=f"{path} ({len(rejected)} records rejected)")
     written = ctx.warehouse.replace(to_spark(ctx.spark, catalog, CATALOG), CATALOG, ctx.run_id)
     n_rejected = write_rejects(ctx, JOB, {"catalog_file": rejected})
     missing = {column: int(catalog[column].isna().sum()) for column in ("description", "brand", "category")}

@@ -78,6 +78,7 @@ def run(ctx: JobContext) -> JobResult:
     path, fmt, scheme = str(get(cfg, "imports.judgments.path")), str(get(cfg, "imports.judgments.format")), scheme_name(cfg)
     rows = read_rows(cfg, path, fmt)
     judgments, rejected = judgments_from_labels(rows, get(cfg, f"labels.schemes.{scheme}.grades"), f"{fmt}:{scheme}")
+    ctx.warehouse.check_replace(JUDGMENTS, len(judgments), source=f"{path} ({len(rejected)} rows rejected)")
     written = ctx.warehouse.replace(to_spark(ctx.spark, judgments, JUDGMENTS), JUDGMENTS, ctx.run_id)
     n_rejected = write_rejects(ctx, JOB, {f"judgments_{fmt}": rejected})
     details, phrase = catalog_report(judgments["product_id"], catalog_ids(ctx))
