@@ -102,6 +102,8 @@ def read_records(path: str | Path, fmt: str = "auto") -> pd.DataFrame:
             else:
                 frame = pd.read_parquet(file)
                 frame[LINE] = range(1, len(frame) + 1)
+        except InputError:
+            raise  # already names the file and the line
         except (OSError, ValueError, UnicodeDecodeError) as exc:
             raise InputError(f"{file}: cannot be read as {kind}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
         frame["_file"] = file.name

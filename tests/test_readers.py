@@ -131,3 +131,10 @@ def test_mapped_csv_judgments_and_label_keys(tmp_path):
     with pytest.raises(InputError, match="column 'grade' \\(mapped to judgments.label\\) is missing"):
         read_mapped_table(tmp_path / "j.csv", "csv", {"query": "q", "product_id": "pid"})
     assert [label_key(v) for v in ("3", "3.0", 3.0, " E ", "2.5", None)] == ["3", "3", "3", "E", "2.5", None]
+
+
+def test_an_empty_or_broken_json_catalog_is_named_once_with_its_line(tmp_path):
+    (tmp_path / "empty.json").write_text("")
+    with pytest.raises(InputError) as raised:
+        read_records(tmp_path / "empty.json")
+    assert str(raised.value) == f"{tmp_path / 'empty.json'}: not valid JSON at line 1 column 1: Expecting value"
