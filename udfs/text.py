@@ -11,8 +11,6 @@ import re
 import unicodedata
 from collections.abc import Mapping
 
-import pandas as pd
-
 # Characters kept inside words ("t-shirt", "55\"", "1/2", "o'neill", "4.5", "h&m", "100%").
 _NOT_KEPT = re.compile(r"[^\w\s\-'./&+%]")
 _SPACES = re.compile(r"\s+")
@@ -28,7 +26,7 @@ def is_missing(value: object) -> bool:
         return True
     if isinstance(value, float):
         return math.isnan(value)
-    return value is pd.NA or value is pd.NaT
+    return type(value).__name__ in ("NAType", "NaTType")  # pandas' NA and NaT, without importing pandas here
 
 
 def normalize_text(text: str | None) -> str:
