@@ -112,43 +112,58 @@ def _ranking_rows(per_query: pd.DataFrame, system: str, segment: str, settings: 
     return rows
 
 
-def log_only_rows(behavior: pd.DataFrame, settings: AuditSettings) -> pd.DataFrame:
+def log_only_measures(ks: Iterable[int]) -> dict[str, tuple[str, int | None]]:
+    """The log-only measures: metric name -> (events column, top-k cut on the mean position or None)."""
+    measures: dict[str, tuple[str, int | None]] = {f"irrelevant_impression_share@{k}": ("impressions", k) for k in ks}
+    measures["irrelevant_click_share"] = ("clicks", None)
+    measures["irrelevant_purchase_share"] = ("purchases", None)
+    return measures
+
+
+def behavior_per_query(behavior: DataFrame, threshold: float, ks: Iterable[int]) -> DataFrame:
+    """Per (query_norm, segment), a Spark aggregation over the day's scored, logged pairs: for each log-only measure,
+    the events on pairs scored below `threshold` (`flagged:<metric>`) and all its events (`all:<metric>`).
+
+    `behavior` has one row per pair with query_norm, segment, score, impressions, clicks, purchases and
+    mean_position. One row per query comes out, so the driver never holds the day's pairs."""
+    flagged = F.col("score") < threshold
+    sums = []
+    for metric, (events, k) in log_only_measures(ks).items():
+        counted = F.col(events) if k is None else F.when(F.col("mean_position") <= k, F.col(events))
+        sums += [F.sum(F.when(flagged, counted).otherwise(0)).cast("double").alias(f"flagged:{metric}"),
+                 F.sum(F.coalesce(counted, F.lit(0))).cast("double").alias(f"all:{metric}")]
+    return behavior.groupBy("query_norm", "segment").agg(*sums)
+
+
+def log_only_rows(per_query: pd.DataFrame, settings: AuditSettings) -> pd.DataFrame:
     """Audits from the logs alone: how much of what users saw, clicked or bought the model calls irrelevant.
 
-    `behavior` has one row per pair with query_norm, segment, score, impressions, clicks,
-    purchases and mean_position. Shares are weighted by events; CIs resample queries.
-    """
-    irrelevant = behavior.score.to_numpy(dtype=float) < settings.threshold
-    measures = {f"irrelevant_impression_share@{k}": ("impressions", behavior.mean_position.le(k).to_numpy(), k)
-                for k in settings.ks}
-    measures["irrelevant_click_share"] = ("clicks", np.ones(len(behavior), bool), None)
-    measures["irrelevant_purchase_share"] = ("purchases", np.ones(len(behavior), bool), None)
+    `per_query` is `behavior_per_query`'s output. Shares are weighted by events; CIs resample queries."""
     rows = []
     for segment in FREQUENCY_SEGMENTS:
-        in_segment = np.ones(len(behavior), bool) if segment == "all" else (behavior.segment == segment).to_numpy()
-        for metric, (events, eligible, k) in measures.items():
-            weights = behavior[events].to_numpy(dtype=float) * (eligible & in_segment)
-            per_query = (
-                pd.DataFrame({"query": behavior.query_norm.values, "flagged": weights * irrelevant, "all": weights})
-                .groupby("query")[["flagged", "all"]].sum()
-            )
-            per_query = per_query[per_query["all"] > 0].to_numpy()
-            if len(per_query) == 0:
+        in_segment = per_query if segment == "all" else per_query[per_query.segment == segment]
+        for metric, (events, k) in log_only_measures(settings.ks).items():
+            sums = in_segment[[f"flagged:{metric}", f"all:{metric}"]].to_numpy(dtype=float)
+            sums = sums[sums[:, 1] > 0]
+            if len(sums) == 0:
                 continue
             share = lambda m: m[:, 0].sum() / m[:, 1].sum()  # noqa: E731
-            low, high = bootstrap_ci(per_query, share, settings.bootstrap_samples, settings.confidence, settings.seed)
+            low, high = bootstrap_ci(sums, share, settings.bootstrap_samples, settings.confidence, settings.seed)
             rows.append({"system": MODEL, "segment": segment, "metric": metric, "k": k, "threshold": settings.threshold,
-                         "value": float(share(per_query)), "support": int(per_query[:, 1].sum()), "ci_low": low,
+                         "value": float(share(sums)), "support": int(sums[:, 1].sum()), "ci_low": low,
                          "ci_high": high, "definition": f"{events} on pairs scored below the threshold / all {events}"
                          + (f" at mean position <= {k}" if k else "") + "; from the logs alone, no judgments needed"})
     return pd.DataFrame(rows)
 
 
-def worst_offenders(behavior: pd.DataFrame, threshold: float, limit: int = 10) -> pd.DataFrame:
-    """The most-shown pairs the model calls irrelevant: where to look first."""
-    flagged = behavior[(behavior.score < threshold) & (behavior.impressions > 0)]
-    return flagged.sort_values(["impressions", "score"], ascending=[False, True]).head(limit)[
-        ["query_norm", "product_id", "score", "impressions", "clicks", "mean_position", "segment"]]
+OFFENDER_COLUMNS = ["query_norm", "product_id", "score", "impressions", "clicks", "mean_position", "segment"]
+
+
+def worst_offenders(behavior: DataFrame, threshold: float, limit: int = 10) -> pd.DataFrame:
+    """The most-shown pairs the model calls irrelevant: where to look first (only `limit` rows reach the driver)."""
+    flagged = behavior.where((F.col("score") < threshold) & (F.col("impressions") > 0))
+    return (flagged.orderBy(F.desc("impressions"), "score", "query_norm", "product_id")
+            .limit(limit).select(*OFFENDER_COLUMNS).toPandas())
 
 
 def per_query_metrics(candidates: pd.DataFrame, scores: np.ndarray, judged: pd.DataFrame, settings: AuditSettings) -> pd.DataFrame:
@@ -590,9 +605,9 @@ def run(ctx: JobContext) -> JobResult:
     behavior = (
         relevance.join(pairs.where((F.col("impressions") > 0) | (F.col("clicks") > 0)), ["query_norm", "product_id"])
         .select("query_norm", "product_id", "segment", "score", "impressions", "clicks", "purchases", "mean_position")
-        .toPandas()
     )
-    frames = [log_only_rows(behavior, settings)]
+    behavior_queries = behavior_per_query(behavior, settings.threshold, settings.ks).toPandas()
+    frames = [log_only_rows(behavior_queries, settings)]
     drawn: dict[str, pd.DataFrame] = {}
     judged_queries_count, comparison, movement = 0, None, {}
     if judgments is not None:
@@ -630,7 +645,7 @@ def run(ctx: JobContext) -> JobResult:
         format_summary(frame, model_version, ds),
         "Most-shown pairs the model calls irrelevant:\n" + (
             offenders.to_string(index=False, float_format=lambda v: f"{v:.3f}") if len(offenders) else "(none)")
-        if len(behavior) else "Log-only audits skipped: no logged impressions or clicks for this ds (offline evaluation).",
+        if len(behavior_queries) else "Log-only audits skipped: no logged impressions or clicks for this ds (offline evaluation).",
     ) if part)
     if comparison is not None:
         primary = str(get(cfg, "audit.regression.metric", "ndcg@10"))

@@ -45,7 +45,7 @@ Definitions
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
 
@@ -450,10 +450,19 @@ def _prepare_rows(groups: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
     return data
 
 
-def _bootstrap_indices(n: int, n_boot: int, seed: int) -> np.ndarray:
+# Resample indices are drawn in blocks of at most this many entries, so that memory stays bounded however many
+# queries there are (one block holds every resample when n_boot x n_queries is below it).
+BOOTSTRAP_BLOCK_ENTRIES = 2_000_000
+
+
+def _bootstrap_index_blocks(n: int, n_boot: int, seed: int) -> Iterator[np.ndarray]:
+    """The (n_boot, n) resample index matrix of `seed`, yielded as consecutive blocks of rows."""
     if n_boot < 1:
         raise ValueError(f"n_boot must be >= 1, got {n_boot!r}")
-    return np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
+    rng = np.random.default_rng(seed)
+    rows_per_block = max(1, BOOTSTRAP_BLOCK_ENTRIES // max(n, 1))
+    for start in range(0, n_boot, rows_per_block):
+        yield rng.integers(0, n, size=(min(rows_per_block, n_boot - start), n))
 
 
 def _percentile_interval(stats: np.ndarray, confidence: float) -> tuple[float, float]:
@@ -490,14 +499,17 @@ def bootstrap_ci(
     n = data.shape[0]
     if n == 0:
         return float("nan"), float("nan")
-    idx = _bootstrap_indices(n, n_boot, seed)
-    if vectorized:
-        stats = np.asarray(statistic(data[idx]), dtype=float)
-        if stats.shape != (n_boot,):
-            raise ValueError(f"vectorized statistic must return shape ({n_boot},), got {stats.shape}")
-    else:
-        stats = np.fromiter((statistic(data[row]) for row in idx), dtype=float, count=n_boot)
-    return _percentile_interval(stats, confidence)
+    parts = []
+    for block in _bootstrap_index_blocks(n, n_boot, seed):
+        if vectorized:
+            part = np.asarray(statistic(data[block]), dtype=float)
+            if part.shape != (len(block),):
+                raise ValueError(f"vectorized statistic must return one value per resample ({len(block)}), "
+                                 f"got shape {part.shape}")
+        else:
+            part = np.fromiter((statistic(data[row]) for row in block), dtype=float, count=len(block))
+        parts.append(part)
+    return _percentile_interval(np.concatenate(parts), confidence)
 
 
 def bootstrap_mean_ci(
@@ -510,8 +522,8 @@ def bootstrap_mean_ci(
     data = _prepare_rows(np.asarray(values, dtype=float).ravel())
     if len(data) == 0:
         return float("nan"), float("nan")
-    idx = _bootstrap_indices(len(data), n_boot, seed)
-    return _percentile_interval(data[idx].mean(axis=1), confidence)
+    means = [data[block].mean(axis=1) for block in _bootstrap_index_blocks(len(data), n_boot, seed)]
+    return _percentile_interval(np.concatenate(means), confidence)
 
 
 # ----------------------------------------------------------------------------- calibration
@@ -558,9 +570,9 @@ def bootstrap_grouped_ci(
     if len(codes) == 0:
         return float("nan"), float("nan")
     members = pd.Series(np.arange(len(codes))).groupby(codes).apply(np.asarray).tolist()
-    idx = _bootstrap_indices(len(members), n_boot, seed)
-    stats = np.fromiter((statistic(np.concatenate([members[g] for g in row])) for row in idx), dtype=float, count=n_boot)
-    return _percentile_interval(stats, confidence)
+    stats = [statistic(np.concatenate([members[g] for g in row]))
+             for block in _bootstrap_index_blocks(len(members), n_boot, seed) for row in block]
+    return _percentile_interval(np.array(stats, dtype=float), confidence)
 
 
 def threshold_for_precision(

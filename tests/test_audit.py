@@ -1,10 +1,10 @@
-"""The pure audit functions on hand-made frames."""
+"""The audit functions on hand-made frames (the log-only aggregations on the local Spark session)."""
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from jobs.audit import AuditSettings, audit_rows, log_only_rows, worst_offenders
+from jobs.audit import AuditSettings, audit_rows, behavior_per_query, log_only_rows, worst_offenders
 
 SETTINGS = AuditSettings(ks=(2,), relevant_min_grade=1, threshold=0.5, bootstrap_samples=200)
 
@@ -22,8 +22,10 @@ def behavior() -> pd.DataFrame:
     })
 
 
-def test_log_only_shares_by_hand():
-    rows = log_only_rows(behavior(), SETTINGS).set_index(["segment", "metric"])
+def test_log_only_shares_by_hand(spark):
+    per_query = behavior_per_query(spark.createDataFrame(behavior()), SETTINGS.threshold, SETTINGS.ks).toPandas()
+    assert sorted(per_query.query_norm) == ["sofa", "tee"]  # one row per query reaches the driver, not one per pair
+    rows = log_only_rows(per_query, SETTINGS).set_index(["segment", "metric"])
     # top-2 impressions: sofa a,b (10 + 10) and tee d,e (5 + 5); flagged (< 0.5): b (10) and e (5)
     assert rows.loc[("all", "irrelevant_impression_share@2"), "value"] == pytest.approx(15 / 30)
     assert rows.loc[("all", "irrelevant_impression_share@2"), "support"] == 30
@@ -35,9 +37,10 @@ def test_log_only_shares_by_hand():
     assert lo <= 4 / 12 <= hi
 
 
-def test_worst_offenders_are_the_most_shown_flagged_pairs():
-    top = worst_offenders(behavior(), 0.5, limit=2)
+def test_worst_offenders_are_the_most_shown_flagged_pairs(spark):
+    top = worst_offenders(spark.createDataFrame(behavior()), 0.5, limit=2)
     assert top.product_id.tolist() == ["b", "e"]
+    assert worst_offenders(spark.createDataFrame(behavior()), 0.15).product_id.tolist() == ["c"]
 
 
 def test_audit_rows_compare_with_the_logged_ranking():

@@ -29,6 +29,12 @@ def test_partition_overwrite_replaces_only_that_partition_in_one_commit(spark, t
     assert wh.read(REJECTS, part("2025-01-01")).count() == 4
     assert wh.overwrite_partition(rows(spark, "2025-01-01", 0), REJECTS, part("2025-01-01"), "r4") == 0
     assert wh.read(REJECTS).count() == 2
+    # each write is recorded with the data files its commit added (counted in the log) and its timing
+    assert [(c.table, c.rows) for c in wh.commits] == [("rejects", 3), ("rejects", 2), ("rejects", 4), ("rejects", 0)]
+    log = Path(wh.path("rejects")) / "_delta_log"
+    adds = [sum('"add"' in line for line in (log / f"{v:020d}.json").read_text().splitlines()) for v in range(4)]
+    assert [c.files for c in wh.commits] == adds and adds[0] >= 1 and adds[3] == 0
+    assert all(0 <= c.commit_seconds <= c.write_seconds for c in wh.commits)
 
 
 def test_a_failed_write_leaves_the_table_as_it_was(spark, tmp_path):

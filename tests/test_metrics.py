@@ -470,3 +470,22 @@ def test_paired_randomization_test():
     noise = np.random.default_rng(3).normal(0, 1, 40)
     assert paired_randomization_p_value(noise - noise.mean()) > 0.9  # centred noise: no evidence
     assert paired_randomization_p_value(np.array([0.5, -0.5])) == 1.0
+
+
+def test_bootstrap_resamples_in_bounded_blocks_give_the_same_interval(monkeypatch):
+    """Many queries: the resample matrix is drawn block by block (memory bounded), the interval is unchanged."""
+    import jobs.metrics as metrics
+
+    values = np.random.default_rng(4).random(1_000)
+    counts = np.column_stack([values > 0.3, np.ones(1_000)])
+    share = lambda m: m[:, 0].sum() / m[:, 1].sum()  # noqa: E731
+    whole = (bootstrap_mean_ci(values, n_boot=200, seed=1), bootstrap_ci(counts, share, n_boot=200, seed=1),
+             metrics.bootstrap_grouped_ci(np.arange(1_000) % 97, lambda rows: float(values[rows].mean()), 200, seed=1))
+    monkeypatch.setattr(metrics, "BOOTSTRAP_BLOCK_ENTRIES", 7_000)  # 7 resamples of 1,000 queries per block
+    drawn = []
+    original = metrics._bootstrap_index_blocks
+    monkeypatch.setattr(metrics, "_bootstrap_index_blocks", lambda *a: (drawn.append(b.shape) or b for b in original(*a)))
+    blocked = (bootstrap_mean_ci(values, n_boot=200, seed=1), bootstrap_ci(counts, share, n_boot=200, seed=1),
+               metrics.bootstrap_grouped_ci(np.arange(1_000) % 97, lambda rows: float(values[rows].mean()), 200, seed=1))
+    assert blocked == whole
+    assert max(rows * n for rows, n in drawn) <= 7_000 and sum(rows for rows, n in drawn if n == 1_000) == 400

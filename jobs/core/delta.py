@@ -27,6 +27,7 @@ import shutil
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
@@ -52,6 +53,18 @@ _WRITTEN_FILE_SCHEMA = StructType(
         StructField("num_records", LongType()),
     ]
 )
+
+
+@dataclass(frozen=True)
+class CommitStats:
+    """One write of a table: rows and data files it added, its wall time, and the Delta log commit's share of it
+    (None where the writer does not time it apart: delta-spark commits inside `save`)."""
+
+    table: str
+    rows: int
+    files: int
+    write_seconds: float
+    commit_seconds: float | None
 
 
 class PartitionMismatch(ValueError):
@@ -124,6 +137,7 @@ class Warehouse:
         self.spark = spark
         self.root = str(root) if "://" in str(root) else str(Path(root).resolve())
         self.allow_empty_replace = allow_empty_replace
+        self.commits: list[CommitStats] = []  # every write of this Warehouse, in order
         if writer == "auto":
             writer = "delta-spark" if delta_spark_available(spark) else "delta-rs"
         if writer not in WRITERS:
@@ -217,10 +231,14 @@ class Warehouse:
 
     def _write(self, df: DataFrame, spec: TableSpec, mode: str, partition: dict[str, str] | None, run_id: str) -> int:
         df = df.select(*spec.columns)
+        started = time.perf_counter()
         try:
             if self.writer == "delta-spark":
-                return self._write_with_delta_spark(df, spec, mode, partition)
-            return self._write_with_delta_rs(df, spec, mode, partition, run_id)
+                rows, files, commit_seconds = self._write_with_delta_spark(df, spec, mode, partition)
+            else:
+                rows, files, commit_seconds = self._write_with_delta_rs(df, spec, mode, partition, run_id)
+            self.commits.append(CommitStats(spec.name, rows, files, time.perf_counter() - started, commit_seconds))
+            return rows
         except (WarehouseError, PartitionMismatch):
             raise
         except Exception as exc:
@@ -229,7 +247,7 @@ class Warehouse:
 
     def _write_with_delta_rs(
         self, df: DataFrame, spec: TableSpec, mode: str, partition: dict[str, str] | None, run_id: str
-    ) -> int:
+    ) -> tuple[int, int, float]:
         table_dir = self.path(spec.name)
         partition_by = list(spec.partition_by)
         written = df.mapInArrow(_parquet_file_writer(table_dir, partition_by, run_id), _WRITTEN_FILE_SCHEMA).collect()
@@ -252,6 +270,7 @@ class Warehouse:
                 )
             )
         schema = DeltaSchema.from_arrow(to_arrow_schema(spec.schema))
+        commit_started = time.perf_counter()
         if not self.exists(spec.name):
             create_table_with_add_actions(
                 table_dir, schema, actions, mode="error", partition_by=partition_by or None, name=spec.name
@@ -261,9 +280,10 @@ class Warehouse:
             DeltaTable(table_dir).create_write_transaction(
                 actions, mode=mode, schema=schema, partition_by=partition_by or None, partition_filters=filters
             )
-        return sum(row.num_records for row in written)
+        return sum(row.num_records for row in written), len(actions), time.perf_counter() - commit_started
 
-    def _write_with_delta_spark(self, df: DataFrame, spec: TableSpec, mode: str, partition: dict[str, str] | None) -> int:
+    def _write_with_delta_spark(self, df: DataFrame, spec: TableSpec, mode: str,
+                                partition: dict[str, str] | None) -> tuple[int, int, None]:
         if mode == "overwrite" and not self.allow_empty_replace and not spec.may_be_emptied:
             self.check_replace(spec, 1 if df.limit(1).count() else 0, partition)
         writer = df.write.format("delta").mode(mode)
@@ -274,7 +294,8 @@ class Warehouse:
             writer = writer.option("replaceWhere", predicate)
         writer.save(self.path(spec.name))
         history = self.spark.sql(f"DESCRIBE HISTORY delta.`{self.path(spec.name)}` LIMIT 1").collect()[0]
-        return int((history.operationMetrics or {}).get("numOutputRows", 0))
+        metrics = history.operationMetrics or {}
+        return int(metrics.get("numOutputRows", 0)), int(metrics.get("numFiles", 0)), None
 
     def delta_table(self, table: str) -> DeltaTable:
         return DeltaTable(self.path(table))
