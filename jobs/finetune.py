@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from pyspark.sql import DataFrame
+from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import average_precision_score, roc_auc_score
@@ -91,6 +91,7 @@ class TrainSettings:
     cosent_scale: float = 20.0  # bi-encoder: CoSENT loss = log(1 + sum exp(scale * (cos_low - cos_high)))
     weight_mixes: tuple[float, ...] = (0.5, 0.75, 1.0)  # bi-encoder: fine-tuned shares of a base / fine-tuned mix
     batching: str = "query"  # query: each query's products together | length: random rows grouped by length
+    max_examples: int = 200_000  # at most this many judged pairs reach the driver (whole queries, chosen by seed)
 
     def __post_init__(self) -> None:
         if self.kind not in MODEL_KINDS:
@@ -121,13 +122,28 @@ def training_autocast(precision: str) -> torch.dtype | None:
     return None
 
 
-def training_examples(classified: DataFrame) -> pd.DataFrame:
-    """Usable judgments as (query_norm, product_id, product_text, grade): the text is build_pairs' product
-    text (catalog_texts) and the query its normalized query, so the model trains on what it will score.
-    Duplicate judgments of one pair keep their mean grade, rounded."""
-    examples = classified.where(F.col("reason").isNull()).select("query_norm", "product_id", "product_text", "grade").toPandas()
-    examples = examples.groupby(["query_norm", "product_id", "product_text"], as_index=False).grade.mean()
-    return examples.assign(grade=examples.grade.round().astype(int))
+def whole_queries_up_to(examples: DataFrame, max_examples: int, seed: int) -> DataFrame:
+    """`examples` cut to at most `max_examples` rows by keeping whole queries (a ranking loss compares a query's
+    products) in a seeded hash order: the same seed keeps the same queries. A Spark aggregation: one row per query
+    is ordered, on one partition, never the examples themselves."""
+    per_query = examples.groupBy("query_norm").count().withColumn("_order", F.xxhash64(F.lit(seed), "query_norm"))
+    running = F.sum("count").over(Window.orderBy("_order", "query_norm").rowsBetween(Window.unboundedPreceding, 0))
+    kept = per_query.withColumn("_running", running).where(F.col("_running") <= max_examples).select("query_norm")
+    return examples.join(kept, "query_norm", "left_semi")
+
+
+def training_examples(classified: DataFrame, max_examples: int, seed: int) -> tuple[pd.DataFrame, int]:
+    """Usable judgments as (query_norm, product_id, product_text, grade), and how many there were before the cut to
+    `max_examples` (whole queries, `whole_queries_up_to`): the text is build_pairs' product text (catalog_texts) and
+    the query its normalized query, so the model trains on what it will score. Duplicate judgments of one pair keep
+    their mean grade, rounded."""
+    usable = (classified.where(F.col("reason").isNull())
+              .groupBy("query_norm", "product_id", "product_text").agg(F.avg("grade").alias("grade")))
+    available = usable.count()
+    if available > max_examples:
+        usable = whole_queries_up_to(usable, max_examples, seed)
+    examples = usable.toPandas().sort_values(["query_norm", "product_id"], ignore_index=True)
+    return examples.assign(grade=examples.grade.round().astype(int)), available
 
 
 def split_of(query: str, seed: int, val_fraction: float, test_fraction: float) -> str:
@@ -513,7 +529,10 @@ def run(ctx: JobContext) -> JobResult:
     max_words = int(get(cfg, "pairs.product_text_max_words", 64))
     classified = classify_judgments(judgments, catalog_texts(catalog, max_words)[0], scheme).cache()
     rows_in = classified.count()
-    examples = training_examples(classified)
+    examples, available = training_examples(classified, settings.max_examples, settings.seed)
+    if len(examples) < available:
+        print(f"finetune: {available} usable judged pairs, more than finetune.max_examples={settings.max_examples}: "
+              f"training on the {len(examples)} pairs of whole queries chosen by seed {settings.seed}")
     rejected = classified.where(F.col("reason").isNotNull())
     examples["split"] = [split_of(q, settings.seed, settings.val_fraction, settings.test_fraction) for q in examples.query_norm]
     parts = {name: examples[examples.split == name].reset_index(drop=True) for name in SPLITS}
@@ -606,7 +625,7 @@ def run(ctx: JobContext) -> JobResult:
         model_version=version,
         throughput_per_s=len(parts["train"]) * len(history["epochs"]) / max(history["train_seconds"], 1e-9),
         device="cpu",
-        details={"model_dir": str(path), "kind": settings.kind, "unique_pairs": len(examples),
+        details={"model_dir": str(path), "kind": settings.kind, "unique_pairs": len(examples), "usable_pairs": available,
                  "train_seconds": history["train_seconds"], "test": test_metrics, "threshold": threshold,
                  "promoted": promoted, "promotion": card["promotion"]},
         summary=f"model {version} ({settings.kind}) saved to {path}; held-out nDCG@{ks[-1]} "

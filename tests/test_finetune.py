@@ -193,3 +193,20 @@ def test_train_settings_defaults_are_the_embedded_configs():
 
     cfg = load_config(Path(__file__).resolve().parent.parent / "conf" / "local.yaml")
     assert settings_from_config(cfg) == TrainSettings()
+
+
+def test_training_examples_are_bounded_by_whole_queries(spark):
+    """More usable judgments than finetune.max_examples: whole queries are kept, chosen by seed, up to the bound."""
+    from jobs.finetune import training_examples
+
+    rows = [(f"q{q}", f"p{q}-{i}", f"text {i}", i % 3, None) for q in range(40) for i in range(1 + q % 7)]
+    classified = spark.createDataFrame(rows, "query_norm string, product_id string, product_text string, grade long, "
+                                             "reason string")
+    everything, available = training_examples(classified, 10_000, seed=1)
+    assert available == len(everything) == len(rows)
+    kept, available = training_examples(classified, 50, seed=1)
+    assert available == len(rows) and 40 < len(kept) <= 50  # queries hold at most 7 pairs, so the cut is near 50
+    sizes = kept.groupby("query_norm").size()
+    assert all(sizes[q] == 1 + int(q[1:]) % 7 for q in sizes.index)  # every kept query is whole
+    assert training_examples(classified, 50, seed=1)[0].equals(kept)
+    assert set(training_examples(classified, 50, seed=2)[0].query_norm) != set(kept.query_norm)
