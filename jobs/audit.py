@@ -38,7 +38,7 @@ from jobs.metrics import (
     threshold_for_precision,
     wilson_interval,
 )
-from jobs.transforms import to_spark
+from jobs.transforms import to_spark, whole_queries_up_to
 from schemas import conform
 from schemas.tables import CATALOG, JUDGMENTS, PAIRS, RELEVANCE, RELEVANCE_AUDIT
 
@@ -533,8 +533,8 @@ def apply_arguments(cfg: dict, args: argparse.Namespace) -> None:
 
 
 def judged_candidates(relevance: DataFrame, pairs: DataFrame, catalog: DataFrame, texts: DataFrame,
-                       judgments: DataFrame, scheme: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(candidates, judged) of the day's judged queries, in pandas: every scored candidate of each judged
+                       judgments: DataFrame, scheme: dict) -> tuple[DataFrame, DataFrame]:
+    """(candidates, judged) of the day's judged queries: every scored candidate of each judged
     query with its logged position, frequency segment, product text and catalog category. The judgments are the
     ones build_pairs and finetune use (build_pairs.classify_judgments: grades in the label scheme, conflicting
     grades of a pair resolved by its declared rule); `texts` are build_pairs.catalog_texts of the catalog."""
@@ -550,15 +550,36 @@ def judged_candidates(relevance: DataFrame, pairs: DataFrame, catalog: DataFrame
               ["query_norm", "product_id"], "left")
         .join(categories, "product_id", "left")
         .select("query_norm", "product_id", "score", "mean_position", "segment", "product_text", "category")
-        .toPandas()
     )
-    return candidates, judged.toPandas()
+    return candidates, judged
+
+
+def held_out_candidates(candidates: DataFrame, judged: DataFrame, splits: list[dict | None], max_pairs: int,
+                        seed: int) -> tuple[pd.DataFrame, pd.DataFrame, str]:
+    """The candidates and judgments of the held-out judged queries (`held_out_queries`), in pandas, and the scope.
+
+    Only the judged queries' names and the kept candidates reach the driver: past `max_pairs` candidates, whole
+    queries are kept in a seeded order (`whole_queries_up_to`) and the scope says how many."""
+    judged_queries = {row.query_norm for row in
+                      candidates.join(judged, "query_norm", "left_semi").select("query_norm").distinct().collect()}
+    queries, scope = held_out_queries(splits, judged_queries)
+    chosen = candidates.sparkSession.createDataFrame([(q,) for q in sorted(queries)], "query_norm string")
+    held = candidates.join(F.broadcast(chosen), "query_norm", "left_semi")
+    if held.count() > max_pairs:
+        held = whole_queries_up_to(held, max_pairs, seed)
+        kept = held.select("query_norm").distinct().count()
+        scope += f"; {kept} of these {len(queries)} queries, chosen by seed, to stay within audit.max_judged_pairs={max_pairs}"
+    kept_queries = held.select("query_norm").distinct()
+    candidates_frame = held.toPandas().sort_values(["query_norm", "product_id"], ignore_index=True)
+    judged_frame = (judged.join(kept_queries, "query_norm", "left_semi").toPandas()
+                    .sort_values(["query_norm", "product_id"], ignore_index=True))
+    return candidates_frame, judged_frame, scope
 
 
 def baseline_scores(cfg: dict, texts: DataFrame, candidates: pd.DataFrame) -> dict[str, np.ndarray]:
-    """Scores of the configured baselines (audit.baselines) for the candidates; `texts` (product_id, product_text)
-    of the whole catalog are BM25's corpus."""
-    from jobs.baselines import bm25_scores, zero_shot_scores
+    """Scores of the configured baselines (audit.baselines) for the (judged, so bounded) candidates; `texts`
+    (product_id, product_text) of the whole catalog are BM25's corpus, which stays in Spark."""
+    from jobs.baselines import bm25_scores_spark, zero_shot_scores
     from udfs.model import resolve_base_model
 
     names = list(get(cfg, "audit.baselines", [BM25, ZERO_SHOT]) or [])
@@ -566,9 +587,10 @@ def baseline_scores(cfg: dict, texts: DataFrame, candidates: pd.DataFrame) -> di
     if unknown:
         raise ValueError(f"audit.baselines: unknown {sorted(unknown)}; expected {BM25!r} and/or {ZERO_SHOT!r}")
     scores = {}
-    if BM25 in names:
-        corpus = dict(texts.toPandas().itertuples(index=False, name=None))
-        scores[BM25] = bm25_scores(corpus, candidates.query_norm.tolist(), candidates.product_id.tolist())
+    if BM25 in names:  # corpus statistics and scores computed by Spark; the candidates' scores come back
+        keys = candidates[["query_norm", "product_id"]]
+        bm25 = bm25_scores_spark(texts, texts.sparkSession.createDataFrame(keys)).toPandas()
+        scores[BM25] = keys.merge(bm25, on=["query_norm", "product_id"], how="left").bm25.to_numpy(dtype=float)
     if ZERO_SHOT in names:
         base = resolve_base_model(str(get(cfg, "model.base")))
         scores[ZERO_SHOT] = zero_shot_scores(base, candidates.query_norm.tolist(), candidates.product_text.tolist())
@@ -614,14 +636,13 @@ def run(ctx: JobContext) -> JobResult:
         from jobs.build_pairs import catalog_texts
 
         texts = catalog_texts(catalog, int(get(cfg, "pairs.product_text_max_words", 64)))[0].cache()  # judged and BM25
-        candidates, judged = judged_candidates(relevance, pairs, catalog, texts, judgments, label_scheme(cfg))
         other_version = get(cfg, "audit.compare", None)
         other_dir = resolve_model_dir(get(cfg, "model.models_root"), str(other_version).partition(":")[0]) if other_version else None
         splits = [read_split(model_dir)] + ([read_split(other_dir)] if other_dir else [])
-        queries, scope = held_out_queries(splits, set(judged.query_norm) & set(candidates.query_norm))
+        candidates, judged, scope = held_out_candidates(
+            *judged_candidates(relevance, pairs, catalog, texts, judgments, label_scheme(cfg)), splits,
+            int(get(cfg, "audit.max_judged_pairs")), settings.seed)
         settings = replace(settings, scope=f"{scope}; judged by table {judgments_spec.name}")
-        candidates = candidates[candidates.query_norm.isin(queries)].reset_index(drop=True)
-        judged = judged[judged.query_norm.isin(queries)].reset_index(drop=True)
         judged_queries_count = int(candidates.query_norm.nunique())
         baselines = baseline_scores(cfg, texts, candidates) if judged_queries_count else {}
         frames.insert(0, audit_rows(candidates, judged, settings, baselines))

@@ -2,7 +2,10 @@
 
 * ``bm25``: lexical BM25 (bm25s, Lucene variant, k1=1.5, b=0.75, English stop words and
   Snowball stemming) of the normalized query against the product text the model sees,
-  with corpus statistics from the whole catalog.
+  with corpus statistics from the whole catalog. The audit uses ``bm25_scores_spark``, which
+  computes the corpus statistics and the scores with Spark (tokenizing with bm25s on
+  executors), so nothing on the driver grows with the catalog or the candidates;
+  ``bm25_scores`` is the same score in memory with bm25s itself.
 * ``zero_shot``: the base checkpoint without fine-tuning, used the way it was trained (a
   sentence-embedding bi-encoder): cosine of the mean-pooled embeddings of query and
   product text.
@@ -17,33 +20,89 @@ from pathlib import Path
 
 import bm25s
 import numpy as np
+import pandas as pd
 import Stemmer
 import torch
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql.functions import pandas_udf
+from pyspark.sql.types import ArrayType, StringType
 
 from udfs.model import BI_ENCODER, LoadedModel, load_network
 from udfs.scorer import score_logits
 
 BM25, ZERO_SHOT = "bm25", "zero_shot"
+BM25_K1, BM25_B = 1.5, 0.75
+BM25_STOPWORDS, BM25_STEMMER = "en", "english"
+
+
+def bm25_tokens(texts: Sequence[str]) -> list[list[str]]:
+    """bm25s's tokens of each text: lowercased words of 2+ characters, English stop words dropped, stemmed."""
+    return bm25s.tokenize(list(texts), stopwords=BM25_STOPWORDS, stemmer=Stemmer.Stemmer(BM25_STEMMER),
+                          return_ids=False, show_progress=False)
+
+
+@pandas_udf(ArrayType(StringType()))
+def bm25_tokens_udf(texts: pd.Series) -> pd.Series:
+    """bm25_tokens of a column of texts, computed on executors."""
+    return pd.Series(bm25_tokens(texts.tolist()), index=texts.index)
 
 
 def bm25_scores(corpus: dict[str, str], queries: Sequence[str], product_ids: Sequence[str]) -> np.ndarray:
     """BM25 score of each (query, product) candidate; `corpus` maps every catalog product id to its text.
 
-    Candidates whose product is missing from the corpus score 0.
+    Candidates whose product is missing from the corpus, or whose query has no token, score 0.
     """
-    stemmer = Stemmer.Stemmer("english")
     ids = list(corpus)
-    index = bm25s.BM25()
-    index.index(bm25s.tokenize([corpus[i] for i in ids], stopwords="en", stemmer=stemmer, show_progress=False),
-                show_progress=False)
+    index = bm25s.BM25(k1=BM25_K1, b=BM25_B, method="lucene")
+    index.index(bm25_tokens([corpus[i] for i in ids]), show_progress=False)
     column = {product_id: n for n, product_id in enumerate(ids)}
     distinct = list(dict.fromkeys(queries))
-    tokens = bm25s.tokenize(distinct, stopwords="en", stemmer=stemmer, show_progress=False, return_ids=False)
-    per_query = {query: index.get_scores(query_tokens) for query, query_tokens in zip(distinct, tokens)}
+    per_query = {query: index.get_scores(tokens) if tokens else np.zeros(len(ids))
+                 for query, tokens in zip(distinct, bm25_tokens(distinct))}
     return np.array([
         float(per_query[query][column[product_id]]) if product_id in column else 0.0
         for query, product_id in zip(queries, product_ids)
     ])
+
+
+def bm25_scores_spark(texts: DataFrame, candidates: DataFrame) -> DataFrame:
+    """BM25 (bm25s's Lucene variant) of candidates, computed with Spark; the same scores as `bm25_scores`.
+
+    texts: (product_id, product_text) of the whole catalog, one row per product (the BM25 corpus);
+    candidates: (query_norm, product_id, ...) rows to score.
+    Returns candidates' (query_norm, product_id) with a double column `bm25`, one row per distinct candidate pair;
+    a candidate whose product is not in the corpus scores 0.0. Only the corpus size and mean document length
+    reach the driver.
+    """
+    pairs = candidates.select("query_norm", "product_id").distinct()
+    query_terms = (  # a token repeated in a query counts once per repetition, as in bm25s
+        pairs.select("query_norm").distinct()
+        .select("query_norm", F.explode(bm25_tokens_udf("query_norm")).alias("term"))
+        .groupBy("query_norm", "term").agg(F.count("*").alias("qtf"))
+    )
+    docs = texts.select("product_id", bm25_tokens_udf("product_text").alias("tokens"))
+    n_docs, avgdl = docs.agg(F.count("*"), F.avg(F.size("tokens"))).first()  # empty documents count in both
+    occurrences = (
+        docs.select("product_id", F.size("tokens").alias("dl"), F.explode("tokens").alias("term"))
+        .join(query_terms.select("term").distinct(), "term", "left_semi")
+    )
+    doc_freq = F.countDistinct("product_id")
+    idf = occurrences.groupBy("term").agg(F.log(1 + (F.lit(n_docs) - doc_freq + 0.5) / (doc_freq + 0.5)).alias("idf"))
+    tf = (
+        occurrences.join(pairs.select("product_id").distinct(), "product_id", "left_semi")
+        .groupBy("product_id", "dl", "term").agg(F.count("*").alias("tf"))
+    )
+    norm = F.lit(BM25_K1) * (1 - BM25_B + BM25_B * F.col("dl") / F.lit(avgdl))
+    scores = (
+        pairs.join(query_terms, "query_norm")
+        .join(tf, ["product_id", "term"])
+        .join(idf, "term")
+        .groupBy("query_norm", "product_id")
+        .agg(F.sum(F.col("qtf") * F.col("idf") * F.col("tf") / (F.col("tf") + norm)).alias("bm25"))
+    )
+    return pairs.join(scores, ["query_norm", "product_id"], "left").select(
+        "query_norm", "product_id", F.coalesce("bm25", F.lit(0.0)).alias("bm25"))
 
 
 def base_bi_encoder(base_dir: str | Path, max_length: int = 128) -> LoadedModel:

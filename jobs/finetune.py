@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from pyspark.sql import DataFrame, Window
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import average_precision_score, roc_auc_score
@@ -46,7 +46,7 @@ from jobs.metrics import (
     per_query_ranking_metrics,
     threshold_for_precision,
 )
-from jobs.transforms import rejects_frame
+from jobs.transforms import rejects_frame, whole_queries_up_to
 from schemas import conform
 from schemas.tables import CATALOG, JUDGMENTS, REJECTS
 from jobs.baselines import zero_shot_scores
@@ -120,16 +120,6 @@ def training_autocast(precision: str) -> torch.dtype | None:
     if precision == "bf16" or (precision == "auto" and cpu_has_native_bf16()):
         return torch.bfloat16
     return None
-
-
-def whole_queries_up_to(examples: DataFrame, max_examples: int, seed: int) -> DataFrame:
-    """`examples` cut to at most `max_examples` rows by keeping whole queries (a ranking loss compares a query's
-    products) in a seeded hash order: the same seed keeps the same queries. A Spark aggregation: one row per query
-    is ordered, on one partition, never the examples themselves."""
-    per_query = examples.groupBy("query_norm").count().withColumn("_order", F.xxhash64(F.lit(seed), "query_norm"))
-    running = F.sum("count").over(Window.orderBy("_order", "query_norm").rowsBetween(Window.unboundedPreceding, 0))
-    kept = per_query.withColumn("_running", running).where(F.col("_running") <= max_examples).select("query_norm")
-    return examples.join(kept, "query_norm", "left_semi")
 
 
 def training_examples(classified: DataFrame, max_examples: int, seed: int) -> tuple[pd.DataFrame, int]:

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 
 import pandas as pd
 import pyarrow as pa
-from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql.functions import pandas_udf
 from pyspark.sql.pandas.types import to_arrow_schema
@@ -94,3 +94,13 @@ def to_spark(spark: SparkSession, frame: pd.DataFrame, spec: TableSpec) -> DataF
     """A pandas frame (any extra columns dropped, missing ones null) as a DataFrame of the table's schema, via Arrow."""
     arrow = pa.Table.from_pandas(frame.reindex(columns=spec.columns), schema=to_arrow_schema(spec.schema), preserve_index=False)
     return spark.createDataFrame(arrow)
+
+
+def whole_queries_up_to(rows: DataFrame, max_rows: int, seed: int) -> DataFrame:
+    """`rows` (with a query_norm) cut to at most `max_rows` by keeping whole queries (rankings compare a query's
+    products) in a seeded hash order: the same seed keeps the same queries. Only one row per query is ordered, on
+    one partition; the rows themselves stay distributed."""
+    per_query = rows.groupBy("query_norm").count().withColumn("_order", F.xxhash64(F.lit(seed), "query_norm"))
+    running = F.sum("count").over(Window.orderBy("_order", "query_norm").rowsBetween(Window.unboundedPreceding, 0))
+    kept = per_query.withColumn("_running", running).where(F.col("_running") <= max_rows).select("query_norm")
+    return rows.join(kept, "query_norm", "left_semi")

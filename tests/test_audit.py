@@ -171,3 +171,21 @@ def test_many_categories_fold_into_other_beyond_the_largest(monkeypatch):
     segments = query_segments(candidates, judged, 1)
     assert segments["category=a"] == {"q0", "q1", "q2"} and segments["category=b"] == {"q3", "q4"}
     assert segments["category=other"] == {"q5", "q6"} and "category=c" not in segments
+
+
+def test_held_out_candidates_keep_whole_queries_within_the_bound(spark):
+    """Past audit.max_judged_pairs, whole held-out queries are kept (chosen by seed) and the scope says so."""
+    from jobs.audit import held_out_candidates
+
+    rows = [(f"q{q}", f"p{i}", 0.5, 1.0, "tail", "text", "cat") for q in range(12) for i in range(5)]
+    candidates = spark.createDataFrame(rows, "query_norm string, product_id string, score double, mean_position double, "
+                                             "segment string, product_text string, category string")
+    judged = spark.createDataFrame([(f"q{q}", "p0", 1) for q in range(12)], "query_norm string, product_id string, grade long")
+    split = {"train": ["q0", "q1"], "val": ["q2"], "test": []}
+    held, grades, scope = held_out_candidates(candidates, judged, [split], max_pairs=1_000, seed=0)
+    assert sorted(set(held.query_norm)) == sorted(f"q{q}" for q in range(3, 12)) and len(held) == 45
+    assert set(grades.query_norm) == set(held.query_norm) and "3 excluded" in scope
+    held, grades, scope = held_out_candidates(candidates, judged, [split], max_pairs=22, seed=0)
+    assert len(held) == 20 and held.groupby("query_norm").size().eq(5).all()  # 4 whole queries of 5 candidates
+    assert set(grades.query_norm) == set(held.query_norm)
+    assert "4 of these 9 queries, chosen by seed, to stay within audit.max_judged_pairs=22" in scope

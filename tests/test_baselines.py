@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from jobs.baselines import bm25_scores, zero_shot_scores
+from jobs.baselines import bm25_scores, bm25_scores_spark, zero_shot_scores
 
 CORPUS = {
     "p1": "red leather sofa three seater living room",
@@ -17,6 +17,68 @@ def test_bm25_ranks_lexical_matches_and_stems():
     scores = bm25_scores(CORPUS, ["red sofas"] * 4, ["p1", "p2", "p3", "p4"])
     assert scores[0] > scores[3] > 0 and scores[1] == scores[2] == 0  # "sofas" matches "sofa"; no synonyms
     assert bm25_scores(CORPUS, ["red sofa"], ["missing"])[0] == 0.0
+    assert bm25_scores(CORPUS, ["the of and"], ["p1"])[0] == 0.0  # a query of stop words only has no token
+
+
+CATALOG = {
+    "c01": "Red leather sofa, three seater, for the living room",
+    "c02": "Blue fabric couch with chaise and cushions",
+    "c03": "Oak dining table for six people",
+    "c04": "Sofa bed without mattress, grey",
+    "c05": "sofas sofa SOFA sofa's: the sofa of sofas",
+    "c06": "Running shoes for men, lightweight running shoe",
+    "c07": "Women's running shoes with cushioned soles",
+    "c08": "The and of to in",  # stop words only: an empty document, still counted in N and the mean length
+    "c09": "",
+    "c10": "Stainless steel kitchen knife set, 8 knives",
+    "c11": "Chef's knife 20cm stainless steel",
+    "c12": "Wooden cutting board for the kitchen",
+    "c13": "LED desk lamp with USB charging port",
+    "c14": "Desk lamps: two LED lamps for desks",
+    "c15": "Office chair, ergonomic, with lumbar support",
+    "c16": "Gaming chair red and black leather",
+    "c17": "Red wine glasses, set of 4",
+    "c18": "Coffee table, oak, round",
+    "c19": "Coffee maker with grinder and timer",
+    "c20": "Espresso coffee beans 1kg, dark roast coffee",
+    "c21": "Table lamp, ceramic base, linen shade",
+    "c22": "Kids' bunk bed with storage drawers",
+    "c23": "Memory foam mattress, queen size",
+    "c24": "Queen bed frame, oak, with headboard",
+    "c25": "Waterproof hiking boots for women",
+    "c26": "Hiking backpack 30L with rain cover",
+    "c27": "USB-C charging cable, 2 m, braided",
+    "c28": "Phone charger, fast charging, USB-C",
+    "c29": "Leather wallet for men, brown",
+    "c30": "a",
+}
+QUERIES = ["red sofa", "sofas", "sofa sofa bed", "running shoes women", "kitchen knives", "desk lamp lamp",
+           "oak table", "coffee", "usb c charger", "leather", "queen mattress", "the", "spaceship"]
+
+
+def test_bm25_spark_equals_bm25s_for_every_candidate(spark):
+    texts = spark.createDataFrame(list(CATALOG.items()), "product_id string, product_text string")
+    pairs = [(q, p) for q in QUERIES for p in [*CATALOG, "not-in-catalog"]]
+    candidates = spark.createDataFrame(pairs, "query_norm string, product_id string")
+    got = {(r.query_norm, r.product_id): r.bm25 for r in bm25_scores_spark(texts, candidates).collect()}
+    expected = bm25_scores(CATALOG, [q for q, _ in pairs], [p for _, p in pairs])
+    assert got.keys() == set(pairs)
+    assert [got[pair] for pair in pairs] == pytest.approx(expected.tolist(), rel=1e-6, abs=1e-9)
+    assert sum(expected > 0) > 30 and got[("sofas", "c05")] > got[("sofas", "c01")] > 0  # a real, varied check
+
+
+def test_bm25_spark_one_row_per_distinct_candidate(spark):
+    texts = spark.createDataFrame(list(CORPUS.items()), "product_id string, product_text string")
+    rows = [("red sofa", "p1", 1.0), ("red sofa", "p1", 2.0), ("red sofa", "p4", 3.0), ("couch", "p2", 4.0),
+            ("couch", "p2", 5.0), ("couch", "missing", 6.0), ("couch", "missing", 7.0)]
+    candidates = spark.createDataFrame(rows, "query_norm string, product_id string, score double")
+    result = bm25_scores_spark(texts, candidates)
+    assert result.dtypes == [("query_norm", "string"), ("product_id", "string"), ("bm25", "double")]
+    got = sorted((r.query_norm, r.product_id, r.bm25) for r in result.collect())
+    assert [(q, p) for q, p, _ in got] == [("couch", "missing"), ("couch", "p2"), ("red sofa", "p1"), ("red sofa", "p4")]
+    expected = bm25_scores(CORPUS, [q for q, _, _ in got], [p for _, p, _ in got])
+    assert [s for _, _, s in got] == pytest.approx(expected.tolist(), rel=1e-6)
+    assert got[0][2] == 0.0 and got[1][2] > 0
 
 
 def test_zero_shot_uses_the_real_base_model_semantics():
