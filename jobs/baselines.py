@@ -20,32 +20,15 @@ from pathlib import Path
 
 import bm25s
 import numpy as np
-import pandas as pd
-import Stemmer
 import torch
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
-from pyspark.sql.functions import pandas_udf
-from pyspark.sql.types import ArrayType, StringType
 
+from udfs.lexical import BM25_B, BM25_K1, bm25_tokens, bm25_tokens_udf
 from udfs.model import BI_ENCODER, LoadedModel, load_network
 from udfs.scorer import score_logits
 
 BM25, ZERO_SHOT = "bm25", "zero_shot"
-BM25_K1, BM25_B = 1.5, 0.75
-BM25_STOPWORDS, BM25_STEMMER = "en", "english"
-
-
-def bm25_tokens(texts: Sequence[str]) -> list[list[str]]:
-    """bm25s's tokens of each text: lowercased words of 2+ characters, English stop words dropped, stemmed."""
-    return bm25s.tokenize(list(texts), stopwords=BM25_STOPWORDS, stemmer=Stemmer.Stemmer(BM25_STEMMER),
-                          return_ids=False, show_progress=False)
-
-
-@pandas_udf(ArrayType(StringType()))
-def bm25_tokens_udf(texts: pd.Series) -> pd.Series:
-    """bm25_tokens of a column of texts, computed on executors."""
-    return pd.Series(bm25_tokens(texts.tolist()), index=texts.index)
 
 
 def bm25_scores(corpus: dict[str, str], queries: Sequence[str], product_ids: Sequence[str]) -> np.ndarray:
