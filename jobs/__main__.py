@@ -26,6 +26,7 @@ def _job_modules() -> dict:
         demo,
         finetune,
         generate,
+        generate_scale,
         import_catalog,
         import_esci,
         import_judgments,
@@ -36,8 +37,8 @@ def _job_modules() -> dict:
         vacuum,
     )
 
-    return {m.JOB: m for m in (generate, import_catalog, import_judgments, import_wands, import_esci, import_ubi, build_pairs,
-                               finetune, score, audit, nightly, demo, vacuum)}
+    return {m.JOB: m for m in (generate, generate_scale, import_catalog, import_judgments, import_wands, import_esci,
+                               import_ubi, build_pairs, finetune, score, audit, nightly, demo, vacuum)}
 
 
 def _ds(value: str) -> str:
