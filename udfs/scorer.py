@@ -139,19 +139,35 @@ def _autocast(model: LoadedModel) -> contextlib.AbstractContextManager:
     return contextlib.nullcontext()
 
 
+class EmbeddingCache:
+    """A bi-encoder's embeddings of the texts it has seen, so that a text repeated across the Arrow batches of one
+    Spark task is embedded once. At most `max_entries` (then it starts over): memory stays bounded. Keep one per
+    task, not per worker, so that a task's scores depend only on its own rows, never on which tasks ran before."""
+
+    def __init__(self, max_entries: int = 50_000) -> None:
+        self.max_entries = max_entries
+        self.vectors: dict[str, np.ndarray] = {}
+
+    def add(self, texts: Sequence[str], vectors: np.ndarray) -> None:
+        if len(self.vectors) + len(texts) > self.max_entries:
+            self.vectors.clear()
+        self.vectors.update(zip(texts[:self.max_entries], vectors[:self.max_entries]))
+
+
 def score_logits(
     model: LoadedModel,
     queries: Sequence[str],
     texts: Sequence[str],
     batch_tokens: int | None = None,
     max_batch_rows: int | None = None,
+    cache: EmbeddingCache | None = None,
 ) -> tuple[np.ndarray, ScoreStats]:
     """The network's relevance logit for each (query, product text) pair, in input order. Batches: see
-    `batch_budget` (None: the device's default)."""
+    `batch_budget` (None: the device's default). A bi-encoder reuses and fills `cache`."""
     if len(queries) != len(texts):
         raise ValueError(f"{len(queries)} queries but {len(texts)} product texts")
     if model.kind == BI_ENCODER:
-        return _cosine_logits(model, queries, texts, batch_tokens, max_batch_rows)
+        return _cosine_logits(model, queries, texts, batch_tokens, max_batch_rows, cache)
     keys = list(zip(queries, texts))
     distinct = list(dict.fromkeys(keys))
     position = {key: i for i, key in enumerate(distinct)}
@@ -184,16 +200,21 @@ def _forward(model: LoadedModel, encoded: EncodedPairs, head, batch_tokens: int 
 
 
 def _cosine_logits(model: LoadedModel, queries: Sequence[str], texts: Sequence[str], batch_tokens: int | None,
-                   max_batch_rows: int | None) -> tuple[np.ndarray, ScoreStats]:
+                   max_batch_rows: int | None, cache: EmbeddingCache | None = None) -> tuple[np.ndarray, ScoreStats]:
     """A bi-encoder's logit of each pair: the cosine of the query's and the product text's embeddings, each distinct
-    text embedded once."""
-    distinct = list(dict.fromkeys([*queries, *texts]))
+    text embedded once (once per `cache`, when given)."""
+    known = cache.vectors if cache is not None else {}
+    distinct = [text for text in dict.fromkeys([*queries, *texts]) if text not in known]
     encoded = encode_texts(model.tokenizer, distinct, model.max_length)
     vectors, padded = _forward(model, encoded, lambda batch: mean_pooled(model.network, batch), batch_tokens,
                                max_batch_rows)
-    row = {text: n for n, text in enumerate(distinct)}
-    q, t = vectors[[row[x] for x in queries]], vectors[[row[x] for x in texts]]
-    logits = (q.astype(np.float64) * t).sum(axis=1) if len(queries) else np.zeros(0)
+    fresh = dict(zip(distinct, vectors))
+    if cache is not None:
+        cache.add(distinct, vectors)
+    embedding = lambda text: fresh[text] if text in fresh else known[text]  # noqa: E731
+    q = np.array([embedding(x) for x in queries], dtype=np.float64).reshape(len(queries), -1)
+    t = np.array([embedding(x) for x in texts], dtype=np.float64).reshape(len(texts), -1)
+    logits = (q * t).sum(axis=1) if len(queries) else np.zeros(0)
     stats = ScoreStats(len(queries), len(set(zip(queries, texts))), sum(map(len, encoded.input_ids)), padded,
                        encoded.truncated)
     return logits, stats
@@ -210,7 +231,8 @@ def score_pairs(
     texts: Sequence[str],
     batch_tokens: int | None = None,
     max_batch_rows: int | None = None,
+    cache: EmbeddingCache | None = None,
 ) -> tuple[np.ndarray, ScoreStats]:
     """Calibrated probability of relevance for each (query, product text) pair, in input order."""
-    logits, stats = score_logits(model, queries, texts, batch_tokens, max_batch_rows)
+    logits, stats = score_logits(model, queries, texts, batch_tokens, max_batch_rows, cache)
     return calibrate(logits, *model.calibration), stats

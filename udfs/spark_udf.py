@@ -65,12 +65,13 @@ def make_score_udf(settings: ScoringSettings, counters: ScoreCounters | None = N
 
     @pandas_udf(DoubleType())
     def score_udf(batches: Iterator[tuple[pd.Series, pd.Series]]) -> Iterator[pd.Series]:
-        from udfs.scorer import score_pairs
+        from udfs.scorer import EmbeddingCache, score_pairs
 
         model = worker_model(settings)
+        cache = EmbeddingCache()  # this task's: a text repeated across its Arrow batches is embedded once
         for queries, texts in batches:
             scores, stats = score_pairs(
-                model, queries.tolist(), texts.tolist(), settings.batch_tokens, settings.max_batch_rows
+                model, queries.tolist(), texts.tolist(), settings.batch_tokens, settings.max_batch_rows, cache
             )
             if counters is not None:
                 counters.add(stats)
