@@ -275,13 +275,14 @@ def _classifier_rows(judged_pairs: pd.DataFrame, system: str, segment: str, sett
     metrics = {"roc_auc": pair_metrics.roc_auc, "average_precision": pair_metrics.average_precision}
     if system == MODEL:
         metrics = {**pair_metrics.at_threshold(settings.threshold, settings.f_beta), **metrics, "brier": pair_metrics.brier}
-    weights = pair_metrics.bootstrap_weights(judged_pairs.query_norm.to_numpy(), settings.bootstrap_samples, settings.seed)
+    weights = lambda: pair_metrics.bootstrap_weight_blocks(  # noqa: E731  (the same draws for every metric)
+        judged_pairs.query_norm.to_numpy(), settings.bootstrap_samples, settings.seed)
     threshold_metrics = set(pair_metrics.at_threshold(settings.threshold, settings.f_beta))
     predicted = scores >= settings.threshold
     supports = {"precision": int(predicted.sum()), "recall": int(relevant.sum())}
     rows = []
     for metric, fn in metrics.items():
-        value, low, high = pair_metrics.value_and_interval(fn, scores, relevant, weights, settings.confidence)
+        value, low, high = pair_metrics.value_and_interval(fn, scores, relevant, weights(), settings.confidence)
         rows.append({"system": system, "segment": segment, "metric": metric, "k": None,
                      "threshold": settings.threshold if metric in threshold_metrics else None,
                      "value": value, "support": supports.get(metric, len(judged_pairs)), "ci_low": low, "ci_high": high,

@@ -15,7 +15,7 @@ calls. With all weights 1 they equal scikit-learn's definitions:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -23,14 +23,29 @@ import pandas as pd
 WeightedMetric = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 
 
-def bootstrap_weights(groups: np.ndarray, n_boot: int, seed: int = 0) -> np.ndarray:
-    """(n_boot, rows) weights: each row's query drawn that many times in each resample of the queries."""
+# Resample weights are made in blocks of at most this many entries (resamples x rows), so that memory stays bounded
+# however many judged pairs there are; the blocks together are the same draws as one matrix.
+WEIGHT_BLOCK_ENTRIES = 4_000_000
+
+
+def bootstrap_weight_blocks(groups: np.ndarray, n_boot: int, seed: int = 0) -> Iterator[np.ndarray]:
+    """The (n_boot, rows) weights, each row's query drawn that many times in each resample of the queries, as
+    consecutive blocks of resamples."""
     codes, uniques = pd.factorize(pd.Series(groups), sort=True)
     n_groups = len(uniques)
-    drawn = np.random.default_rng(seed).integers(0, n_groups, size=(n_boot, n_groups))
-    counts = np.zeros((n_boot, n_groups))
-    np.add.at(counts, (np.arange(n_boot)[:, None], drawn), 1.0)
-    return counts[:, codes]
+    rng = np.random.default_rng(seed)
+    per_block = max(1, WEIGHT_BLOCK_ENTRIES // max(len(codes), 1))
+    for start in range(0, n_boot, per_block):
+        rows = min(per_block, n_boot - start)
+        drawn = rng.integers(0, n_groups, size=(rows, n_groups))
+        counts = np.zeros((rows, n_groups))
+        np.add.at(counts, (np.arange(rows)[:, None], drawn), 1.0)
+        yield counts[:, codes]
+
+
+def bootstrap_weights(groups: np.ndarray, n_boot: int, seed: int = 0) -> np.ndarray:
+    """All of `bootstrap_weight_blocks` as one (n_boot, rows) matrix."""
+    return np.concatenate(list(bootstrap_weight_blocks(groups, n_boot, seed)))
 
 
 def _divide(num: np.ndarray, den: np.ndarray) -> np.ndarray:
@@ -94,12 +109,14 @@ def brier(scores: np.ndarray, relevant: np.ndarray, weights: np.ndarray) -> np.n
     return _divide(weights @ (scores - relevant.astype(float)) ** 2, weights.sum(axis=1))
 
 
-def value_and_interval(metric: WeightedMetric, scores: np.ndarray, relevant: np.ndarray, weights: np.ndarray,
-                       confidence: float) -> tuple[float, float, float]:
-    """The metric on the data as it is, and the percentile interval over the resample weights."""
+def value_and_interval(metric: WeightedMetric, scores: np.ndarray, relevant: np.ndarray,
+                       weights: np.ndarray | Iterable[np.ndarray], confidence: float) -> tuple[float, float, float]:
+    """The metric on the data as it is, and the percentile interval over the resample weights (a matrix, or
+    blocks of resamples such as `bootstrap_weight_blocks`)."""
     scores, relevant = np.asarray(scores, dtype=float), np.asarray(relevant, dtype=bool)
     value = float(metric(scores, relevant, np.ones((1, len(scores))))[0])
-    resampled = metric(scores, relevant, weights)
+    blocks = [weights] if isinstance(weights, np.ndarray) else weights
+    resampled = np.concatenate([metric(scores, relevant, block) for block in blocks])
     resampled = resampled[~np.isnan(resampled)]
     if len(resampled) == 0:
         return value, float("nan"), float("nan")

@@ -54,3 +54,16 @@ def test_bootstrap_weights_draw_whole_queries():
     assert weights.shape == (200, 6)
     assert (weights[:, 0] == weights[:, 1]).all() and (weights[:, 3] == weights[:, 5]).all()
     assert (weights[:, [0, 2, 3]].sum(axis=1) == 3).all()  # three queries drawn per resample
+
+
+def test_weight_blocks_are_the_same_draws_as_one_matrix(monkeypatch):
+    """Many judged pairs: weights come in bounded blocks of resamples, and the intervals do not change."""
+    rng = np.random.default_rng(3)
+    groups = np.repeat(np.arange(50), 4)
+    scores, relevant = rng.random(200), rng.random(200) < 0.4
+    whole = pm.bootstrap_weights(groups, 300, seed=2)
+    expected = pm.value_and_interval(pm.roc_auc, scores, relevant, whole, 0.95)
+    monkeypatch.setattr(pm, "WEIGHT_BLOCK_ENTRIES", 200 * 7)  # 7 resamples per block
+    blocks = list(pm.bootstrap_weight_blocks(groups, 300, seed=2))
+    assert max(len(b) for b in blocks) == 7 and np.array_equal(np.concatenate(blocks), whole)
+    assert pm.value_and_interval(pm.roc_auc, scores, relevant, iter(blocks), 0.95) == expected
