@@ -173,3 +173,17 @@ def test_int8_refuses_a_bi_encoder(tmp_path):
     with pytest.raises(ModelError, match="is a bi_encoder: precision int8 .* cross-encoders only"):
         load_model_version(path, "cpu", "int8")
     assert load_model_version(path).kind == BI_ENCODER
+
+
+def test_the_gpu_spark_assigned_is_found_with_or_without_isolation():
+    """Spark's GPU address is the cluster's index; a process whose GPUs are isolated sees them renumbered from 0."""
+    from udfs.model import gpu_ordinal
+
+    assert gpu_ordinal("3", None, 4) == 3  # no isolation: every GPU visible, the address is the ordinal
+    assert gpu_ordinal("3", "2,3", 2) == 1  # isolation through CUDA_VISIBLE_DEVICES: GPU 3 is this process's cuda:1
+    assert gpu_ordinal("5", "GPU-8f1e0c2a", 1) == 0  # isolated to one GPU named by UUID (or cgroups, no variable)
+    assert gpu_ordinal("1", "0,1", 2) == 1
+    with pytest.raises(ValueError, match="sees 2 GPU"):
+        gpu_ordinal("7", "4,5", 2)
+    with pytest.raises(ValueError, match="not an index"):
+        gpu_ordinal("GPU-8f1e0c2a", None, 1)

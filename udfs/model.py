@@ -8,20 +8,29 @@ A model version is a directory:
                           calibration, training data fingerprint, hyperparameters, metrics
 
 `<models_root>/PROMOTED` names the version that `score` uses by default.
+
+`models_root` may be an object-store URI (`s3://bucket/models`, see jobs.core.storage): a version there is
+copied once per machine into a local cache folder (`fetch_model_version`) and loaded from it, by the driver and
+by every executor alike, so all of the functions below hand out and read local folders.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedTokenizerBase
+
+from jobs.core import storage
 
 if TYPE_CHECKING:
     from udfs.quantized import OnnxNetwork
@@ -39,6 +48,8 @@ HALF_PRECISIONS = {"bf16": torch.bfloat16, "fp16": torch.float16}
 # and its logit is their cosine, so each distinct query and product is embedded once.
 CROSS_ENCODER, BI_ENCODER = "cross_encoder", "bi_encoder"
 MODEL_KINDS = (CROSS_ENCODER, BI_ENCODER)
+# The local cache of model versions fetched from an object store: this variable, else <tempdir>/relevance-models.
+MODEL_CACHE_ENV = "RELEVANCE_MODEL_CACHE"
 
 
 class ModelError(RuntimeError):
@@ -57,22 +68,118 @@ def resolve_base_model(name_or_path: str) -> Path:
     return path
 
 
-def resolve_model_dir(models_root: str | Path, version: str) -> Path:
-    """`promoted`, a version name under `models_root`, or a path to a model version directory."""
-    root = Path(models_root)
+def resolve_model_dir(models_root: str | Path, version: str, storage_options: Mapping[str, Any] | None = None,
+                      cache_dir: str | Path | None = None) -> Path:
+    """`promoted`, a version name under `models_root`, or a path to a model version directory.
+
+    With an object-store `models_root` (or a version given as a URI) the version is fetched into the local
+    cache (see fetch_model_version) and its cached folder returned."""
+    if storage.is_remote(models_root) or storage.is_remote(version):
+        return fetch_model_version(locate_model_version(models_root, version, storage_options), storage_options, cache_dir)
+    root = storage.local_path(models_root)
     if version == "promoted":
         pointer = root / PROMOTED_FILE
         if not pointer.is_file():
             raise ModelError(f"no promoted model: {pointer} is missing (run `python -m jobs finetune` or set model.version)")
         version = pointer.read_text().strip()
+        if storage.is_remote(version):
+            return fetch_model_version(locate_model_version(root, version, storage_options), storage_options, cache_dir)
     candidate = Path(version) if os.sep in version or Path(version).is_absolute() else root / version
     if not (candidate / CARD_FILE).is_file():
         raise ModelError(f"model version '{version}' not found: {candidate / CARD_FILE} is missing")
     return candidate.resolve()
 
 
-def read_card(model_dir: str | Path) -> dict[str, Any]:
-    path = Path(model_dir) / CARD_FILE
+def locate_model_version(models_root: str | Path, version: str, storage_options: Mapping[str, Any] | None = None) -> str:
+    """Where a model version lives, without fetching it: the URI of its folder on an object store (what
+    executors are handed, each fetching it once per machine), or the resolved local folder."""
+    if not (storage.is_remote(models_root) or storage.is_remote(version)):
+        return str(resolve_model_dir(models_root, version))
+    options = storage.resolve_storage_options(storage_options)
+    if version == "promoted":
+        pointer = storage.join(models_root, PROMOTED_FILE)
+        try:
+            version = storage.read_text(pointer, options).strip()
+        except FileNotFoundError:
+            raise ModelError(f"no promoted model: {pointer} is missing (run `python -m jobs finetune` or set model.version)") from None
+        except OSError as exc:
+            raise ModelError(f"no promoted model: {pointer} is unreadable: {exc}") from exc
+    if not storage.is_remote(version) and (os.sep in version or Path(version).is_absolute()):
+        return str(resolve_model_dir(Path(version).parent, Path(version).name))  # a local folder named by its path
+    candidate = version if storage.is_remote(version) else storage.join(models_root, version)
+    card = storage.join(candidate, CARD_FILE)
+    try:
+        found = storage.is_file(card, options)
+    except OSError as exc:
+        raise ModelError(f"model version '{version}' is unreadable: {card}: {exc}") from exc
+    if not found:
+        raise ModelError(f"model version '{version}' not found: {card} is missing")
+    return candidate.rstrip("/")
+
+
+def model_cache_root(cache_dir: str | Path | None = None) -> Path:
+    """The local folder of fetched model versions: `cache_dir`, else $RELEVANCE_MODEL_CACHE, else
+    <tempdir>/relevance-models (one per machine, shared by the driver and executors running there)."""
+    return Path(cache_dir or os.environ.get(MODEL_CACHE_ENV) or Path(tempfile.gettempdir()) / "relevance-models")
+
+
+def fetch_model_version(uri: str | Path, storage_options: Mapping[str, Any] | None = None,
+                        cache_dir: str | Path | None = None) -> Path:
+    """The local copy of the model version folder at `uri` (a local folder is returned as it is).
+
+    The copy lives at <cache>/<version>-<hash of the URI and the model card>: the first caller on a machine
+    downloads the folder into a temp folder beside it and renames it into place, so concurrent executors never
+    see half a version (the loser of a race drops its own copy), and later callers only read the card (to
+    notice a version re-made under the same name) and find the copy there."""
+    if not storage.is_remote(uri):
+        return storage.local_path(uri)
+    options = storage.resolve_storage_options(storage_options)
+    uri = storage.normalize_uri(uri).rstrip("/")
+    card_uri = storage.join(uri, CARD_FILE)
+    try:
+        card = storage.read_bytes(card_uri, options)
+    except FileNotFoundError:
+        raise ModelError(f"model version not found: {card_uri} is missing") from None
+    except OSError as exc:
+        raise ModelError(f"model version {uri} is unreadable: {exc}") from exc
+    digest = hashlib.sha256(uri.encode() + b"\0" + card).hexdigest()[:16]
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", storage.basename(uri))[:80]
+    cache = model_cache_root(cache_dir)
+    target = cache / f"{name}-{digest}"
+    if (target / CARD_FILE).is_file():
+        return target
+    cache.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{name}-fetching-", dir=cache))
+    try:
+        try:
+            storage.download_folder(uri, staging, options)
+        except OSError as exc:
+            raise ModelError(f"model version {uri} could not be copied to {cache}: {exc}") from exc
+        if (staging / CARD_FILE).read_bytes() != card:
+            raise ModelError(f"model version {uri} changed while it was copied (its {CARD_FILE} differs); retry")
+        for folder, _, files in os.walk(staging):
+            os.chmod(folder, 0o755)
+            for file in files:
+                os.chmod(os.path.join(folder, file), 0o644)
+        try:
+            staging.rename(target)
+        except OSError:
+            if not (target / CARD_FILE).is_file():  # not another process's complete copy: a real failure
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def read_card(model_dir: str | Path, storage_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The model card of a version folder (local, or a URI: read from the store, weights not fetched)."""
+    if storage.is_remote(model_dir):
+        path = storage.join(model_dir, CARD_FILE)
+        try:
+            return json.loads(storage.read_text(path, storage.resolve_storage_options(storage_options)))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ModelError(f"model card {path} is unreadable: {exc}") from exc
+    path = storage.local_path(model_dir) / CARD_FILE
     try:
         return json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
@@ -130,6 +237,26 @@ def _assigned_gpu() -> str | None:
     return gpus.addresses[0] if gpus is not None and gpus.addresses else None
 
 
+def gpu_ordinal(address: str, visible_devices: str | None, device_count: int) -> int:
+    """The CUDA ordinal, in this process, of the GPU Spark assigned by `address` (the cluster's physical index).
+
+    Where the cluster manager isolates GPUs (YARN and Kubernetes with GPU isolation, standalone workers given
+    CUDA_VISIBLE_DEVICES), the process sees only its own GPUs, renumbered from 0: the address is found in
+    CUDA_VISIBLE_DEVICES, or, when that lists UUIDs or is unset, a single visible GPU is the one assigned.
+    Without isolation the address is the ordinal."""
+    visible = [d.strip() for d in (visible_devices or "").split(",") if d.strip()]
+    if address in visible:
+        return visible.index(address)
+    if not address.isdigit():
+        raise ValueError(f"GPU address {address!r} is not an index (the discovery script must print indices)")
+    if int(address) < device_count:
+        return int(address)
+    if device_count == 1:
+        return 0
+    raise ValueError(f"Spark assigned GPU {address}, but this process sees {device_count} GPU(s) "
+                     f"(CUDA_VISIBLE_DEVICES={visible_devices!r}): the discovery script and the isolation disagree")
+
+
 def task_device(preference: str = "auto") -> torch.device:
     """The device to score on.
 
@@ -141,7 +268,7 @@ def task_device(preference: str = "auto") -> torch.device:
         return torch.device("cpu")
     address = _assigned_gpu()
     if address is not None:
-        return torch.device(f"cuda:{int(address)}")
+        return torch.device(f"cuda:{gpu_ordinal(address, os.environ.get('CUDA_VISIBLE_DEVICES'), torch.cuda.device_count())}")
     return torch.device("cuda:0") if preference == "cuda" else torch.device("cpu")
 
 
@@ -207,9 +334,12 @@ def check_precision(precision: str, device: str) -> None:
                          "use device cuda or auto, or precision fp32 / int8")
 
 
-def load_model_version(model_dir: str | Path, device: torch.device | str = "cpu", precision: str = "fp32") -> LoadedModel:
-    """Load a model version directory for inference, in `precision` (see PRECISIONS)."""
-    model_dir, device = Path(model_dir), torch.device(device)
+def load_model_version(model_dir: str | Path, device: torch.device | str = "cpu", precision: str = "fp32",
+                       storage_options: Mapping[str, Any] | None = None, cache_dir: str | Path | None = None) -> LoadedModel:
+    """Load a model version directory for inference, in `precision` (see PRECISIONS).
+
+    `model_dir` may be the URI of a version on an object store: it is fetched once per machine (fetch_model_version)."""
+    model_dir, device = fetch_model_version(model_dir, storage_options, cache_dir), torch.device(device)
     if precision in HALF_PRECISIONS and device.type != "cuda":
         precision = "fp32"  # a half-precision config on a task without a GPU (device auto) scores in fp32
     check_precision(precision, device.type)

@@ -57,8 +57,8 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return _deep_merge(merged, data)
 
 
-# Mappings whose keys are free-form (Spark properties, label schemes, column mappings of imports).
-FREE_FORM = ("spark.conf", "labels.schemes", "imports.*.mapping")
+# Mappings whose keys are free-form (Spark properties, label schemes, column mappings of imports, object-store options).
+FREE_FORM = ("spark.conf", "labels.schemes", "imports.*.mapping", "warehouse.storage_options")
 # Mappings whose keys hold dots themselves: `spark.conf.spark.executor.cores` sets "spark.executor.cores".
 DOTTED_KEYS = ("spark.conf",)
 
