@@ -8,7 +8,11 @@ Two writers produce standard Delta tables:
   partition overwrite). Files of a run that dies before its commit are never
   referenced by the log, so readers do not see them.
 * ``delta-spark`` (where ``io.delta:delta-spark`` is on the classpath and its session
-  extension is configured): ``df.write.format("delta")`` with ``replaceWhere``.
+  extension is configured): ``df.write.format("delta")`` with ``replaceWhere`` and ``mergeSchema``.
+
+Both commit against the table version read when the write started: a writer that loses the race to
+another one's commit on the same table or partition fails with one line (a WarehouseError) and commits
+nothing of its run.
 
 Reads always go through the Delta log, never by listing folders.
 
@@ -34,13 +38,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from deltalake import DeltaTable
 from deltalake import Schema as DeltaSchema
-from deltalake.transaction import AddAction, create_table_with_add_actions
+from deltalake.exceptions import CommitFailedError, DeltaError
+from deltalake.transaction import AddAction, CommitProperties, Transaction, create_table_with_add_actions
+from py4j.java_gateway import JavaObject, is_instance_of
+from pyspark import SparkContext
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.pandas.types import from_arrow_schema, to_arrow_schema
 from pyspark.sql.types import LongType, StringType, StructField, StructType
 
 from jobs.core.errors import WarehouseError, one_line
+from jobs.core.spark import DELTA_SPARK_EXTENSION, DELTA_SPARK_PACKAGE
 from schemas.tables import TableSpec
 
 WRITERS = ("delta-rs", "delta-spark")
@@ -74,13 +82,61 @@ class PartitionMismatch(ValueError):
 def delta_spark_available(spark: SparkSession) -> bool:
     """True when Delta's Spark classes are loadable and its SQL extension is configured."""
     extensions = spark.conf.get("spark.sql.extensions", "") or ""
-    if "io.delta.sql.DeltaSparkSessionExtension" not in extensions:
+    if DELTA_SPARK_EXTENSION not in extensions:
         return False
-    try:
-        spark.sparkContext._jvm.java.lang.Class.forName("io.delta.tables.DeltaTable")  # type: ignore[union-attr]
+    try:  # through Spark's class loader: jars of spark.jars.packages are not on the JVM's system class path
+        spark.sparkContext._jvm.org.apache.spark.util.Utils.classForName(  # type: ignore[union-attr]
+            "io.delta.tables.DeltaTable", True, False)
     except Exception:
         return False
     return True
+
+
+def _where(spec: TableSpec, partition: dict[str, str] | None) -> str:
+    """`rejects job=score, ds=2025-01-07`: a table, or one partition of it, in a message."""
+    return spec.name + (" " + ", ".join(f"{k}={v}" for k, v in partition.items()) if partition else "")
+
+
+def concurrent_write_error(spec: TableSpec, partition: dict[str, str] | None, detail: str) -> WarehouseError:
+    """The one line of a write that lost the race to another writer's commit."""
+    target = "partition" if partition else "table"
+    return WarehouseError(f"{_where(spec, partition)}: another writer committed to this {target} first, "
+                          f"nothing of this run was committed; rerun once that writer has finished ({detail})")
+
+
+def _java_causes(exc: BaseException) -> Iterator[JavaObject]:
+    """The JVM exception behind a py4j or pyspark error, then each of its causes."""
+    java = getattr(exc, "java_exception", None) or getattr(exc, "_origin", None)
+    while java is not None:
+        yield java
+        java = java.getCause()
+
+
+def java_concurrent_modification(exc: BaseException) -> str | None:
+    """`Class: message` (first line) of the Delta ConcurrentModificationException family (ConcurrentAppend,
+    ConcurrentDeleteRead, MetadataChanged, ProtocolChanged, ...) behind a py4j or pyspark error; else None."""
+    for java in _java_causes(exc):
+        if is_instance_of(SparkContext._gateway, java, "java.util.ConcurrentModificationException"):
+            return str(java.toString()).strip().splitlines()[0]
+    return None
+
+
+def java_condition_line(exc: BaseException, condition: str) -> str | None:
+    """The first line of the Spark error of `condition` (e.g. DELTA_REPLACE_WHERE_MISMATCH) behind `exc`; else None."""
+    for java in _java_causes(exc):
+        if is_instance_of(SparkContext._gateway, java, "org.apache.spark.SparkThrowable") \
+                and java.getCondition() == condition:
+            return str(java.getMessage()).strip().splitlines()[0]
+    return None
+
+
+def _replace_marker(partition: dict[str, str] | None, snapshot: DeltaTable | None) -> CommitProperties:
+    """An application transaction naming what a delta-rs replace replaces (the partition, or the whole table).
+
+    Two replaces of one partition started from the same version both carry it, so delta-rs's conflict check fails
+    the later commit even where the partition held no files (else only removing the same files conflicts)."""
+    app_id = "relevance-scoring replace " + (_partition_path(partition) if partition else "(table)")
+    return CommitProperties(app_transactions=[Transaction(app_id, 0 if snapshot is None else snapshot.version() + 1)])
 
 
 def _partition_path(partition_values: dict[str, str]) -> str:
@@ -143,7 +199,8 @@ class Warehouse:
         if writer not in WRITERS:
             raise ValueError(f"unknown Delta writer '{writer}', expected one of {', '.join(WRITERS)} or auto")
         if writer == "delta-spark" and not delta_spark_available(spark):
-            raise ValueError("writer delta-spark asked for, but io.delta:delta-spark is not on the classpath")
+            raise ValueError(f"writer delta-spark asked for, but {DELTA_SPARK_PACKAGE} is not on the classpath "
+                             "(or its SQL extension is not configured)")
         self.writer = writer
 
     def path(self, table: str) -> str:
@@ -208,7 +265,7 @@ class Warehouse:
             return
         held = self.rows_held(spec, partition)
         if held > 0:
-            where = spec.name + (" " + ", ".join(f"{k}={v}" for k, v in partition.items()) if partition else "")
+            where = _where(spec, partition)
             origin = f" from {source}" if source else ""
             raise WarehouseError(
                 f"{where}: refusing to replace {held} rows with 0 rows{origin} (empty, unreadable or wrong-shaped input?); "
@@ -234,7 +291,7 @@ class Warehouse:
         started = time.perf_counter()
         try:
             if self.writer == "delta-spark":
-                rows, files, commit_seconds = self._write_with_delta_spark(df, spec, mode, partition)
+                rows, files, commit_seconds = self._write_with_delta_spark(df, spec, mode, partition, run_id)
             else:
                 rows, files, commit_seconds = self._write_with_delta_rs(df, spec, mode, partition, run_id)
             self.commits.append(CommitStats(spec.name, rows, files, time.perf_counter() - started, commit_seconds))
@@ -250,6 +307,9 @@ class Warehouse:
     ) -> tuple[int, int, float]:
         table_dir = self.path(spec.name)
         partition_by = list(spec.partition_by)
+        # the version this write commits against, read before any file is written: another writer's commit in
+        # the meantime then conflicts with this one instead of being silently replaced by it
+        snapshot = DeltaTable(table_dir) if self.exists(spec.name) else None
         written = df.mapInArrow(_parquet_file_writer(table_dir, partition_by, run_id), _WRITTEN_FILE_SCHEMA).collect()
         if mode == "overwrite":
             self.check_replace(spec, sum(row.num_records for row in written), partition)
@@ -270,31 +330,49 @@ class Warehouse:
                 )
             )
         schema = DeltaSchema.from_arrow(to_arrow_schema(spec.schema))
+        properties = _replace_marker(partition, snapshot) if mode == "overwrite" else None
         commit_started = time.perf_counter()
-        if not self.exists(spec.name):
-            create_table_with_add_actions(
-                table_dir, schema, actions, mode="error", partition_by=partition_by or None, name=spec.name
-            )
-        else:
-            filters = [(k, "=", str(v)) for k, v in partition.items()] if partition else None
-            DeltaTable(table_dir).create_write_transaction(
-                actions, mode=mode, schema=schema, partition_by=partition_by or None, partition_filters=filters
-            )
+        try:
+            if snapshot is None:
+                create_table_with_add_actions(table_dir, schema, actions, mode="error", partition_by=partition_by or None,
+                                              name=spec.name, commit_properties=properties)
+            else:
+                filters = [(k, "=", str(v)) for k, v in partition.items()] if partition else None
+                snapshot.create_write_transaction(actions, mode=mode, schema=schema, partition_by=partition_by or None,
+                                                  partition_filters=filters, commit_properties=properties)
+        except DeltaError as exc:  # a conflict, or the table another writer created since this write started
+            if isinstance(exc, CommitFailedError) or (snapshot is None and self.exists(spec.name)):
+                raise concurrent_write_error(spec, partition, one_line(exc)) from exc
+            raise
         return sum(row.num_records for row in written), len(actions), time.perf_counter() - commit_started
 
-    def _write_with_delta_spark(self, df: DataFrame, spec: TableSpec, mode: str,
-                                partition: dict[str, str] | None) -> tuple[int, int, None]:
-        if mode == "overwrite" and not self.allow_empty_replace and not spec.may_be_emptied:
-            self.check_replace(spec, 1 if df.limit(1).count() else 0, partition)
-        writer = df.write.format("delta").mode(mode)
+    def _write_with_delta_spark(self, df: DataFrame, spec: TableSpec, mode: str, partition: dict[str, str] | None,
+                                run_id: str) -> tuple[int, int, None]:
+        path = self.path(spec.name)
+        if mode == "overwrite" and not self.allow_empty_replace and not spec.may_be_emptied \
+                and self.rows_held(spec, partition):
+            self.check_replace(spec, df.limit(1).count(), partition)  # evaluates df only where rows could be lost
+        marker = f"{run_id} {uuid.uuid4().hex}"  # this write's commit in the table history
+        # mergeSchema: a spec gains columns over time; a table written with fewer takes the new ones (null in old rows)
+        writer = df.write.format("delta").mode(mode).option("mergeSchema", "true").option("userMetadata", marker)
         if spec.partition_by:
             writer = writer.partitionBy(*spec.partition_by)
         if partition:
-            predicate = " AND ".join(f"{k} = '{v}'" for k, v in partition.items())
-            writer = writer.option("replaceWhere", predicate)
-        writer.save(self.path(spec.name))
-        history = self.spark.sql(f"DESCRIBE HISTORY delta.`{self.path(spec.name)}` LIMIT 1").collect()[0]
-        metrics = history.operationMetrics or {}
+            writer = writer.option("replaceWhere", " AND ".join(f"{k} = '{v}'" for k, v in partition.items()))
+        try:
+            writer.save(path)
+        except Exception as exc:
+            conflict = java_concurrent_modification(exc)
+            if conflict:
+                raise concurrent_write_error(spec, partition, conflict) from exc
+            mismatch = java_condition_line(exc, "DELTA_REPLACE_WHERE_MISMATCH")
+            if mismatch:
+                raise PartitionMismatch(f"{spec.name}: rows for another partition in a write of partition {partition} "
+                                        f"({mismatch})") from exc
+            raise
+        history = (self.spark.sql(f"DESCRIBE HISTORY delta.`{path}` LIMIT 100")
+                   .where(F.col("userMetadata") == marker).collect())
+        metrics = (history[0].operationMetrics or {}) if history else {}  # no commit: the write changed nothing
         return int(metrics.get("numOutputRows", 0)), int(metrics.get("numFiles", 0)), None
 
     def delta_table(self, table: str) -> DeltaTable:

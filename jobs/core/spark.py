@@ -6,26 +6,35 @@ import os
 import sys
 from typing import Any
 
-from pyspark import SparkConf
 from pyspark.sql import SparkSession
 
 from jobs.core.config import get
 
+# Delta Lake's Spark jars for pyspark 4.1 (Scala 2.13). delta-spark 4.1.0 and 4.2.0, also built on Spark 4.1.0, fail on
+# pyspark 4.1.4 (NoClassDefFoundError: org/apache/spark/sql/catalyst/plans/logical/IgnoreCachedData in the DeltaTable
+# API and ALTER TABLE); 4.3.1 runs on it. 4.4.0 is built on Spark 4.2.
+DELTA_SPARK_PACKAGE = "io.delta:delta-spark_2.13:4.3.1"
+DELTA_SPARK_EXTENSION = "io.delta.sql.DeltaSparkSessionExtension"
 
-def build_spark(cfg: dict[str, Any]) -> SparkSession:
-    """Return the active SparkSession, creating it from `spark.*` config when none is running.
 
-    Under spark-submit the master and resources come from the command line and are
-    left alone; in plain `python -m jobs` the config's master is used.
-    """
-    active = SparkSession.getActiveSession()
-    if active is not None:
-        return active
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
-    builder = SparkSession.builder.appName(get(cfg, "spark.app_name", "relevance"))
-    if not SparkConf().contains("spark.master"):
-        builder = builder.master(get(cfg, "spark.master", "local[*]"))
+def delta_spark_settings() -> dict[str, str]:
+    """Spark settings that fetch Delta's jars (Spark's Ivy, cached under ~/.ivy2*) and load its SQL extension
+    and catalog; they take effect only in a session whose JVM is started with them."""
+    return {
+        "spark.jars.packages": DELTA_SPARK_PACKAGE,
+        "spark.sql.extensions": DELTA_SPARK_EXTENSION,
+        "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+    }
+
+
+def launched_by_spark_submit() -> bool:
+    """True when this Python runs inside a JVM that spark-submit started (its --packages and --conf rule)."""
+    return "PYSPARK_GATEWAY_PORT" in os.environ
+
+
+def session_settings(cfg: dict[str, Any], submitted: bool) -> dict[str, str]:
+    """The Spark settings of a new session from config: `spark.*`, Delta's jars and extension where the config asks
+    for the delta-spark writer and this process starts the JVM (`submitted` False), then `spark.conf` over all."""
     settings = {
         "spark.sql.session.timeZone": "UTC",
         "spark.sql.execution.arrow.pyspark.enabled": "true",
@@ -35,8 +44,29 @@ def build_spark(cfg: dict[str, Any]) -> SparkSession:
         "spark.ui.showConsoleProgress": "false",
         "spark.sql.sources.partitionColumnTypeInference.enabled": "false",
     }
+    if get(cfg, "warehouse.writer", "auto") == "delta-spark" and not submitted:
+        settings.update(delta_spark_settings())
     settings.update({k: str(v) for k, v in (get(cfg, "spark.conf", {}) or {}).items()})
-    for key, value in settings.items():
+    return settings
+
+
+def build_spark(cfg: dict[str, Any]) -> SparkSession:
+    """Return the active SparkSession, creating it from `spark.*` config when none is running.
+
+    Under spark-submit the master, resources and packages come from the command line and are
+    left alone; in plain `python -m jobs` the config's master is used, and
+    `warehouse.writer: delta-spark` adds Delta's jars and extension (`delta_spark_settings`).
+    """
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        return active
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    submitted = launched_by_spark_submit()
+    builder = SparkSession.builder.appName(get(cfg, "spark.app_name", "relevance"))
+    if not submitted:
+        builder = builder.master(get(cfg, "spark.master", "local[*]"))
+    for key, value in session_settings(cfg, submitted).items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(get(cfg, "spark.log_level", "ERROR"))
