@@ -83,11 +83,13 @@ def main(argv: list[str] | None = None) -> int:
 
     from jobs.core.delta import Warehouse
     from jobs.core.spark import build_spark
+    from jobs.core.storage import storage_options_from_config
 
     try:
         spark = build_spark(cfg)
         warehouse = Warehouse(spark, get(cfg, "warehouse.root"), str(get(cfg, "warehouse.writer", "auto")),
-                              allow_empty_replace=bool(get(cfg, "warehouse.allow_empty_replace", False)))
+                              allow_empty_replace=bool(get(cfg, "warehouse.allow_empty_replace", False)),
+                              storage_options=storage_options_from_config(cfg))
         ctx = JobContext(job=args.job, cfg=cfg, spark=spark, warehouse=warehouse, ds=args.ds)
         result = run_job(ctx, module.run)
     except (JobError, ConfigError) as exc:

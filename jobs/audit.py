@@ -494,22 +494,25 @@ def held_out_queries(splits: list[dict | None], queries: Iterable[str]) -> tuple
     return queries - seen, f"judged queries outside the training and validation split of the audited model(s) ({excluded} excluded)"
 
 
-def write_thresholds(model_dir: Path, ds: str, run_id: str, frame: pd.DataFrame, settings: AuditSettings) -> Path | None:
+def write_thresholds(model_dir: str | Path, ds: str, run_id: str, frame: pd.DataFrame, settings: AuditSettings,
+                     storage_options: dict[str, str] | None = None) -> str | Path | None:
     """The thresholds for the target precision, overall and per segment, next to the model version
-    (`<version>/thresholds/<ds>.json`); None for a model version that is not a local folder."""
+    (`<version>/thresholds/<ds>.json`, a local folder or the version's URI on an object store); returns where they
+    were written, None where the version is no local folder nor a URI."""
+    from jobs.core import storage
+
     rows = frame[(frame.system == MODEL) & frame.metric.isin(["threshold_for_target_precision", "recall_at_target_precision"])]
-    if rows.empty or not Path(model_dir).is_dir():
+    if rows.empty or not (storage.is_remote(model_dir) or Path(model_dir).is_dir()):
         return None
     per_segment = {segment: {r.metric.replace("_at_target_precision", "").replace("_for_target_precision", ""):
                              (None if pd.isna(r.value) else float(r.value)) for r in group.itertuples()}
                    for segment, group in rows.groupby("segment")}
-    path = Path(model_dir) / "thresholds" / f"{ds}.json"
-    path.parent.mkdir(exist_ok=True)
-    path.write_text(json.dumps({"ds": ds, "run_id": run_id, "target_precision": settings.target_precision,
+    path = storage.join(model_dir, "thresholds", f"{ds}.json")
+    storage.write_text(path, json.dumps({"ds": ds, "run_id": run_id, "target_precision": settings.target_precision,
                                 "confidence": settings.confidence, "queries": settings.scope,
                                 "rule": "lowest threshold whose Wilson lower bound on precision reaches the target",
-                                "segments": per_segment}, indent=1))
-    return path
+                                "segments": per_segment}, indent=1), storage_options)
+    return path if storage.is_remote(path) else Path(path)
 
 
 def read_split(model_dir: Path) -> dict | None:
@@ -599,8 +602,9 @@ def baseline_scores(cfg: dict, texts: DataFrame, candidates: pd.DataFrame) -> di
 
 
 def run(ctx: JobContext) -> JobResult:
+    from jobs.core.storage import storage_options_from_config
     from jobs.report_html import AuditReport, render_audit_html, write_html_report
-    from udfs.model import load_model_version, read_card, resolve_model_dir
+    from udfs.model import fetch_model_version, load_model_version, locate_model_version, read_card, resolve_model_dir
     from udfs.scorer import score_pairs
 
     wh, ds, spark, cfg = ctx.warehouse, ctx.ds, ctx.spark, ctx.cfg
@@ -621,7 +625,9 @@ def run(ctx: JobContext) -> JobResult:
         raise FileNotFoundError(f"relevance has no rows for ds={ds} in {wh.path(RELEVANCE.name)} (run score first)")
     versions = [r[0] for r in relevance.select("model_version").distinct().collect()]
     model_version = versions[0]
-    model_dir = resolve_model_dir(get(cfg, "model.models_root"), model_version)
+    options, cache_dir = storage_options_from_config(cfg), get(cfg, "model.cache_dir", None)
+    model_location = locate_model_version(get(cfg, "model.models_root"), model_version, options)  # thresholds go there
+    model_dir = fetch_model_version(model_location, options, cache_dir)
     card = read_card(model_dir)
     settings = settings_from_config(cfg, card.get("threshold", 0.5))
 
@@ -638,7 +644,8 @@ def run(ctx: JobContext) -> JobResult:
 
         texts = catalog_texts(catalog, int(get(cfg, "pairs.product_text_max_words", 64)))[0].cache()  # judged and BM25
         other_version = get(cfg, "audit.compare", None)
-        other_dir = resolve_model_dir(get(cfg, "model.models_root"), str(other_version).partition(":")[0]) if other_version else None
+        other_dir = (resolve_model_dir(get(cfg, "model.models_root"), str(other_version).partition(":")[0], options,
+                                       cache_dir) if other_version else None)
         splits = [read_split(model_dir)] + ([read_split(other_dir)] if other_dir else [])
         candidates, judged, scope = held_out_candidates(
             *judged_candidates(relevance, pairs, catalog, texts, judgments, label_scheme(cfg)), splits,
@@ -685,7 +692,7 @@ def run(ctx: JobContext) -> JobResult:
         reliability=drawn.get("reliability", pd.DataFrame()),
         score_histograms=drawn.get("score_histograms", pd.DataFrame()), worst_offenders=offenders,
         threshold=settings.threshold, target_precision=settings.target_precision, summary_text=summary)))
-    thresholds = write_thresholds(model_dir, ds, ctx.run_id, frame, settings)
+    thresholds = write_thresholds(model_location, ds, ctx.run_id, frame, settings, options)
     reports = [str(path) for path in (html, markdown, thresholds) if path]
     if reports:
         summary += "\n\nreports and thresholds: " + ", ".join(reports)

@@ -39,6 +39,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 from jobs.build_pairs import catalog_texts, classify_judgments
 from jobs.core.config import get, label_scheme, set_path
 from jobs.core.job import JobContext, JobResult
+from jobs.core.storage import storage_options_from_config
 from jobs.metrics import (
     GainSpec,
     choose_threshold_max_f1,
@@ -470,7 +471,8 @@ def promotion_decision(new: float, zero_shot: float, promoted: float | None, mar
 
 
 def validation_rivals(val: pd.DataFrame, base_dir: Path, models_root: str, settings: TrainSettings,
-                      relevant_min_grade: int, gain: GainSpec) -> dict[str, Any]:
+                      relevant_min_grade: int, gain: GainSpec, storage_options: dict[str, str] | None = None,
+                      cache_dir: str | None = None) -> dict[str, Any]:
     """Validation nDCG of what the new version must beat, on the same validation pairs: the zero-shot base and the
     promoted version (None when there is none yet)."""
     def quality(scores: np.ndarray) -> float:
@@ -480,7 +482,7 @@ def validation_rivals(val: pd.DataFrame, base_dir: Path, models_root: str, setti
         "zero_shot": quality(zero_shot_scores(base_dir, val.query_norm.tolist(), val.product_text.tolist())),
         "promoted": None, "promoted_version": None}
     try:
-        promoted = load_model_version(resolve_model_dir(models_root, "promoted"))
+        promoted = load_model_version(resolve_model_dir(models_root, "promoted", storage_options, cache_dir))
     except ModelError:
         return rivals  # nothing promoted yet (or it no longer loads): only the base to beat
     logits, _ = score_logits(promoted, val.query_norm.tolist(), val.product_text.tolist())
@@ -512,6 +514,7 @@ def run(ctx: JobContext) -> JobResult:
     base_name = str(get(cfg, "model.base"))
     base_dir = resolve_base_model(base_name)
     models_root = str(get(cfg, "model.models_root"))
+    storage_options = storage_options_from_config(cfg)
     torch.set_num_threads(int(get(cfg, "finetune.threads", 0) or 0) or os.cpu_count() or 1)
 
     judgments = conform(wh.read(JUDGMENTS), JUDGMENTS, wh.path(JUDGMENTS.name))
@@ -561,7 +564,8 @@ def run(ctx: JobContext) -> JobResult:
     ks = [int(k) for k in get(cfg, "audit.ks", [5, 10])]
     test_metrics = evaluate(parts["test"], test_scores, threshold, relevant_min_grade, gain, ks)
 
-    rivals = validation_rivals(parts["val"], base_dir, models_root, settings, relevant_min_grade, gain)
+    rivals = validation_rivals(parts["val"], base_dir, models_root, settings, relevant_min_grade, gain,
+                               storage_options, get(cfg, "model.cache_dir", None))
     margin = float(get(cfg, "finetune.promotion_margin", 0.0))
     promoted, why = promotion_decision(history["best_val_ndcg"], rivals["zero_shot"], rivals["promoted"], margin,
                                        bool(get(cfg, "finetune.force_promote", False)))
@@ -601,11 +605,12 @@ def run(ctx: JobContext) -> JobResult:
     }
     # the queries of each part, so audits can evaluate on queries the model never saw
     split = json.dumps({name: sorted(p.query_norm.unique()) for name, p in parts.items()}, indent=0)
-    path = save_model_version(models_root, network, tokenizer, card, extra_files={"split.json": split})
+    path = save_model_version(models_root, network, tokenizer, card, extra_files={"split.json": split},
+                              storage_options=storage_options)
     wh.overwrite_partition(rejects_frame(rejected, JOB, JUDGMENTS.name, ctx.run_id, ctx.ds or "all"), REJECTS,
                            {"job": JOB, "ds": ctx.ds or "all"}, ctx.run_id)
     if promoted:
-        promote(models_root, version)
+        promote(models_root, version, storage_options)
     print(f"finetune: {why}")
     rows_used = int(classified.where(F.col("reason").isNull()).count())
     return JobResult(

@@ -9,7 +9,6 @@ import os
 import re
 import time
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 from pyspark.sql import Column, DataFrame, SparkSession
@@ -17,10 +16,18 @@ from pyspark.sql import functions as F
 
 from jobs.core.config import get
 from jobs.core.job import JobContext, JobError, JobResult
+from jobs.core.storage import storage_options_from_config
 from jobs.transforms import is_blank, raw_json, rejects_frame
 from schemas import conform
 from schemas.tables import PAIRS, REJECTS, RELEVANCE
-from udfs.model import HALF_PRECISIONS, LoadedModel, ModelError, load_model_version, resolve_model_dir
+from udfs.model import (
+    HALF_PRECISIONS,
+    LoadedModel,
+    ModelError,
+    fetch_model_version,
+    load_model_version,
+    locate_model_version,
+)
 from udfs.scorer import batch_budget, score_pairs
 from udfs.spark_udf import ScoreCounters, ScoringSettings, make_score_udf
 
@@ -150,10 +157,13 @@ def probe_model(model: LoadedModel) -> dict:
     return {"probe_min": round(float(scores.min()), 6), "probe_max": round(float(scores.max()), 6)}
 
 
-def load_checked_model(cfg: dict) -> tuple[Path, dict]:
-    """Resolve and load the model on the driver and probe it (probe_model): a broken model stops here."""
-    model_dir = resolve_model_dir(get(cfg, "model.models_root"), str(get(cfg, "model.version")))
-    model = load_model_version(model_dir)
+def load_checked_model(cfg: dict) -> tuple[str, dict]:
+    """Locate the model version (a local folder, or its URI on an object store: what executors are handed),
+    fetch and load it on the driver as executors will (fetch_model_version) and probe it (probe_model): a broken
+    model stops here."""
+    options = storage_options_from_config(cfg)
+    model_dir = locate_model_version(get(cfg, "model.models_root"), str(get(cfg, "model.version")), options)
+    model = load_model_version(fetch_model_version(model_dir, options, get(cfg, "model.cache_dir", None)))
     card = dict(model.card, probe=probe_model(model))
     return model_dir, card
 
@@ -208,6 +218,8 @@ def run(ctx: JobContext) -> JobResult:
         batch_tokens=optional_int(get(ctx.cfg, "scoring.batch_tokens", "auto")),
         max_batch_rows=optional_int(get(ctx.cfg, "scoring.max_batch_rows", "auto")),
         precision=str(get(ctx.cfg, "scoring.precision", "fp32")),
+        storage_options=storage_options_from_config(ctx.cfg),
+        cache_dir=get(ctx.cfg, "model.cache_dir", None),
     )
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(get(ctx.cfg, "scoring.arrow_batch_rows", 4096)))
     device, precision = device_and_precision(spark, settings)

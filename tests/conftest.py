@@ -17,6 +17,7 @@ from jobs.core.config import load_config, set_path
 from jobs.core.delta import Warehouse
 from jobs.core.job import JobContext, run_job
 from jobs.core.spark import build_spark
+from jobs.core.storage import storage_options_from_config
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = ROOT.parent / "shared" / "data" / "esci-ubi-sample"
@@ -74,7 +75,8 @@ def make_config(warehouse: Path, models_root: Path, **overrides) -> dict:
 
 def run(spark, cfg: dict, module, ds: str | None = DEMO_DS):
     """Run one job module through the same path as the CLI (records to `runs`)."""
-    warehouse = Warehouse(spark, cfg["warehouse"]["root"], cfg["warehouse"]["writer"])
+    warehouse = Warehouse(spark, cfg["warehouse"]["root"], cfg["warehouse"]["writer"],
+                          storage_options=storage_options_from_config(cfg))
     ctx = JobContext(job=module.JOB, cfg=copy.deepcopy(cfg), spark=spark, warehouse=warehouse, ds=ds)
     return run_job(ctx, module.run)
 

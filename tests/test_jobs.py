@@ -272,7 +272,7 @@ def test_training_sees_exactly_the_text_and_token_ids_that_scoring_sees(spark, f
     run(spark, cfg, build_pairs)
     wh = Warehouse(spark, cfg["warehouse"]["root"], "delta-rs")
     texts, _ = catalog_texts(wh.read(TABLES["catalog"]), int(cfg["pairs"]["product_text_max_words"]))
-    examples = finetune.training_examples(classify_judgments(wh.read(TABLES["judgments"]), texts))
+    examples, _ = finetune.training_examples(classify_judgments(wh.read(TABLES["judgments"]), texts), 200_000, seed=13)
     served = table(cfg, "pairs").query("ds == @DEMO_DS")[["query_norm", "product_id", "product_text"]]
     both = examples.merge(served, on=["query_norm", "product_id"], suffixes=("_train", "_serve"))
     assert len(both) >= 100

@@ -187,10 +187,16 @@ def read_card(model_dir: str | Path, storage_options: Mapping[str, Any] | None =
 
 
 def save_model_version(models_root: str | Path, model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, card: dict[str, Any],
-                       extra_files: dict[str, str] | None = None) -> Path:
+                       extra_files: dict[str, str] | None = None,
+                       storage_options: Mapping[str, Any] | None = None) -> Path | str:
     """Write a model version directory atomically: every file (weights, tokenizer, card and `extra_files`, name ->
     text, such as split.json) goes into a temp folder renamed into place, so a version is complete or absent.
-    Folders are 0755 and files 0644, so executors running as another user can read it."""
+    Folders are 0755 and files 0644, so executors running as another user can read it.
+
+    On an object-store `models_root` the folder is written to a local temp folder and uploaded, its card last
+    (readers find a version by its card, so they never see half of one); returns the version's URI."""
+    if storage.is_remote(models_root):
+        return _upload_model_version(models_root, model, tokenizer, card, extra_files, storage_options)
     root = Path(models_root)
     root.mkdir(parents=True, exist_ok=True)
     target = root / card["version"]
@@ -218,8 +224,29 @@ def save_model_version(models_root: str | Path, model: torch.nn.Module, tokenize
     return target
 
 
-def promote(models_root: str | Path, version: str) -> None:
-    """Point `PROMOTED` at a version (atomic rename)."""
+def _upload_model_version(models_root: str | Path, model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase,
+                          card: dict[str, Any], extra_files: dict[str, str] | None,
+                          storage_options: Mapping[str, Any] | None) -> str:
+    """save_model_version to an object store: saved locally, uploaded without its card, then the card."""
+    options = storage.resolve_storage_options(storage_options)
+    target = storage.join(storage.normalize_uri(models_root), card["version"])
+    if storage.exists(storage.join(target, CARD_FILE), options):
+        raise ModelError(f"model version {target} already exists")
+    with tempfile.TemporaryDirectory(prefix="relevance-model-upload-") as staging_root:
+        local = save_model_version(staging_root, model, tokenizer, card, extra_files)
+        card_text = (Path(local) / CARD_FILE).read_text()
+        (Path(local) / CARD_FILE).unlink()
+        storage.copy_folder(local, target, {}, options)
+        storage.write_text(storage.join(target, CARD_FILE), card_text, options)
+    return target
+
+
+def promote(models_root: str | Path, version: str, storage_options: Mapping[str, Any] | None = None) -> None:
+    """Point `PROMOTED` at a version (atomic rename; one PUT on an object store)."""
+    if storage.is_remote(models_root):
+        pointer = storage.join(storage.normalize_uri(models_root), PROMOTED_FILE)
+        storage.write_text(pointer, version + "\n", storage.resolve_storage_options(storage_options))
+        return
     root = Path(models_root)
     tmp = root / f".{PROMOTED_FILE}.tmp"
     tmp.write_text(version + "\n")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pandas as pd
 from pyspark.sql.functions import pandas_udf
@@ -15,12 +15,14 @@ _WORKER_MODELS: dict[tuple[str, str, str], object] = {}
 
 @dataclass(frozen=True)
 class ScoringSettings:
-    model_dir: str
+    model_dir: str  # a local version folder, or its URI on an object store (each executor machine fetches it once)
     device: str = "auto"  # auto | cpu | cuda
     threads_per_task: int = 1
     batch_tokens: int | None = None  # None: the default of the task's device (udfs.scorer.batch_budget)
     max_batch_rows: int | None = None
     precision: str = "fp32"  # fp32 | int8 (CPU only: ONNX Runtime, dynamically quantized weights; auto device -> CPU)
+    storage_options: dict[str, str] = field(default_factory=dict)  # of an object-store model_dir
+    cache_dir: str | None = None  # where executors cache a fetched version (None: udfs.model.model_cache_root)
 
     def __post_init__(self) -> None:
         from udfs.model import check_precision
@@ -32,7 +34,7 @@ def worker_model(settings: ScoringSettings):
     """Load (once per worker process, device and precision) the model version for this task's device."""
     import torch
 
-    from udfs.model import load_model_version, quiet_transformers, task_device
+    from udfs.model import fetch_model_version, load_model_version, quiet_transformers, task_device
 
     device = task_device("cpu" if settings.precision == "int8" else settings.device)
     if device.type == "cpu":
@@ -40,7 +42,8 @@ def worker_model(settings: ScoringSettings):
     key = (settings.model_dir, str(device), settings.precision)
     if key not in _WORKER_MODELS:
         quiet_transformers()
-        _WORKER_MODELS[key] = load_model_version(settings.model_dir, device, settings.precision)
+        local_dir = fetch_model_version(settings.model_dir, settings.storage_options, settings.cache_dir)
+        _WORKER_MODELS[key] = load_model_version(local_dir, device, settings.precision)
     return _WORKER_MODELS[key]
 
 

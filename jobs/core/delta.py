@@ -35,7 +35,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 from deltalake import DeltaTable
 from deltalake import Schema as DeltaSchema
 from deltalake.exceptions import CommitFailedError, DeltaError
@@ -47,6 +46,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.pandas.types import from_arrow_schema, to_arrow_schema
 from pyspark.sql.types import LongType, StringType, StructField, StructType
 
+from jobs.core import storage
 from jobs.core.errors import WarehouseError, one_line
 from jobs.core.spark import DELTA_SPARK_EXTENSION, DELTA_SPARK_PACKAGE
 from schemas.tables import TableSpec
@@ -143,8 +143,10 @@ def _partition_path(partition_values: dict[str, str]) -> str:
     return "/".join(f"{k}={v}" for k, v in partition_values.items())
 
 
-def _parquet_file_writer(table_dir: str, partition_by: list[str], run_id: str):
-    """Build the mapInArrow function that writes one Parquet file per task and partition value."""
+def _parquet_file_writer(table_dir: str, partition_by: list[str], run_id: str,
+                         storage_options: dict[str, str] | None = None):
+    """Build the mapInArrow function that writes one Parquet file per task and partition value, into a local
+    table folder or one on an object store (`storage.write_parquet` with `storage_options`)."""
 
     def write(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         groups: dict[tuple[str, ...], list[pa.Table]] = {}
@@ -170,13 +172,11 @@ def _parquet_file_writer(table_dir: str, partition_by: list[str], run_id: str):
             relative_dir = _partition_path(values)
             name = f"part-{run_id}-{uuid.uuid4().hex}.snappy.parquet"
             relative = f"{relative_dir}/{name}" if relative_dir else name
-            full = os.path.join(table_dir, relative)
-            os.makedirs(os.path.dirname(full), exist_ok=True)
-            pq.write_table(data, full, compression="snappy")
+            size = storage.write_parquet(data, storage.join(table_dir, relative), storage_options)
             rows.append(
                 {
                     "path": relative,
-                    "size": os.path.getsize(full),
+                    "size": size,
                     "partition_values": json.dumps(values),
                     "num_records": data.num_rows,
                 }
@@ -187,11 +187,15 @@ def _parquet_file_writer(table_dir: str, partition_by: list[str], run_id: str):
 
 
 class Warehouse:
-    """The tables under one root folder, read and written through the Delta log."""
+    """The tables under one root folder (local, or `s3://` / `s3a://` on an object store reached with
+    `storage_options`), read and written through the Delta log."""
 
-    def __init__(self, spark: SparkSession, root: str | Path, writer: str = "auto", allow_empty_replace: bool = False) -> None:
+    def __init__(self, spark: SparkSession, root: str | Path, writer: str = "auto", allow_empty_replace: bool = False,
+                 storage_options: dict[str, str] | None = None) -> None:
         self.spark = spark
-        self.root = str(root) if "://" in str(root) else str(Path(root).resolve())
+        self.root = warehouse_root(root)
+        # delta-rs / pyarrow options of a remote root; a local root takes none (AWS_* variables must not reach it)
+        self.storage_options = dict(storage_options or {}) if storage.is_remote(self.root) else {}
         self.allow_empty_replace = allow_empty_replace
         self.commits: list[CommitStats] = []  # every write of this Warehouse, in order
         if writer == "auto":
@@ -207,7 +211,15 @@ class Warehouse:
         return f"{self.root.rstrip('/')}/{table}"
 
     def exists(self, table: str) -> bool:
-        return DeltaTable.is_deltatable(self.path(table))
+        return DeltaTable.is_deltatable(self.path(table), storage_options=self._options())
+
+    def _options(self) -> dict[str, str] | None:
+        """The storage options deltalake calls take (None for a local root)."""
+        return self.storage_options or None
+
+    def spark_path(self, table: str) -> str:
+        """The table folder as Spark names it (`s3a://` on an object store)."""
+        return storage.spark_uri(self.path(table))
 
     # ---- reads -------------------------------------------------------------------------
     def read(self, spec: TableSpec, partition: dict[str, str] | None = None) -> DataFrame:
@@ -218,7 +230,7 @@ class Warehouse:
         if not self.exists(spec.name):
             raise FileNotFoundError(f"{spec.name}: no Delta table at {self.path(spec.name)}")
         if self.writer == "delta-spark":
-            df = self.spark.read.format("delta").load(self.path(spec.name))
+            df = self.spark.read.format("delta").load(self.spark_path(spec.name))
         else:
             df = self._read_with_delta_rs(spec, partition)
         for column, value in (partition or {}).items():
@@ -226,18 +238,18 @@ class Warehouse:
         return df
 
     def _read_with_delta_rs(self, spec: TableSpec, partition: dict[str, str] | None) -> DataFrame:
-        table = DeltaTable(self.path(spec.name))
+        table = self.delta_table(spec.name)
         stored = pa.schema(table.schema().to_arrow())
         spark_schema = self.spark.createDataFrame([], from_arrow_schema(stored)).schema
         filters = None
         if partition and set(partition) <= set(table.metadata().partition_columns):
             filters = [(k, "=", v) for k, v in partition.items()]
-        files = table.file_uris(partition_filters=filters)
+        files = [storage.spark_uri(uri) for uri in table.file_uris(partition_filters=filters)]
         if not files:
             return self.spark.createDataFrame([], spark_schema)
         return (
             self.spark.read.schema(spark_schema)
-            .option("basePath", self.path(spec.name))
+            .option("basePath", self.spark_path(spec.name))
             .parquet(*files)
             .select(*spark_schema.fieldNames())
         )
@@ -247,7 +259,7 @@ class Warehouse:
         if not self.exists(spec.name):
             return 0
         rows = 0
-        for action in pa.table(DeltaTable(self.path(spec.name)).get_add_actions(flatten=True)).to_pylist():
+        for action in pa.table(self.delta_table(spec.name).get_add_actions(flatten=True)).to_pylist():
             if any(str(action.get(f"partition.{k}")) != str(v) for k, v in (partition or {}).items()):
                 continue
             if action.get("num_records") is None:  # a file without statistics: count the rows themselves
@@ -309,8 +321,9 @@ class Warehouse:
         partition_by = list(spec.partition_by)
         # the version this write commits against, read before any file is written: another writer's commit in
         # the meantime then conflicts with this one instead of being silently replaced by it
-        snapshot = DeltaTable(table_dir) if self.exists(spec.name) else None
-        written = df.mapInArrow(_parquet_file_writer(table_dir, partition_by, run_id), _WRITTEN_FILE_SCHEMA).collect()
+        snapshot = self.delta_table(spec.name) if self.exists(spec.name) else None
+        writer = _parquet_file_writer(table_dir, partition_by, run_id, self.storage_options)
+        written = df.mapInArrow(writer, _WRITTEN_FILE_SCHEMA).collect()
         if mode == "overwrite":
             self.check_replace(spec, sum(row.num_records for row in written), partition)
         now_ms = int(time.time() * 1000)
@@ -335,7 +348,8 @@ class Warehouse:
         try:
             if snapshot is None:
                 create_table_with_add_actions(table_dir, schema, actions, mode="error", partition_by=partition_by or None,
-                                              name=spec.name, commit_properties=properties)
+                                              name=spec.name, storage_options=self._options(),
+                                              commit_properties=properties)
             else:
                 filters = [(k, "=", str(v)) for k, v in partition.items()] if partition else None
                 snapshot.create_write_transaction(actions, mode=mode, schema=schema, partition_by=partition_by or None,
@@ -348,7 +362,7 @@ class Warehouse:
 
     def _write_with_delta_spark(self, df: DataFrame, spec: TableSpec, mode: str, partition: dict[str, str] | None,
                                 run_id: str) -> tuple[int, int, None]:
-        path = self.path(spec.name)
+        path = self.spark_path(spec.name)
         if mode == "overwrite" and not self.allow_empty_replace and not spec.may_be_emptied \
                 and self.rows_held(spec, partition):
             self.check_replace(spec, df.limit(1).count(), partition)  # evaluates df only where rows could be lost
@@ -376,12 +390,12 @@ class Warehouse:
         return int(metrics.get("numOutputRows", 0)), int(metrics.get("numFiles", 0)), None
 
     def delta_table(self, table: str) -> DeltaTable:
-        return DeltaTable(self.path(table))
+        return DeltaTable(self.path(table), storage_options=self._options())
 
     # ---- clean-up ----------------------------------------------------------------------
     def table_names(self) -> list[str]:
         """The Delta tables under the root (a local root is listed; on an object store, the known tables)."""
-        if "://" in self.root:
+        if storage.is_remote(self.root):
             from schemas.tables import TABLES
 
             return [name for name in TABLES if self.exists(name)]
@@ -397,15 +411,25 @@ class Warehouse:
             raise ValueError(f"vacuum retention must be >= 0 hours, not {retention_hours}")
         removed = {}
         for name in self.table_names():
-            removed[name] = DeltaTable(self.path(name)).vacuum(
+            removed[name] = self.delta_table(name).vacuum(
                 retention_hours=int(retention_hours), dry_run=dry_run, enforce_retention_duration=False, full=True)
         return removed
 
 
+def warehouse_root(root: str | Path) -> str:
+    """The root as deltalake and pyarrow name it: an object-store URI with `s3a://` / `s3n://` as `s3://` (no
+    trailing slash), a local path absolute and resolved."""
+    if storage.is_remote(root):
+        return storage.normalize_uri(root).rstrip("/")
+    return str(Path(storage.local_path(root)).resolve())
+
+
 def storage_problem(path: str) -> str:
     """A hint on why a local warehouse path cannot be written ("" when none is found or it is remote)."""
-    if "://" in path:
+    if storage.is_remote(path):
         return ""
+    if Path(path).is_file():
+        return f" ({path} is a file, not a table folder)"
     folder = Path(path)
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent

@@ -8,6 +8,7 @@ from typing import Any
 
 from pyspark.sql import SparkSession
 
+from jobs.core import storage
 from jobs.core.config import get
 
 # Delta Lake's Spark jars for pyspark 4.1 (Scala 2.13). delta-spark 4.1.0 and 4.2.0, also built on Spark 4.1.0, fail on
@@ -15,6 +16,9 @@ from jobs.core.config import get
 # API and ALTER TABLE); 4.3.1 runs on it. 4.4.0 is built on Spark 4.2.
 DELTA_SPARK_PACKAGE = "io.delta:delta-spark_2.13:4.3.1"
 DELTA_SPARK_EXTENSION = "io.delta.sql.DeltaSparkSessionExtension"
+# Hadoop's S3A connector (s3a:// reads) of the hadoop-client pyspark 4.1.4 bundles (3.4.2); it brings the AWS SDK v2
+# `bundle` jar (about 640 MB, fetched once by Spark's Ivy into ~/.ivy2.5.2).
+HADOOP_AWS_PACKAGE = "org.apache.hadoop:hadoop-aws:3.4.2"
 
 
 def delta_spark_settings() -> dict[str, str]:
@@ -32,9 +36,23 @@ def launched_by_spark_submit() -> bool:
     return "PYSPARK_GATEWAY_PORT" in os.environ
 
 
+def uses_object_store(cfg: dict[str, Any]) -> bool:
+    """True when the warehouse root or the models root is an object-store URI (s3://, s3a://, ...)."""
+    return any(storage.is_remote(str(get(cfg, key, "") or "")) for key in ("warehouse.root", "model.models_root"))
+
+
+def object_store_settings(cfg: dict[str, Any]) -> dict[str, str]:
+    """Hadoop S3A settings (`spark.hadoop.fs.s3a.*`) for the store of `warehouse.storage_options` / AWS_* variables;
+    {} where neither root is on an object store."""
+    if not uses_object_store(cfg):
+        return {}
+    return storage.hadoop_s3a_settings(storage.storage_options_from_config(cfg))
+
+
 def session_settings(cfg: dict[str, Any], submitted: bool) -> dict[str, str]:
     """The Spark settings of a new session from config: `spark.*`, Delta's jars and extension where the config asks
-    for the delta-spark writer and this process starts the JVM (`submitted` False), then `spark.conf` over all."""
+    for the delta-spark writer and this process starts the JVM (`submitted` False), hadoop-aws and the S3A settings
+    where a root is on an object store (`object_store_settings`), then `spark.conf` over all."""
     settings = {
         "spark.sql.session.timeZone": "UTC",
         "spark.sql.execution.arrow.pyspark.enabled": "true",
@@ -44,8 +62,16 @@ def session_settings(cfg: dict[str, Any], submitted: bool) -> dict[str, str]:
         "spark.ui.showConsoleProgress": "false",
         "spark.sql.sources.partitionColumnTypeInference.enabled": "false",
     }
+    packages = []
     if get(cfg, "warehouse.writer", "auto") == "delta-spark" and not submitted:
         settings.update(delta_spark_settings())
+        packages.append(DELTA_SPARK_PACKAGE)
+    if uses_object_store(cfg):
+        if not submitted:
+            packages.append(HADOOP_AWS_PACKAGE)
+        settings.update(object_store_settings(cfg))
+    if packages:
+        settings["spark.jars.packages"] = ",".join(packages)
     settings.update({k: str(v) for k, v in (get(cfg, "spark.conf", {}) or {}).items()})
     return settings
 
