@@ -93,13 +93,13 @@ def measured_job(ctx, module) -> dict[str, Any]:
 def overhead_sample(ctx, sample: int, rounds: int, models_root: Path) -> dict[str, Any]:
     """Spark's overhead over scoring alone with the real model, on `sample` pairs of the day (module docstring)."""
     import torch
-    from pyspark.sql import Window
     from pyspark.sql import functions as F
 
     from bench.models import make_base_bi_encoder_version
     from jobs import score
     from jobs.core.config import set_path
     from jobs.core.job import JobContext, run_job
+    from jobs.transforms import whole_queries_up_to
     from schemas.tables import PAIRS, RELEVANCE
     from udfs.model import load_model_version
     from udfs.scorer import score_pairs
@@ -107,10 +107,7 @@ def overhead_sample(ctx, sample: int, rounds: int, models_root: Path) -> dict[st
     wh = ctx.warehouse
     model_dir = make_base_bi_encoder_version(models_root)
     pairs = wh.read(PAIRS, {"ds": DS})
-    per_query = pairs.groupBy("query_norm").count().withColumn("_order", F.xxhash64("query_norm"))
-    running = F.sum("count").over(Window.orderBy("_order", "query_norm").rowsBetween(Window.unboundedPreceding, 0))
-    chosen = per_query.withColumn("_running", running).where(F.col("_running") <= sample).select("query_norm")
-    sampled = pairs.join(chosen, "query_norm", "left_semi").withColumn("ds", F.lit(SAMPLE_DS))
+    sampled = whole_queries_up_to(pairs, sample, seed=0).withColumn("ds", F.lit(SAMPLE_DS))
     wh.overwrite_partition(sampled, PAIRS, {"ds": SAMPLE_DS}, ctx.run_id)
     rows = wh.read(PAIRS, {"ds": SAMPLE_DS}).select("query_norm", "product_text").toPandas()
     set_path(ctx.cfg, "model.version", model_dir.name)
