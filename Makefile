@@ -12,7 +12,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export PYTHONHASHSEED := 0
 
-.PHONY: run test install bench package clean
+.PHONY: run test lint install bench package env-archive clean
 
 install: $(STAMP)
 
@@ -31,6 +31,11 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
+## static checks: ruff (pyflakes, pycodestyle, import order, bugbear) and mypy, configured in pyproject.toml
+lint: $(STAMP)
+	$(BIN)/ruff check jobs udfs schemas tests bench
+	$(BIN)/python -m mypy
+
 ## scoring throughput benchmark: naive UDF, CrossEncoder, predict_batch_udf, our scorer, our score job
 bench: $(STAMP)
 	$(BIN)/python bench/score_bench.py --out bench/results.json
@@ -38,6 +43,10 @@ bench: $(STAMP)
 ## a zip of the packages for spark-submit --py-files
 package:
 	$(PYTHON) -m jobs.core.package dist/relevance.zip
+
+## the virtualenv's runtime dependencies as a tar.gz for spark-submit --archives dist/env.tar.gz#env (2.8 GiB; 4.6 unpacked)
+env-archive: $(STAMP)
+	$(BIN)/python -m jobs.core.package --env dist/env.tar.gz --cpu-only
 
 clean:
 	rm -rf warehouse dist .pytest_cache

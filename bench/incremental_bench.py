@@ -79,9 +79,10 @@ def main() -> None:
     full, full_wall = run(spark, cfg, score)
 
     wh = Warehouse(spark, cfg["warehouse"]["root"], "delta-rs")
-    pairs = wh.read(TABLES["pairs"], {"ds": DS}).select("product_id").toPandas()
+    pairs: pd.DataFrame = wh.read(TABLES["pairs"], {"ds": DS}).select("product_id").toPandas()
     changed = products_to_change(pairs, args.change)
-    catalog = wh.read(TABLES["catalog"]).toPandas().assign(attributes=lambda f: f.attributes.map(dict))
+    catalog: pd.DataFrame = wh.read(TABLES["catalog"]).toPandas()
+    catalog = catalog.assign(attributes=lambda f: f.attributes.map(dict))
     catalog.loc[catalog.product_id.isin(changed), "title"] += " (new edition)"
     wh.replace(spark.createDataFrame(catalog, schema=TABLES["catalog"].schema), TABLES["catalog"], "bench-edit")
     run(spark, cfg, build_pairs)

@@ -19,11 +19,12 @@ def make_tiny_model_version(models_root: Path, version: str = "tiny-test") -> Pa
     torch.manual_seed(0)
     tokenizer = AutoTokenizer.from_pretrained(resolve_base_model(BASE_MODEL), local_files_only=True)
     config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=128, num_labels=1)
+                        intermediate_size=64, max_position_embeddings=128)
+    config.num_labels = 1
     model = BertForSequenceClassification(config)
     card = {"version": version, "base_model": "tiny-random-bert", "max_length": 64, "threshold": 0.5,
             "grade_thresholds": {"1": 0.5, "2": 0.6}, "calibration": {"a": 1.0, "b": 0.0}, "relevant_min_grade": 1}
-    return save_model_version(models_root, model, tokenizer, card)
+    return Path(save_model_version(models_root, model, tokenizer, card))
 
 
 def make_base_bi_encoder_version(models_root: Path, version: str = "base-bi-encoder") -> Path:
@@ -34,4 +35,4 @@ def make_base_bi_encoder_version(models_root: Path, version: str = "base-bi-enco
     tokenizer, encoder = load_network(resolve_base_model(BASE_MODEL), "cpu", BI_ENCODER)
     card = {"version": version, "kind": BI_ENCODER, "base_model": BASE_MODEL, "max_length": 64, "threshold": 0.5,
             "grade_thresholds": {}, "calibration": {"a": 1.0, "b": 0.0}, "relevant_min_grade": 1}
-    return save_model_version(models_root, encoder, tokenizer, card)
+    return Path(save_model_version(models_root, encoder, tokenizer, card))

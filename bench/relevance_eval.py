@@ -115,7 +115,7 @@ def main() -> None:
                                        "queries": int(len(gains))}
     for metric in ("roc_auc", "average_precision"):
         for system in ("model", "zero_shot", "bm25"):
-            values = [r.get(f"{metric}_{system}") for r in splits.values() if r.get(f"{metric}_{system}") is not None]
+            values = [v for r in splits.values() if (v := r.get(f"{metric}_{system}")) is not None]
             if values:
                 summary[f"mean_{metric}_{system}"] = float(np.mean(values))
     result = {"conf": args.conf, "splits": splits, "summary": summary, "measured_at": dt.datetime.now().isoformat()}

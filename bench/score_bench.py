@@ -70,6 +70,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -93,7 +94,13 @@ from jobs.demo_data import generate_demo  # noqa: E402
 from jobs.score import device_and_precision, score_frame, threads_per_task  # noqa: E402
 from jobs.transforms import text_fingerprint  # noqa: E402
 from udfs.model import (  # noqa: E402
-    WEIGHTS_DIR, load_model_version, load_network, quiet_transformers, read_card, resolve_base_model, save_model_version,
+    WEIGHTS_DIR,
+    load_model_version,
+    load_network,
+    quiet_transformers,
+    read_card,
+    resolve_base_model,
+    save_model_version,
 )
 from udfs.scorer import DEFAULT_BATCH_BUDGET, encode_pairs, score_pairs  # noqa: E402
 from udfs.spark_udf import ScoreCounters, ScoringSettings  # noqa: E402
@@ -179,7 +186,7 @@ def make_bench_model(models_root: Path, seed: int = 0) -> Path:
         "calibration": {"a": 1.0, "b": 0.0},
         "hyperparameters": {"head": f"random, torch seed {seed}"},
     }
-    return save_model_version(models_root, network, tokenizer, card)
+    return Path(save_model_version(models_root, network, tokenizer, card))
 
 
 # --------------------------------------------------------------------------------------------
@@ -284,7 +291,7 @@ def naive_worker_model(weights_dir: str, threads: int) -> tuple[Any, torch.nn.Mo
 def make_naive_udf(weights_dir: str, threads: int, max_length: int, real: Any, padded: Any) -> Callable[..., Column]:
     """Approach 1's pandas UDF; `real` and `padded` are Spark accumulators of token counts."""
 
-    @pandas_udf(DoubleType())
+    @pandas_udf(DoubleType())  # type: ignore[call-overload]  # pyspark's stubs lack the type-hinted form
     def naive_score(batches: Iterator[tuple[pd.Series, pd.Series]]) -> Iterator[pd.Series]:
         tokenizer, network = naive_worker_model(weights_dir, threads)
         for queries, texts in batches:
@@ -309,7 +316,7 @@ def make_predict_batch_udf(weights_dir: str, threads: int, max_length: int) -> C
     """
     from pyspark.ml.functions import predict_batch_udf
 
-    def make_predict_fn() -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    def make_predict_fn() -> Callable[..., np.ndarray]:  # pyspark types a predict function of one input only
         torch.set_num_threads(threads)
         tokenizer, network = load_hf(weights_dir)
 
@@ -338,7 +345,7 @@ def spark_pairs(spark: SparkSession, pairs: Pairs) -> DataFrame:
 
 def collect_scores(scored: DataFrame, pairs: Pairs) -> np.ndarray:
     """The `score` column back in the pairs' order (NaN for a pair that came back without one)."""
-    got = scored.select("query_norm", "product_id", "score").toPandas()
+    got: pd.DataFrame = scored.select("query_norm", "product_id", "score").toPandas()
     by_key = dict(zip(zip(got["query_norm"], got["product_id"]), got["score"]))
     return np.array([by_key.get(key, np.nan) for key in zip(pairs.queries, pairs.product_ids)], dtype=float)
 
@@ -584,13 +591,13 @@ def measure(ctx: BenchContext, pairs: Pairs, warmup: Pairs, rounds: int,
         prepared[key] = approach(ctx)
     for sample in (warmup, pairs) if ctx.spark is not None else ():
         ctx.frame(sample)  # the cached Spark inputs, built before any timing
-    warmup_s = {key: _timed(lambda: ready.score(warmup))[1] for key, ready in prepared.items()}
+    warmup_s = {key: _timed(partial(ready.score, warmup))[1] for key, ready in prepared.items()}
     round_s: dict[str, list[float]] = {key: [] for key in prepared}
     last: dict[str, Scored] = {}
     for round_no in range(1, rounds + 1):
         between_rounds()
         for key, ready in prepared.items():
-            last[key], seconds = _timed(lambda: ready.score(pairs))
+            last[key], seconds = _timed(partial(ready.score, pairs))
             round_s[key].append(seconds)
             print(f"round {round_no}: {APPROACHES[key][0]}: {len(pairs) / seconds:.1f} pairs/s", flush=True)
     return {key: Measured(ready.load_s, warmup_s[key], round_s[key], last[key], ready.torch_threads)
@@ -614,7 +621,8 @@ def summarize(measured: dict[str, Measured], profile: PairProfile, encoder_flops
             "max_abs_dscore_all_pairs": max_abs_diff(scored.scores, reference, np.ones(n, dtype=bool)),
             "missing_scores": int(np.isnan(scored.scores).sum()),
             "real_tokens": scored.real_tokens, "padded_tokens": scored.padded_tokens,
-            "padding_efficiency": round(scored.real_tokens / scored.padded_tokens, 4) if scored.padded_tokens else None,
+            "padding_efficiency": (round(scored.real_tokens / scored.padded_tokens, 4)
+                                   if scored.real_tokens is not None and scored.padded_tokens else None),
             "achieved_gflops_real_tokens": round(encoder_flops / run.best_s / 1e9, 2),
             "torch_threads": run.torch_threads,
         }
@@ -648,7 +656,7 @@ def run_benchmark(n_pairs: int, rounds: int, spark: SparkSession, work_dir: Path
 
     loaded = load_model_version(model_dir, "cpu")
     profile = profile_pairs(loaded.tokenizer, pairs, ctx.max_length)
-    config = loaded.network.config
+    config = loaded.torch_network.config
     encoder_flops, head_flops = model_flops(profile.lengths, config)
     approaches = summarize(measured, profile, encoder_flops)
     peak = max(matmul["driver_threads"])

@@ -574,9 +574,10 @@ def held_out_candidates(candidates: DataFrame, judged: DataFrame, splits: list[d
         kept = held.select("query_norm").distinct().count()
         scope += f"; {kept} of these {len(queries)} queries, chosen by seed, to stay within audit.max_judged_pairs={max_pairs}"
     kept_queries = held.select("query_norm").distinct()
-    candidates_frame = held.toPandas().sort_values(["query_norm", "product_id"], ignore_index=True)
-    judged_frame = (judged.join(kept_queries, "query_norm", "left_semi").toPandas()
-                    .sort_values(["query_norm", "product_id"], ignore_index=True))
+    candidates_frame: pd.DataFrame = held.toPandas()
+    judged_frame: pd.DataFrame = judged.join(kept_queries, "query_norm", "left_semi").toPandas()
+    candidates_frame = candidates_frame.sort_values(["query_norm", "product_id"], ignore_index=True)
+    judged_frame = judged_frame.sort_values(["query_norm", "product_id"], ignore_index=True)
     return candidates_frame, judged_frame, scope
 
 
@@ -607,7 +608,7 @@ def run(ctx: JobContext) -> JobResult:
     from udfs.model import fetch_model_version, load_model_version, locate_model_version, read_card, resolve_model_dir
     from udfs.scorer import score_pairs
 
-    wh, ds, spark, cfg = ctx.warehouse, ctx.ds, ctx.spark, ctx.cfg
+    wh, ds, spark, cfg = ctx.warehouse, ctx.require_ds(), ctx.spark, ctx.cfg
     relevance = conform(wh.read(RELEVANCE, {"ds": ds}), RELEVANCE, wh.path(RELEVANCE.name))
     pairs = conform(wh.read(PAIRS, {"ds": ds}), PAIRS, wh.path(PAIRS.name))
     judgments_spec = replace(JUDGMENTS, name=str(get(cfg, "audit.judgments_table", JUDGMENTS.name)))
@@ -638,10 +639,12 @@ def run(ctx: JobContext) -> JobResult:
     behavior_queries = behavior_per_query(behavior, settings.threshold, settings.ks).toPandas()
     frames = [log_only_rows(behavior_queries, settings)]
     drawn: dict[str, pd.DataFrame] = {}
-    judged_queries_count, comparison, movement = 0, None, {}
+    judged_queries_count, comparison = 0, None
+    movement: dict = {}
     if judgments is not None:
         from jobs.build_pairs import catalog_texts
 
+        assert catalog is not None  # read above whenever there are judgments
         texts = catalog_texts(catalog, int(get(cfg, "pairs.product_text_max_words", 64)))[0].cache()  # judged and BM25
         other_version = get(cfg, "audit.compare", None)
         other_dir = (resolve_model_dir(get(cfg, "model.models_root"), str(other_version).partition(":")[0], options,
@@ -659,7 +662,7 @@ def run(ctx: JobContext) -> JobResult:
                        LOGGED: logged_scores(candidates.mean_position)}
             drawn = curves(judged_pairs_of(candidates, judged, systems), list(systems), settings)
             frames.append(curve_rows(drawn, settings))
-        if other_version:
+        if other_dir is not None:  # audit.compare is set
             other = load_model_version(other_dir, "cpu", str(other_version).partition(":")[2] or "fp32")
             other_scores, _ = score_pairs(other, candidates.query_norm.tolist(), candidates.product_text.tolist())
             comparison, movement = compare_rows(candidates, judged, other_scores, str(other_version), settings)

@@ -65,7 +65,7 @@ def bm25_scores_spark(texts: DataFrame, candidates: DataFrame) -> DataFrame:
         .groupBy("query_norm", "term").agg(F.count("*").alias("qtf"))
     )
     docs = texts.select("product_id", bm25_tokens_udf("product_text").alias("tokens"))
-    n_docs, avgdl = docs.agg(F.count("*"), F.avg(F.size("tokens"))).first()  # empty documents count in both
+    n_docs, avgdl = docs.agg(F.count("*"), F.avg(F.size("tokens"))).collect()[0]  # empty documents count in both
     occurrences = (
         docs.select("product_id", F.size("tokens").alias("dl"), F.explode("tokens").alias("term"))
         .join(query_terms.select("term").distinct(), "term", "left_semi")

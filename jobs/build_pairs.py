@@ -120,7 +120,7 @@ def query_segments(events_ok: DataFrame, head_share: float, torso_share: float) 
     """Searches per normalized query and its head / torso / tail segment by cumulative traffic share."""
     searches = events_ok.groupBy("query_norm").agg(F.countDistinct("query_id").alias("query_searches"))
     ranked = Window.orderBy(F.col("query_searches").desc(), F.col("query_norm"))
-    total = searches.agg(F.sum("query_searches")).first()[0] or 1
+    total = searches.agg(F.sum("query_searches")).collect()[0][0] or 1
     before = F.coalesce(F.sum("query_searches").over(ranked.rowsBetween(Window.unboundedPreceding, -1)), F.lit(0)) / F.lit(total)
     segment = F.when(before < head_share, "head").when(before < head_share + torso_share, "torso").otherwise("tail")
     return searches.withColumn("segment", segment)
@@ -134,7 +134,7 @@ def aggregate_behavior(events_ok: DataFrame, prior_weight: float) -> DataFrame:
     pairs = events_ok.groupBy("query_norm", F.col("object_id").alias("product_id")).agg(
         *counts, mean_position.alias("mean_position"), F.first("product_text").alias("product_text")
     )
-    totals = pairs.agg(F.sum("clicks"), F.sum("impressions")).first()
+    totals = pairs.agg(F.sum("clicks"), F.sum("impressions")).collect()[0]
     prior = (totals[0] or 0) / totals[1] if totals[1] else 0.0
     smoothed = (F.col("clicks") + F.lit(prior_weight * prior)) / (F.col("impressions") + F.lit(prior_weight))
     return pairs.withColumn("ctr_smoothed", smoothed)
@@ -250,15 +250,16 @@ def offline_pairs(catalog: DataFrame, judgments: DataFrame, settings: PairSettin
 
 def write_rejects(ctx: JobContext, built: BuiltPairs) -> dict[str, int]:
     """Replace this job's rejects of the ds with the built ones; returns their count per source table."""
-    frames = [rejects_frame(df, JOB, source, ctx.run_id, ctx.ds) for source, df in built.rejects.items()]
+    ds = ctx.require_ds()
+    frames = [rejects_frame(df, JOB, source, ctx.run_id, ds) for source, df in built.rejects.items()]
     all_rejects = reduce(DataFrame.unionByName, frames).cache()
-    ctx.warehouse.overwrite_partition(all_rejects, REJECTS, {"job": JOB, "ds": ctx.ds}, ctx.run_id)
+    ctx.warehouse.overwrite_partition(all_rejects, REJECTS, {"job": JOB, "ds": ds}, ctx.run_id)
     return {r["source_table"]: r["count"] for r in all_rejects.groupBy("source_table").count().collect()}
 
 
 def run_offline(ctx: JobContext, catalog: DataFrame, judgments: DataFrame | None) -> JobResult:
     """No `query_log` table at all: the pairs of the ds are the judged candidates (offline evaluation)."""
-    wh = ctx.warehouse
+    wh, ds = ctx.warehouse, ctx.require_ds()
     if judgments is None:
         raise FileNotFoundError(f"nothing to pair: no query_log at {wh.path(QUERY_LOG.name)} and no judgments at "
                                 f"{wh.path(JUDGMENTS.name)}")
@@ -267,9 +268,9 @@ def run_offline(ctx: JobContext, catalog: DataFrame, judgments: DataFrame | None
     if rows_in == 0:
         raise FileNotFoundError(f"nothing to pair: no query_log at {wh.path(QUERY_LOG.name)} and judgments at "
                                 f"{wh.path(JUDGMENTS.name)} is empty")
-    built = offline_pairs(catalog, judgments, settings_from_config(ctx.cfg), ctx.ds, ctx.run_id, label_scheme(ctx.cfg))
+    built = offline_pairs(catalog, judgments, settings_from_config(ctx.cfg), ds, ctx.run_id, label_scheme(ctx.cfg))
     pairs = built.pairs.cache()
-    written = wh.overwrite_partition(pairs, PAIRS, {"ds": ctx.ds}, ctx.run_id)
+    written = wh.overwrite_partition(pairs, PAIRS, {"ds": ds}, ctx.run_id)
     by_source = write_rejects(ctx, built)
     used = built.events_accepted.count()
     queries = pairs.select("query_norm").distinct().count()
@@ -299,7 +300,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(ctx: JobContext) -> JobResult:
-    wh, ds = ctx.warehouse, ctx.ds
+    wh, ds = ctx.warehouse, ctx.require_ds()
     catalog = conform(wh.read(CATALOG), CATALOG, wh.path(CATALOG.name))
     judgments = conform(wh.read(JUDGMENTS), JUDGMENTS, wh.path(JUDGMENTS.name)) if wh.exists(JUDGMENTS.name) else None
     if not wh.exists(QUERY_LOG.name):

@@ -610,7 +610,7 @@ def _intent_text(rng: np.random.Generator, ptype: ProductType, brand: str | None
     text = " ".join(adjs + [word]) if rng.random() < 0.75 else " ".join([word] + adjs)
     if brand:
         text = f"{brand} {text}" if rng.random() < 0.75 else f"{text} by {brand}"
-    for key, value, neg in constraints:
+    for _, value, neg in constraints:
         if neg:
             form = int(rng.integers(0, 4))
             text = (f"{text} without {value}", f"{text} no {value}", f"non {value} {text}",
@@ -631,7 +631,7 @@ def _draw_intent(rng: np.random.Generator, vocab: _Vocab, type_w: np.ndarray
     keys = list(ptype.attributes)
     n_attr = {"type": 0, "one_attr": 1, "two_attr": 2, "brand_type": 0, "long_tail": 3, "negation": 0}[kind]
     n_attr = min(n_attr, len(keys))
-    chosen = rng.choice(keys, size=n_attr, replace=False) if n_attr else []
+    chosen: np.ndarray | list[str] = rng.choice(keys, size=n_attr, replace=False) if n_attr else []
     constraints = [(str(k), str(rng.choice(ptype.attributes[str(k)])), False) for k in chosen]
     b = -1
     if kind == "brand_type" or (kind == "long_tail" and rng.random() < 0.3):
@@ -675,8 +675,8 @@ def _generate_intents(rng: np.random.Generator, vocab: _Vocab, n_queries: int, t
     variants = np.empty((q, n_variants), dtype=object)
     for i, text in enumerate(texts):
         variants[i, 0] = text
-        for v in range(1, n_variants):
-            variants[i, v] = _raw_variant(rng, text)
+        for col in range(1, n_variants):
+            variants[i, col] = _raw_variant(rng, text)
     complexity = ((ck >= 0).sum(axis=1) + np.array([d[1] >= 0 for d in drawn]) + 2.0 * np.array([d[4] for d in drawn])
                   + rng.uniform(0, 3.0, q))
     rank = np.empty(q, dtype=np.int64)
@@ -722,8 +722,8 @@ def _engine_candidates(rng: np.random.Generator, vocab: _Vocab, products: _Produ
     title_toks = [set(_tokens(t)) for t in products.titles]
     cat_toks = [set(_tokens(vocab.types[t].category.split(" > ")[-1])) for t in products.type]
     vocab_tok: dict[str, int] = {}
-    for toks in title_toks + cat_toks:
-        for tok in sorted(toks):
+    for tok_set in title_toks + cat_toks:
+        for tok in sorted(tok_set):
             vocab_tok.setdefault(tok, len(vocab_tok))
     n_p, n_v = len(title_toks), len(vocab_tok)
     doc = np.zeros((n_p, n_v), dtype=np.float32)

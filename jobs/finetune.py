@@ -26,7 +26,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -36,6 +36,7 @@ from pyspark.sql import functions as F
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import average_precision_score, roc_auc_score
 
+from jobs.baselines import zero_shot_scores
 from jobs.build_pairs import catalog_texts, classify_judgments
 from jobs.core.config import get, label_scheme, set_path
 from jobs.core.job import JobContext, JobResult
@@ -50,7 +51,6 @@ from jobs.metrics import (
 from jobs.transforms import rejects_frame, whole_queries_up_to
 from schemas import conform
 from schemas.tables import CATALOG, JUDGMENTS, REJECTS
-from jobs.baselines import zero_shot_scores
 from udfs.model import (
     BI_ENCODER,
     CROSS_ENCODER,
@@ -65,6 +65,9 @@ from udfs.model import (
     save_model_version,
 )
 from udfs.scorer import EncodedPairs, calibrate, collate, encode_pairs, encode_texts, mean_pooled, score_logits
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 JOB = "finetune"
 SPLITS = ("train", "val", "test")
@@ -133,7 +136,8 @@ def training_examples(classified: DataFrame, max_examples: int, seed: int) -> tu
     available = usable.count()
     if available > max_examples:
         usable = whole_queries_up_to(usable, max_examples, seed)
-    examples = usable.toPandas().sort_values(["query_norm", "product_id"], ignore_index=True)
+    frame: pd.DataFrame = usable.toPandas()
+    examples = frame.sort_values(["query_norm", "product_id"], ignore_index=True)
     return examples.assign(grade=examples.grade.round().astype(int)), available
 
 
@@ -263,9 +267,9 @@ def batch_loss(model: torch.nn.Module, inputs: TrainingInputs, rows: list[int], 
 
 
 def train_network(
-    tokenizer: Any, network: torch.nn.Module, train: pd.DataFrame, val: pd.DataFrame, top_grade: int,
+    tokenizer: Any, network: PreTrainedModel, train: pd.DataFrame, val: pd.DataFrame, top_grade: int,
     settings: TrainSettings, relevant_min_grade: int, gain: GainSpec, log=print,
-) -> tuple[torch.nn.Module, dict[str, Any]]:
+) -> tuple[PreTrainedModel, dict[str, Any]]:
     """Fine-tune `network` (of `settings.kind`) on the training pairs for `settings.epochs` epochs; returns (the best
     network by validation nDCG, history).
 
@@ -322,6 +326,7 @@ def train_network(
             if stale >= settings.patience:
                 log(f"  validation nDCG did not improve for {stale} epoch(s): early stop")
                 break
+    assert best_state is not None, "no epoch gave a finite validation nDCG"
     network.load_state_dict(best_state)
     network.eval()
     return network, {"epochs": history, "best_val_ndcg": best_ndcg, "train_seconds": round(time.time() - started, 1),
@@ -371,7 +376,7 @@ def _train_process(base_dir: str, train: pd.DataFrame, val: pd.DataFrame, top_gr
 
 
 def train_distributed(base_dir: str, train: pd.DataFrame, val: pd.DataFrame, top_grade: int, settings: TrainSettings,
-                      relevant_min_grade: int, gain: GainSpec, processes: int) -> tuple[Any, torch.nn.Module, dict[str, Any]]:
+                      relevant_min_grade: int, gain: GainSpec, processes: int) -> tuple[Any, PreTrainedModel, dict[str, Any]]:
     """Data-parallel fine-tuning with `pyspark.ml.torch.distributor.TorchDistributor` in local mode (the processes
     run on the driver's machine, CPU, gloo): each process trains on its share of every epoch's batches, so the
     effective batch is `batch_size` x processes. Returns (tokenizer, best network, history)."""
@@ -384,6 +389,7 @@ def train_distributed(base_dir: str, train: pd.DataFrame, val: pd.DataFrame, top
         tokenizer, network = load_network(base_dir, "cpu", settings.kind)
         network.load_state_dict(torch.load(weights_path))
     network.eval()
+    assert history is not None  # TorchDistributor returns rank 0's result: its history
     return tokenizer, network, {**history, "processes": processes}
 
 
@@ -422,9 +428,11 @@ def evaluate(frame: pd.DataFrame, scores: np.ndarray, threshold: float, relevant
 
 def settings_from_config(cfg: dict) -> TrainSettings:
     fields = TrainSettings.__dataclass_fields__
-    return TrainSettings(**{name: type(f.default)(get(cfg, f"finetune.{name}")) if not isinstance(f.default, tuple)
-                            else tuple(float(x) for x in get(cfg, f"finetune.{name}"))
-                            for name, f in fields.items() if get(cfg, f"finetune.{name}", None) is not None})
+    defaults: dict[str, Any] = {name: f.default for name, f in fields.items()}  # every field has a default
+    values: dict[str, Any] = {name: type(default)(get(cfg, f"finetune.{name}")) if not isinstance(default, tuple)
+                              else tuple(float(x) for x in get(cfg, f"finetune.{name}"))
+                              for name, default in defaults.items() if get(cfg, f"finetune.{name}", None) is not None}
+    return TrainSettings(**values)
 
 
 def mix_weights(base: dict[str, torch.Tensor], tuned: dict[str, torch.Tensor], share: float) -> dict[str, torch.Tensor]:
@@ -434,8 +442,8 @@ def mix_weights(base: dict[str, torch.Tensor], tuned: dict[str, torch.Tensor], s
             for name, value in tuned.items()}
 
 
-def choose_weight_mix(tokenizer: Any, network: torch.nn.Module, base_dir: str, val: pd.DataFrame, settings: TrainSettings,
-                      relevant_min_grade: int, gain: GainSpec, log=print) -> tuple[torch.nn.Module, dict[str, Any]]:
+def choose_weight_mix(tokenizer: Any, network: PreTrainedModel, base_dir: str, val: pd.DataFrame, settings: TrainSettings,
+                      relevant_min_grade: int, gain: GainSpec, log=print) -> tuple[PreTrainedModel, dict[str, Any]]:
     """For a bi-encoder, the mix of base and fine-tuned weights with the best validation nDCG (ties: the larger
     fine-tuned share). Small data fine-tunes forget part of what the base knew; a mix keeps it where that helps."""
     if settings.kind != BI_ENCODER or tuple(settings.weight_mixes) == (1.0,):

@@ -44,7 +44,7 @@ def run(ctx: JobContext) -> JobResult:
     shape = scale_data.ScaleShape(seed, n_products, int(g["pairs"]) // per_query, per_query)
     judged = min(int(g["judged_queries"]), shape.n_queries)
     parallelism = ctx.spark.sparkContext.defaultParallelism
-    wh, ds = ctx.warehouse, ctx.ds
+    wh, ds = ctx.warehouse, ctx.require_ds()
 
     written = {
         CATALOG.name: wh.replace(scale_data.catalog(ctx.spark, seed, n_products, ds,

@@ -16,7 +16,7 @@ import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import pandas as pd
 
@@ -33,7 +33,7 @@ _BLANK = re.compile(r"[\s\u200b\u200c\u200d\u2060\ufeff]+")
 
 # ---- shared ----------------------------------------------------------------------------
 
-def is_text(value: Any) -> bool:
+def is_text(value: Any) -> TypeGuard[str]:
     """A str that can be written as UTF-8 (JSON may hold lone surrogates such as "\\ud800", which cannot)."""
     if not isinstance(value, str):
         return False
@@ -389,7 +389,7 @@ def read_judgments_json(path: str | Path) -> pd.DataFrame:
             "keys " + ", ".join(json.dumps(k)[:40] for k in list(document)[:8]) if document else "an empty object"
         raise InputError(f"{path}: no 'judgmentRatings' list (expected the OpenSearch search-relevance judgments "
                          f"format {{\"judgmentRatings\": [{{\"query\": ..., \"ratings\": [...]}}]}}; found {found})")
-    rows = []
+    rows: list[dict[str, Any]] = []
     for i, entry in enumerate(entries):
         if not isinstance(entry, dict):
             rows.append({"rating": _snippet(entry), "problem": f"judgmentRatings[{i}] is not an object"})
@@ -507,10 +507,11 @@ def iter_ubi_records(lines: Iterable[str | bytes], default_kind: str | None) -> 
     pending_id: str | None = None
     for number, line in enumerate(lines, start=1):
         if isinstance(line, bytes):
+            raw = line
             try:
-                line = line.decode("utf-8-sig" if number == 1 else "utf-8")
+                line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
             except UnicodeDecodeError:
-                yield UbiLine(pending or default_kind, None, line.decode("utf-8", "replace").strip(), number,
+                yield UbiLine(pending or default_kind, None, raw.decode("utf-8", "replace").strip(), number,
                               problem="line is not valid UTF-8")
                 pending = pending_id = None
                 continue
@@ -604,7 +605,7 @@ def query_texts(queries: list[dict[str, Any]]) -> tuple[dict[str, str], int]:
     return {q: text for q, (_, text) in first.items()}, sum(len(t) > 1 for t in texts.values())
 
 
-def _nested(document: dict[str, Any], *keys: str) -> Any:
+def _nested(document: Any, *keys: str) -> Any:
     for key in keys:
         if not isinstance(document, dict):
             return None
@@ -704,7 +705,7 @@ def ubi_query_log(
     now = now if now is not None else pd.Timestamp.now(tz="UTC")
     ids = list(event_ids) if event_ids is not None else [None] * len(events)
     rows: list[dict[str, Any]] = []
-    rejected: list[dict[str, str]] = []
+    rejected: list[dict[str, str | None]] = []
     seen: set[str] = set()
     for event, event_id in zip(events, ids):
         row, reason = map_ubi_event(event, queries, product_actions, position_base, now)

@@ -54,7 +54,8 @@ import pandas as pd
 
 GAIN_KINDS = ("linear", "exponential")
 # "linear", "exponential" or a mapping grade -> gain (keys int or str, e.g. from YAML).
-GainSpec = str | Mapping[int | str, float]
+GainMapping = Mapping[int, float] | Mapping[str, float] | Mapping[int | str, float]
+GainSpec = str | GainMapping
 
 __all__ = [
     "ConfusionCounts",
@@ -119,7 +120,7 @@ def rank_query(product_ids: Sequence[str], scores: Sequence[float]) -> np.ndarra
     return _ranking_order(np.zeros(len(scores_arr), dtype=np.intp), codes, scores_arr)
 
 
-def _gain_table(mapping: Mapping[int | str, float]) -> dict[float, float]:
+def _gain_table(mapping: GainMapping) -> dict[float, float]:
     """Grade -> gain with numeric keys; ``3`` and ``"3"`` are the same grade."""
     table: dict[float, float] = {}
     for key, value in mapping.items():
@@ -426,7 +427,7 @@ def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[f
         raise ValueError(f"need 0 <= successes <= n, got successes={successes}, n={n}")
     if n == 0:
         return float("nan"), float("nan")
-    center, half = _wilson_center_half(np.float64(successes), np.float64(n), confidence)
+    center, half = _wilson_center_half(np.asarray(successes, dtype=np.float64), np.asarray(n, dtype=np.float64), confidence)
     return float(max(0.0, center - half)), float(min(1.0, center + half))
 
 

@@ -292,7 +292,7 @@ def read_rre_ratings(path: str | Path) -> pd.DataFrame:
         groups += list(topic.get("query_groups") or []) if isinstance(topic, dict) else []
     if not groups:
         raise InputError(f"{path}: no 'query_groups' (at the top level or inside 'topics'): not an RRE ratings file")
-    rows = []
+    rows: list[dict[str, Any]] = []
     for g, group in enumerate(groups):
         where = f"query_groups[{g}]"
         if not isinstance(group, dict):
@@ -343,7 +343,8 @@ def judgments_from_labels(rows: pd.DataFrame, grades: Mapping[str, int], source:
         (blank(rows["query"].astype(object)), "judgment without a query"),
         (blank(rows["product_id"].astype(object)), "judgment without a product id"),
         (labels.isna(), "judgment without a rating"),
-        (grade.isna(), "rating '" + shown(labels) + f"' is not in the label scheme ({', '.join(sorted(keys))})"),
+        (grade.isna(), "rating '" + shown(labels)
+         + f"' is not in the label scheme ({', '.join(sorted(k for k in keys if k is not None))})"),
     )
     judgments = pd.DataFrame({
         "query": rows["query"].astype(object), "product_id": rows["product_id"].map(lambda v: None if is_missing(v) else str(v).strip()),

@@ -1,25 +1,28 @@
 """report_html: one self-contained HTML page for an audit run (inline CSS and SVG, no scripts, no network).
 
-`render_audit_html` is pure: it turns an `AuditReport` (the audit job's frames) into a
-string. `write_html_report` puts that string next to the tables of a local warehouse.
-Every piece of text from the data goes through `html.escape`: queries are user input.
+`render_audit_html` is pure: it turns an `AuditReport` (the audit job's frames) into plain data (`Section`s of
+`Table`s, `Chart`s of SVG `Shape`s, ...) and renders it with the jinja2 template `templates/report.html.j2`,
+autoescape on: queries are user input, and no markup is built from text in Python. The page's style is
+`templates/report.css`, inlined by the template. `write_html_report` puts the page next to the tables of a
+local warehouse.
 """
 
 from __future__ import annotations
 
-import html
+import functools
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import jinja2
 import numpy as np
 import pandas as pd
 
 __all__ = ["AuditReport", "render_audit_html", "write_html_report"]
 
 MODEL = "model"
-NO_DATA = '<p class="nodata">no data</p>'
 DASH = "–"
 # Okabe-Ito: distinguishable with the common colour-vision deficiencies.
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#000000", "#999999")
@@ -32,39 +35,7 @@ METRIC_ORDER = ("ndcg@", "precision@", "recall@", "mrr", "map", "judged@", "roc_
 LOWER_IS_BETTER = ("brier", "ece")
 NO_DIRECTION = ("judged@", "threshold_for_target_precision")
 SEGMENT_GROUPS = ("all", "head", "torso", "tail", "category=", "query_len=")
-
-CSS = """
-:root { --fg: #1f2328; --muted: #59636e; --border: #d0d7de; --soft: #f6f8fa; --best: #dbeaf5; }
-* { box-sizing: border-box; }
-body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, Helvetica, Arial, sans-serif;
-       color: var(--fg); background: #fff; max-width: 1120px; margin: 0 auto; padding: 24px; }
-h1 { font-size: 1.5rem; margin: 0 0 .5rem; }
-h2 { font-size: 1.15rem; margin: 2rem 0 .6rem; padding-bottom: .25rem; border-bottom: 1px solid var(--border); }
-p.note, .nodata, caption { color: var(--muted); }
-.nodata { font-style: italic; }
-dl.meta { display: grid; grid-template-columns: max-content 1fr; gap: 2px 16px; margin: 0; }
-dl.meta dt { color: var(--muted); }
-dl.meta dd { margin: 0; font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; }
-.scroll { overflow-x: auto; }
-table { border-collapse: collapse; font-variant-numeric: tabular-nums; margin: .25rem 0; }
-caption { text-align: left; font-size: .85em; padding-bottom: 4px; }
-th, td { padding: 4px 10px; border-bottom: 1px solid var(--border); text-align: left; vertical-align: top; }
-th { background: var(--soft); font-weight: 600; }
-td.num { text-align: right; white-space: nowrap; }
-td.best { background: var(--best); font-weight: 600; }
-td.up { color: #0072B2; } td.down { color: #D55E00; }
-.ci { color: var(--muted); font-size: .85em; }
-.charts { display: flex; flex-wrap: wrap; gap: 16px; }
-figure { margin: 0; }
-figcaption { color: var(--muted); font-size: .85em; }
-svg { max-width: 100%; height: auto; background: #fff; }
-svg text { font-family: inherit; font-size: 11px; fill: var(--fg); }
-svg .grid { stroke: #e6e9ec; } svg .axis { stroke: #59636e; }
-svg text.halo { paint-order: stroke; stroke: #fff; stroke-width: 3px; stroke-linejoin: round; }
-details dl dt { font-weight: 600; margin-top: .4rem; font-family: ui-monospace, SFMono-Regular, Menlo, monospace; }
-details dl dd { margin-left: 1rem; }
-pre { background: var(--soft); padding: 12px; overflow-x: auto; font-size: 12px; }
-"""
+TEMPLATE = "report.html.j2"
 
 
 @dataclass(frozen=True)
@@ -88,10 +59,6 @@ class AuditReport:
 # ---------------------------------------------------------------------------------------------- formatting
 
 
-def _esc(value: object) -> str:
-    return html.escape(str(value), quote=True)
-
-
 def _missing(value: object) -> bool:
     if value is None:
         return True
@@ -101,31 +68,26 @@ def _missing(value: object) -> bool:
         return False
 
 
-def _fmt(value: object, digits: int = 3) -> str:
+def _fmt(value: Any, digits: int = 3) -> str:
     if _missing(value):
         return DASH
     try:
         return f"{float(value):.{digits}f}"
     except (TypeError, ValueError):
-        return _esc(value)
+        return str(value)
 
 
-def _fmt_int(value: object) -> str:
+def _fmt_int(value: Any) -> str:
     if _missing(value):
         return DASH
     try:
         return f"{int(round(float(value))):,}"
     except (TypeError, ValueError):
-        return _esc(value)
+        return str(value)
 
 
 def _fmt_ci(low: object, high: object) -> str:
     return "" if _missing(low) or _missing(high) else f"[{_fmt(low)}, {_fmt(high)}]"
-
-
-def _value_with_ci(row: pd.Series) -> str:
-    ci = _fmt_ci(row.get("ci_low"), row.get("ci_high"))
-    return _fmt(row.get("value")) + (f' <span class="ci">{ci}</span>' if ci else "")
 
 
 # ---------------------------------------------------------------------------------------------- frames
@@ -194,32 +156,69 @@ def _higher_is_better(metric: str) -> bool | None:
     return metric not in LOWER_IS_BETTER
 
 
-# ---------------------------------------------------------------------------------------------- html pieces
+# ---------------------------------------------------------------------------------------------- page data
+# Plain data for the template (templates/macros.html.j2 draws each kind); text in it is escaped there.
 
 
-def _section(anchor: str, title: str, body: str, note: str = "") -> str:
-    note_html = f'<p class="note">{_esc(note)}</p>' if note else ""
-    return f'<section id="{_esc(anchor)}">\n<h2>{_esc(title)}</h2>\n{note_html}{body}\n</section>'
+@dataclass(frozen=True)
+class Cell:
+    text: str
+    cls: str = ""
+    title: str = ""  # hover text
+    ci: str = ""  # a confidence interval, shown muted after the text
 
 
-def _td(content: str, cls: str = "", title: str = "") -> str:
-    """A table cell; `content` must already be HTML (escaped)."""
-    attrs = (f' class="{cls}"' if cls else "") + (f' title="{_esc(title)}"' if title else "")
-    return f"<td{attrs}>{content}</td>"
+@dataclass(frozen=True)
+class Table:
+    headers: list[str]
+    rows: list[list[Cell]]
 
 
-def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], caption: str = "") -> str:
-    """A table from escaped header text and rows of ready `<td>` cells."""
-    if not rows:
-        return NO_DATA
-    head = "".join(f"<th>{_esc(h)}</th>" for h in headers)
-    body = "\n".join(f"<tr>{''.join(cells)}</tr>" for cells in rows)
-    cap = f"<caption>{_esc(caption)}</caption>" if caption else ""
-    return f'<div class="scroll"><table>{cap}<thead><tr>{head}</tr></thead>\n<tbody>\n{body}\n</tbody></table></div>'
+@dataclass(frozen=True)
+class Shape:
+    """One SVG element: tag, attributes, and its text or its hover title (both optional)."""
+
+    tag: str
+    attrs: dict[str, str]
+    text: str = ""
+    tip: str = ""
 
 
-def _figure(svg: str, caption: str) -> str:
-    return f"<figure>{svg}<figcaption>{_esc(caption)}</figcaption></figure>"
+@dataclass(frozen=True)
+class Chart:
+    """An inline SVG chart in a figure: `shapes` in pixel coordinates, drawn in order."""
+
+    title: str
+    width: int
+    height: int
+    shapes: list[Shape]
+    caption: str
+
+
+@dataclass(frozen=True)
+class Definitions:
+    """Collapsed metric definitions: (metric, [(segments, text)]); segments is "" when one text fits all."""
+
+    summary: str
+    terms: list[tuple[str, list[tuple[str, str]]]]
+
+
+@dataclass(frozen=True)
+class Section:
+    """One <section>: its body is the first of table, chart, definitions, text that is set, else "no data"."""
+
+    anchor: str
+    title: str
+    note: str = ""
+    table: Table | None = None
+    chart: Chart | None = None
+    definitions: Definitions | None = None
+    text: str = ""
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[Cell]]) -> Table | None:
+    """A table, or None (the section says "no data") without rows."""
+    return Table(list(headers), [list(r) for r in rows]) if rows else None
 
 
 # ---------------------------------------------------------------------------------------------- svg charts
@@ -332,49 +331,49 @@ def _span(values: Iterable[float], floor: tuple[float, float]) -> tuple[float, f
     return min([floor[0], *finite]), max([floor[1], *finite])
 
 
-def _svg_open(width: float, height: float, title: str) -> str:
-    return (f'<svg role="img" aria-label="{_esc(title)}" width="{width:.0f}" height="{height:.0f}" '
-            f'viewBox="0 0 {width:.0f} {height:.0f}"><title>{_esc(title)}</title>')
+def _shape(tag: str, text: object = "", tip: object = "", **attrs: object) -> Shape:
+    """An SVG element; attributes as keywords, `_` for `-` and `class_` for class; numbers are pixels (to 0.1)."""
+    return Shape(tag, {name.rstrip("_").replace("_", "-"): _n(v) if isinstance(v, (int, float)) else str(v)
+                       for name, v in attrs.items()}, str(text), str(tip))
 
 
-def _text(x: float, y: float, text: str, anchor: str = "start", extra: str = "") -> str:
-    return f'<text x="{_n(x)}" y="{_n(y)}" text-anchor="{anchor}"{extra}>{_esc(text)}</text>'
+def _text(x: float, y: float, text: str, anchor: str = "start", **attrs: object) -> Shape:
+    return _shape("text", text, x=x, y=y, text_anchor=anchor, **attrs)
 
 
-def _legend(items: Sequence[tuple[str, str]], width: float, top: float = 6) -> tuple[str, float]:
-    """Legend entries (name, colour) laid out in rows across the top; returns svg and its height."""
-    parts, x, y = [], 10.0, top
+def _line(x1: float, y1: float, x2: float, y2: float, **attrs: object) -> Shape:
+    return _shape("line", x1=x1, y1=y1, x2=x2, y2=y2, **attrs)
+
+
+def _legend(items: Sequence[tuple[str, str]], width: float, top: float = 6) -> tuple[list[Shape], float]:
+    """Legend entries (name, colour) laid out in rows across the top; returns the shapes and their height."""
+    shapes, x, y = [], 10.0, top
     for name, color in items:
         item_width = 28 + 6.5 * len(name)
         if x + item_width > width - 10 and x > 10:
             x, y = 10.0, y + 16
-        parts.append(f'<rect x="{_n(x)}" y="{_n(y + 2)}" width="14" height="8" fill="{color}"/>'
-                     + _text(x + 18, y + 10, name))
+        shapes += [_shape("rect", x=x, y=y + 2, width="14", height="8", fill=color), _text(x + 18, y + 10, name)]
         x += item_width + 10
-    return "".join(parts), (y - top + 22) if items else 0.0
+    return shapes, (y - top + 22) if items else 0.0
 
 
-def _x_axis(plot: _Plot, label: str) -> str:
-    parts = [f'<line class="axis" x1="{_n(plot.x0)}" y1="{_n(plot.y0)}" x2="{_n(plot.x1)}" y2="{_n(plot.y0)}"/>']
+def _x_axis(plot: _Plot, label: str) -> list[Shape]:
+    shapes = [_line(plot.x0, plot.y0, plot.x1, plot.y0, class_="axis")]
     for value, text in _ticks(*plot.x_range):
         x = plot.sx(value)
-        parts.append(f'<line class="grid" x1="{_n(x)}" y1="{_n(plot.y1)}" x2="{_n(x)}" y2="{_n(plot.y0)}"/>'
-                     f'<line class="axis" x1="{_n(x)}" y1="{_n(plot.y0)}" x2="{_n(x)}" y2="{_n(plot.y0 + 4)}"/>'
-                     + _text(x, plot.y0 + 16, text, "middle"))
-    parts.append(_text((plot.x0 + plot.x1) / 2, plot.height - 8, label, "middle"))
-    return "".join(parts)
+        shapes += [_line(x, plot.y1, x, plot.y0, class_="grid"), _line(x, plot.y0, x, plot.y0 + 4, class_="axis"),
+                   _text(x, plot.y0 + 16, text, "middle")]
+    return shapes + [_text((plot.x0 + plot.x1) / 2, plot.height - 8, label, "middle")]
 
 
-def _y_axis(plot: _Plot, label: str) -> str:
-    parts = [f'<line class="axis" x1="{_n(plot.x0)}" y1="{_n(plot.y1)}" x2="{_n(plot.x0)}" y2="{_n(plot.y0)}"/>']
+def _y_axis(plot: _Plot, label: str) -> list[Shape]:
+    shapes = [_line(plot.x0, plot.y1, plot.x0, plot.y0, class_="axis")]
     for value, text in _ticks(*plot.y_range):
         y = plot.sy(value)
-        parts.append(f'<line class="grid" x1="{_n(plot.x0)}" y1="{_n(y)}" x2="{_n(plot.x1)}" y2="{_n(y)}"/>'
-                     f'<line class="axis" x1="{_n(plot.x0 - 4)}" y1="{_n(y)}" x2="{_n(plot.x0)}" y2="{_n(y)}"/>'
-                     + _text(plot.x0 - 7, y + 4, text, "end"))
+        shapes += [_line(plot.x0, y, plot.x1, y, class_="grid"), _line(plot.x0 - 4, y, plot.x0, y, class_="axis"),
+                   _text(plot.x0 - 7, y + 4, text, "end")]
     cx, cy = 14, (plot.y0 + plot.y1) / 2
-    parts.append(_text(cx, cy, label, "middle", f' transform="rotate(-90 {_n(cx)} {_n(cy)})"'))
-    return "".join(parts)
+    return shapes + [_text(cx, cy, label, "middle", transform=f"rotate(-90 {_n(cx)} {_n(cy)})")]
 
 
 def _finite_points(series: _Series) -> list[tuple[float, float, int]]:
@@ -382,72 +381,74 @@ def _finite_points(series: _Series) -> list[tuple[float, float, int]]:
             if not (_missing(x) or _missing(y)) and math.isfinite(float(x)) and math.isfinite(float(y))]
 
 
-def _series_svg(plot: _Plot, series: _Series) -> str:
+def _series_shapes(plot: _Plot, series: _Series) -> list[Shape]:
     if series.kind == "step":
-        return _step_svg(plot, series)
+        return _step_shapes(plot, series)
     points = _finite_points(series)
-    parts = []
+    shapes = []
     if series.kind in ("line", "linepoints") and len(points) > 1:
         coords = " ".join(f"{_n(plot.sx(x))},{_n(plot.sy(y))}" for x, y, _ in points)
-        width = 2 if series.kind == "line" else 1.2
-        parts.append(f'<polyline points="{coords}" fill="none" stroke="{series.color}" stroke-width="{width}"/>')
+        shapes.append(_shape("polyline", points=coords, fill="none", stroke=series.color,
+                             stroke_width="2" if series.kind == "line" else "1.2"))
     if series.kind in ("points", "linepoints"):
         for x, y, i in points:
-            radius = series.sizes[i] if i < len(series.sizes) else 3.5
-            tip = f"<title>{_esc(series.tips[i])}</title>" if i < len(series.tips) else ""
-            parts.append(f'<circle cx="{_n(plot.sx(x))}" cy="{_n(plot.sy(y))}" r="{_n(radius)}" fill="{series.color}" '
-                         f'fill-opacity="0.65" stroke="{series.color}">{tip}</circle>')
-    return "".join(parts)
+            shapes.append(_shape("circle", tip=series.tips[i] if i < len(series.tips) else "",
+                                 cx=plot.sx(x), cy=plot.sy(y), r=series.sizes[i] if i < len(series.sizes) else 3.5,
+                                 fill=series.color, fill_opacity="0.65", stroke=series.color))
+    return shapes
 
 
-def _step_svg(plot: _Plot, series: _Series) -> str:
+def _step_shapes(plot: _Plot, series: _Series) -> list[Shape]:
     """A histogram outline: x are bin edges (one more than y), filled lightly."""
     edges, heights = list(series.x), list(series.y)
     if len(edges) != len(heights) + 1 or not heights:
-        return ""
+        return []
     coords = [(edges[0], 0.0)]
     for i, h in enumerate(heights):
         h = 0.0 if _missing(h) else float(h)
         coords += [(edges[i], h), (edges[i + 1], h)]
     coords.append((edges[-1], 0.0))
-    text = " ".join(f"{_n(plot.sx(x))},{_n(plot.sy(y))}" for x, y in coords)
-    return (f'<polygon points="{text}" fill="{series.color}" fill-opacity="0.12" stroke="{series.color}" '
-            f'stroke-width="1.6"><title>{_esc(series.name)}</title></polygon>')
+    points = " ".join(f"{_n(plot.sx(x))},{_n(plot.sy(y))}" for x, y in coords)
+    return [_shape("polygon", tip=series.name, points=points, fill=series.color, fill_opacity="0.12",
+                   stroke=series.color, stroke_width="1.6")]
 
 
-def _guide_svg(plot: _Plot, guide: _Guide) -> str:
+def _guide_shapes(plot: _Plot, guide: _Guide) -> list[Shape]:
     (xa, xb), (ya, yb) = guide.x, guide.y
-    line = (f'<line x1="{_n(plot.sx(xa))}" y1="{_n(plot.sy(ya))}" x2="{_n(plot.sx(xb))}" y2="{_n(plot.sy(yb))}" '
-            f'stroke="{guide.color}" stroke-width="1.2" stroke-dasharray="5 4"/>')
-    label = _text(plot.sx(xb) - 4, plot.sy(yb) - 5, guide.label, "end", f' class="halo" fill="{guide.color}"') \
-        if guide.label else ""
-    return line + label
+    shapes = [_line(plot.sx(xa), plot.sy(ya), plot.sx(xb), plot.sy(yb), stroke=guide.color, stroke_width="1.2",
+                    stroke_dasharray="5 4")]
+    if guide.label:
+        shapes.append(_text(plot.sx(xb) - 4, plot.sy(yb) - 5, guide.label, "end", class_="halo", fill=guide.color))
+    return shapes
 
 
-def _marker_svg(plot: _Plot, marker: _Marker) -> str:
+def _marker_shapes(plot: _Plot, marker: _Marker) -> list[Shape]:
     x, y = plot.sx(marker.x), plot.sy(marker.y)
     right_side = x < plot.x0 + 0.6 * (plot.x1 - plot.x0)
-    label = _text(x + 10 if right_side else x - 10, y + 18, marker.label, "start" if right_side else "end",
-                  ' class="halo" font-weight="600"')
-    return (f'<path d="M{_n(x)},{_n(y - 7)} L{_n(x + 7)},{_n(y)} L{_n(x)},{_n(y + 7)} L{_n(x - 7)},{_n(y)} Z" '
-            f'fill="#fff" stroke="{marker.color}" stroke-width="2.2"><title>{_esc(marker.label)}</title></path>' + label)
+    diamond = f"M{_n(x)},{_n(y - 7)} L{_n(x + 7)},{_n(y)} L{_n(x)},{_n(y + 7)} L{_n(x - 7)},{_n(y)} Z"
+    return [_shape("path", tip=marker.label, d=diamond, fill="#fff", stroke=marker.color, stroke_width="2.2"),
+            _text(x + 10 if right_side else x - 10, y + 18, marker.label, "start" if right_side else "end",
+                  class_="halo", font_weight="600")]
 
 
-def _svg_xy_chart(series: Sequence[_Series], *, title: str, x_label: str, y_label: str,
+def _svg_xy_chart(series: Sequence[_Series], *, title: str, caption: str, x_label: str, y_label: str,
                   x_range: tuple[float, float], y_range: tuple[float, float], guides: Sequence[_Guide] = (),
-                  markers: Sequence[_Marker] = (), width: float = 540, height: float = 400) -> str:
+                  markers: Sequence[_Marker] = (), width: float = 540, height: float = 400) -> Chart:
     """The generic x-y chart: axes with ticks, grid, legend, reference lines, series and markers."""
     legend, legend_height = _legend([(s.name, s.color) for s in series], width)
     plot = _Plot(width, height, left=58, right=18, top=legend_height + 12, bottom=44, x_range=x_range, y_range=y_range)
-    body = [_svg_open(width, height, title), _x_axis(plot, x_label), _y_axis(plot, y_label)]
-    body += [_guide_svg(plot, g) for g in guides]
-    body += [_series_svg(plot, s) for s in series]
-    body += [_marker_svg(plot, m) for m in markers]
-    return "".join(body) + legend + "</svg>"
+    shapes = _x_axis(plot, x_label) + _y_axis(plot, y_label)
+    for g in guides:
+        shapes += _guide_shapes(plot, g)
+    for s in series:
+        shapes += _series_shapes(plot, s)
+    for m in markers:
+        shapes += _marker_shapes(plot, m)
+    return Chart(title, round(width), round(height), shapes + legend, caption)
 
 
-def _svg_bar_chart(categories: Sequence[str], series: Sequence[_Bars], *, title: str, x_label: str,
-                   x_range: tuple[float, float], width: float = 760) -> str:
+def _svg_bar_chart(categories: Sequence[str], series: Sequence[_Bars], *, title: str, caption: str, x_label: str,
+                   x_range: tuple[float, float], width: float = 760) -> Chart:
     """The generic horizontal grouped bar chart, one group per category, with CI whiskers."""
     bar, gap = 12.0, 10.0
     label_width = min(230.0, 16 + 6.5 * max((len(c) for c in categories), default=4))
@@ -455,43 +456,41 @@ def _svg_bar_chart(categories: Sequence[str], series: Sequence[_Bars], *, title:
     group = bar * len(series) + gap
     height = legend_height + 12 + group * len(categories) + 44
     plot = _Plot(width, height, left=label_width, right=56, top=legend_height + 12, bottom=44, x_range=x_range)
-    parts = [_svg_open(width, height, title), _x_axis(plot, x_label)]
+    shapes = _x_axis(plot, x_label)
     for c, category in enumerate(categories):
         top = plot.y1 + c * group + gap / 2
-        parts.append(_text(plot.x0 - 8, top + bar * len(series) / 2 + 4, category, "end"))
+        shapes.append(_text(plot.x0 - 8, top + bar * len(series) / 2 + 4, category, "end"))
         for s, bars in enumerate(series):
-            parts.append(_bar_svg(plot, bars, c, top + s * bar, bar))
-    return "".join(parts) + legend + "</svg>"
+            shapes += _bar_shapes(plot, bars, c, top + s * bar, bar)
+    return Chart(title, round(width), round(height), shapes + legend, caption)
 
 
-def _bar_svg(plot: _Plot, bars: _Bars, index: int, top: float, height: float) -> str:
+def _bar_shapes(plot: _Plot, bars: _Bars, index: int, top: float, height: float) -> list[Shape]:
     value = bars.values[index]
     if _missing(value):
-        return ""
+        return []
     start, end = sorted((plot.sx(max(plot.x_range[0], 0.0)), plot.sx(float(value))))
-    tip = f"<title>{_esc(bars.tips[index])}</title>" if index < len(bars.tips) else ""
-    parts = [f'<rect x="{_n(start)}" y="{_n(top + 1)}" width="{_n(max(end - start, 0.5))}" height="{_n(height - 2)}" '
-             f'fill="{bars.color}">{tip}</rect>']
+    shapes = [_shape("rect", tip=bars.tips[index] if index < len(bars.tips) else "", x=start, y=top + 1,
+                     width=max(end - start, 0.5), height=height - 2, fill=bars.color)]
     low, high, mid = bars.lows[index], bars.highs[index], top + height / 2
     right = end
     if not (_missing(low) or _missing(high)):
         xl, xh = plot.sx(float(low)), plot.sx(float(high))
-        parts.append(f'<path d="M{_n(xl)},{_n(mid)} H{_n(xh)} M{_n(xl)},{_n(mid - 4)} V{_n(mid + 4)} '
-                     f'M{_n(xh)},{_n(mid - 4)} V{_n(mid + 4)}" stroke="#1f2328" stroke-width="1.1" fill="none"/>')
+        whisker = (f"M{_n(xl)},{_n(mid)} H{_n(xh)} M{_n(xl)},{_n(mid - 4)} V{_n(mid + 4)} "
+                   f"M{_n(xh)},{_n(mid - 4)} V{_n(mid + 4)}")
+        shapes.append(_shape("path", d=whisker, stroke="#1f2328", stroke_width="1.1", fill="none"))
         right = max(right, xh)
-    parts.append(_text(right + 4, mid + 4, _fmt(value), extra=' fill="#59636e"'))
-    return "".join(parts)
+    return shapes + [_text(right + 4, mid + 4, _fmt(value), fill="#59636e")]
 
 
 # ---------------------------------------------------------------------------------------------- sections
 
 
-def _header(report: AuditReport) -> str:
-    items = [("ds", report.ds), ("model version", report.model_version), ("run id", report.run_id),
-             ("generated", report.created_at), ("decision threshold", _fmt(report.threshold, 4)),
-             ("target precision", _fmt(report.target_precision, 3))]
-    meta = "".join(f"<dt>{_esc(k)}</dt><dd>{_esc(v)}</dd>" for k, v in items)
-    return f'<header>\n<h1>Relevance audit · {_esc(report.ds)}</h1>\n<dl class="meta">{meta}</dl>\n</header>'
+def _meta(report: AuditReport) -> list[tuple[str, str]]:
+    """The header's (label, value) pairs."""
+    return [("ds", str(report.ds)), ("model version", str(report.model_version)), ("run id", str(report.run_id)),
+            ("generated", str(report.created_at)), ("decision threshold", _fmt(report.threshold, 4)),
+            ("target precision", _fmt(report.target_precision, 3))]
 
 
 def _comparable_rows(metrics: pd.DataFrame) -> pd.DataFrame:
@@ -509,11 +508,11 @@ def _best_systems(cells: dict[str, pd.Series], metric: str) -> set[str]:
     return {s for s, v in values.items() if abs(v - best) <= 1e-12}
 
 
-def _systems_section(metrics: pd.DataFrame) -> str:
+def _systems_section(metrics: pd.DataFrame) -> Section:
     rows_all = _comparable_rows(metrics[metrics.segment == "all"])
     note = "segment all; value [CI]; shaded: best system on the row (lower is better for brier and ece)"
     if rows_all.empty:
-        return _section("systems", "Systems compared", NO_DATA)
+        return Section("systems", "Systems compared")
     systems = _ordered_systems(rows_all.system)
     rows = []
     for metric in _ordered_metrics(rows_all.metric):
@@ -521,16 +520,16 @@ def _systems_section(metrics: pd.DataFrame) -> str:
         cells = {s: subset[subset.system == s].iloc[0] for s in systems if (subset.system == s).any()}
         best = _best_systems(cells, metric)
         definition = str(subset.definition.dropna().iloc[0]) if subset.definition.notna().any() else ""
-        row = [_td(_esc(metric), title=definition)]
+        row = [Cell(metric, title=definition)]
         for system in systems:
             cell = cells.get(system)
             if cell is None:
-                row.append(_td(DASH, "num"))
+                row.append(Cell(DASH, "num"))
             else:
-                row.append(_td(_value_with_ci(cell), "num best" if system in best else "num",
-                               f"{system}: n={_fmt_int(cell.support)}"))
+                row.append(Cell(_fmt(cell.value), "num best" if system in best else "num",
+                                f"{system}: n={_fmt_int(cell.support)}", _fmt_ci(cell.ci_low, cell.ci_high)))
         rows.append(row)
-    return _section("systems", "Systems compared", _table(["metric", *systems], rows), note)
+    return Section("systems", "Systems compared", note, table=_table(["metric", *systems], rows))
 
 
 def _ranking_metric(metrics: pd.DataFrame) -> str | None:
@@ -538,18 +537,18 @@ def _ranking_metric(metrics: pd.DataFrame) -> str | None:
     return "ndcg@10" if "ndcg@10" in names else (names[0] if names else None)
 
 
-def _segments_section(metrics: pd.DataFrame, colors: dict[str, str]) -> str:
+def _segments_section(metrics: pd.DataFrame, colors: dict[str, str]) -> Section:
     metric = _ranking_metric(metrics)
     title = "Ranking quality by segment"
     if metric is None:
-        return _section("segments", title, NO_DATA)
+        return Section("segments", title)
     rows = metrics[metrics.metric == metric]
     segments, systems = _ordered_segments(rows.segment), _ordered_systems(rows.system)
     series = [_system_bars(rows[rows.system == s], s, segments, colors.get(s, "#999999")) for s in systems]
     values = [v for b in series for v in (*b.values, *b.highs, *b.lows)]
-    svg = _svg_bar_chart(segments, series, title=f"{metric} by segment", x_label=metric,
-                         x_range=_span(values, (0.0, 1.0)))
-    return _section("segments", title, _figure(svg, f"{metric} per segment and system; whiskers: CI"))
+    chart = _svg_bar_chart(segments, series, title=f"{metric} by segment", x_label=metric,
+                           x_range=_span(values, (0.0, 1.0)), caption=f"{metric} per segment and system; whiskers: CI")
+    return Section("segments", title, chart=chart)
 
 
 def _system_bars(rows: pd.DataFrame, system: str, segments: Sequence[str], color: str) -> _Bars:
@@ -571,11 +570,11 @@ def _threshold_marker(curve: pd.DataFrame, threshold: float, color: str) -> list
     return [_Marker(float(point.recall), float(point.precision), label, color)]
 
 
-def _pr_section(report: AuditReport, colors: dict[str, str]) -> str:
+def _pr_section(report: AuditReport, colors: dict[str, str]) -> Section:
     title = "Precision–recall curves"
     curves = _usable(report.pr_curves, ("system", "threshold", "precision", "recall"))
     if curves is None:
-        return _section("pr-curves", title, NO_DATA)
+        return Section("pr-curves", title)
     curves = curves.sort_values(["system", "threshold"], kind="stable")
     systems = _ordered_systems(curves.system)
     series = [_Series(s, tuple(part.recall), tuple(part.precision), colors.get(s, "#999999"))
@@ -584,17 +583,17 @@ def _pr_section(report: AuditReport, colors: dict[str, str]) -> str:
     markers = _threshold_marker(model, report.threshold, colors.get(MODEL, PALETTE[0])) if not model.empty else []
     guides = [] if _missing(report.target_precision) else [
         _Guide((0.0, 1.0), (float(report.target_precision),) * 2, f"target precision {_fmt(report.target_precision)}")]
-    svg = _svg_xy_chart(series, title="precision vs recall", x_label="recall", y_label="precision",
-                        x_range=(0.0, 1.0), y_range=(0.0, 1.0), guides=guides, markers=markers)
     caption = "one curve per system over score thresholds; ◇ the model at its decision threshold; dashed: target precision"
-    return _section("pr-curves", title, _figure(svg, caption))
+    chart = _svg_xy_chart(series, title="precision vs recall", caption=caption, x_label="recall", y_label="precision",
+                          x_range=(0.0, 1.0), y_range=(0.0, 1.0), guides=guides, markers=markers)
+    return Section("pr-curves", title, chart=chart)
 
 
-def _reliability_section(reliability: pd.DataFrame, colors: dict[str, str]) -> str:
+def _reliability_section(reliability: pd.DataFrame, colors: dict[str, str]) -> Section:
     title = "Reliability diagram"
     frame = _usable(reliability, ("system", "mean_score", "observed_rate", "count"))
     if frame is None:
-        return _section("reliability", title, NO_DATA)
+        return Section("reliability", title)
     counts = pd.to_numeric(frame["count"], errors="coerce")
     largest = float(counts.max()) if counts.notna().any() and counts.max() > 0 else 1.0
     series = []
@@ -608,17 +607,18 @@ def _reliability_section(reliability: pd.DataFrame, colors: dict[str, str]) -> s
     x_range = _span(frame.mean_score, (0.0, 1.0))
     y_range = _span(frame.observed_rate, (0.0, 1.0))
     low, high = max(x_range[0], y_range[0]), min(x_range[1], y_range[1])
-    svg = _svg_xy_chart(series, title="reliability diagram", x_label="mean predicted score (bin)",
-                        y_label="observed relevant rate", x_range=x_range, y_range=y_range,
-                        guides=[_Guide((low, high), (low, high), "perfect calibration")])
-    return _section("reliability", title, _figure(svg, "equal-mass score bins; point area grows with the bin's pairs"))
+    chart = _svg_xy_chart(series, title="reliability diagram", x_label="mean predicted score (bin)",
+                          y_label="observed relevant rate", x_range=x_range, y_range=y_range,
+                          guides=[_Guide((low, high), (low, high), "perfect calibration")],
+                          caption="equal-mass score bins; point area grows with the bin's pairs")
+    return Section("reliability", title, chart=chart)
 
 
-def _histogram_section(histograms: pd.DataFrame) -> str:
+def _histogram_section(histograms: pd.DataFrame) -> Section:
     title = "Score distributions by grade"
     frame = _usable(histograms, ("system", "grade", "bin_low", "bin_high", "count"))
     if frame is None:
-        return _section("score-distributions", title, NO_DATA)
+        return Section("score-distributions", title)
     systems = _ordered_systems(frame.system)
     system = MODEL if MODEL in systems else systems[0]
     frame = frame[frame.system.astype(str) == system].sort_values(["grade", "bin_low"])
@@ -629,24 +629,25 @@ def _histogram_section(histograms: pd.DataFrame) -> str:
         edges = (*part.bin_low.astype(float), float(part.bin_high.iloc[-1]))
         series.append(_Series(f"grade {grade} (n={_fmt_int(total)})", edges, shares, PALETTE[i % len(PALETTE)], "step"))
     heights = [h for s in series for h in s.y]
-    svg = _svg_xy_chart(series, title=f"score distribution per grade ({system})", x_label="score",
-                        y_label="share of the grade's pairs", x_range=_span([*frame.bin_low, *frame.bin_high], (0.0, 0.0)),
-                        y_range=(0.0, max(heights, default=1.0) * 1.1 or 1.0))
-    return _section("score-distributions", title,
-                    _figure(svg, f"judged pairs scored by {system}; each grade normalised to its own total"))
+    chart = _svg_xy_chart(series, title=f"score distribution per grade ({system})", x_label="score",
+                          y_label="share of the grade's pairs",
+                          x_range=_span([*frame.bin_low, *frame.bin_high], (0.0, 0.0)),
+                          y_range=(0.0, max(heights, default=1.0) * 1.1 or 1.0),
+                          caption=f"judged pairs scored by {system}; each grade normalised to its own total")
+    return Section("score-distributions", title, chart=chart)
 
 
-def _long_metric_table(rows: pd.DataFrame, with_definition: bool) -> str:
+def _long_metric_table(rows: pd.DataFrame, with_definition: bool) -> Table | None:
     rows = rows.assign(_m=rows.metric.map({m: i for i, m in enumerate(_ordered_metrics(rows.metric))}),
                        _s=rows.segment.map({s: i for i, s in enumerate(_ordered_segments(rows.segment))}))
     out = []
     for r in rows.sort_values(["_m", "_s"], kind="stable").itertuples(index=False):
         sign = _sign(r)
         arrow = {"up": "▲ ", "down": "▼ "}.get(sign, "")
-        cells = [_td(_esc(r.metric)), _td(_esc(r.segment)), _td(arrow + _fmt(r.value), f"num {sign}".strip()),
-                 _td(_fmt_ci(r.ci_low, r.ci_high) or DASH, "num"), _td(_fmt_int(r.support), "num")]
+        cells = [Cell(r.metric), Cell(r.segment), Cell(arrow + _fmt(r.value), f"num {sign}".strip()),
+                 Cell(_fmt_ci(r.ci_low, r.ci_high) or DASH, "num"), Cell(_fmt_int(r.support), "num")]
         if with_definition:
-            cells.append(_td(_esc(r.definition if not _missing(r.definition) else DASH)))
+            cells.append(Cell(DASH if _missing(r.definition) else str(r.definition)))
         out.append(cells)
     headers = ["metric", "segment", "value", "CI", "support"] + (["definition"] if with_definition else [])
     return _table(headers, out)
@@ -659,58 +660,63 @@ def _sign(row) -> str:
     return "up" if row.ci_low > 0 else "down" if row.ci_high < 0 else ""
 
 
-def _log_only_section(metrics: pd.DataFrame) -> str:
+def _log_only_section(metrics: pd.DataFrame) -> Section:
     rows = metrics[metrics.metric.str.startswith("irrelevant_")]
     note = "share of what users saw, clicked or bought on pairs the model scores below the threshold; support: events"
-    return _section("log-only", "Log-only audit", _long_metric_table(rows, False) if not rows.empty else NO_DATA, note)
+    return Section("log-only", "Log-only audit", note, table=_long_metric_table(rows, False))
 
 
-def _offenders_section(offenders: pd.DataFrame) -> str:
+def _offenders_section(offenders: pd.DataFrame) -> Section:
     title = "Worst offenders"
     note = "most-shown pairs the model calls irrelevant"
-    frame = offenders if isinstance(offenders, pd.DataFrame) and not offenders.empty else None
-    if frame is None:
-        return _section("worst-offenders", title, NO_DATA, note)
-    columns = [("query_norm", "query", _esc, ""), ("product_id", "product", _esc, ""), ("score", "score", _fmt, "num"),
+    if not isinstance(offenders, pd.DataFrame) or offenders.empty:
+        return Section("worst-offenders", title, note)
+    columns: list[tuple[str, str, Callable[[Any], str], str]] = [
+        ("query_norm", "query", str, ""), ("product_id", "product", str, ""), ("score", "score", _fmt, "num"),
                ("impressions", "impressions", _fmt_int, "num"), ("clicks", "clicks", _fmt_int, "num"),
-               ("mean_position", "mean position", lambda v: _fmt(v, 1), "num"), ("segment", "segment", _esc, "")]
-    rows = [[_td(DASH if _missing(record.get(c)) else fmt(record.get(c)), cls) for c, _, fmt, cls in columns]
-            for record in frame.to_dict("records")]
-    return _section("worst-offenders", title, _table([h for _, h, _, _ in columns], rows), note)
+               ("mean_position", "mean position", lambda v: _fmt(v, 1), "num"), ("segment", "segment", str, "")]
+    rows = [[Cell(DASH if _missing(record.get(c)) else fmt(record.get(c)), cls) for c, _, fmt, cls in columns]
+            for record in offenders.to_dict("records")]
+    return Section("worst-offenders", title, note, table=_table([h for _, h, _, _ in columns], rows))
 
 
-def _comparison_section(metrics: pd.DataFrame) -> str:
+def _comparison_section(metrics: pd.DataFrame) -> Section | None:
+    """Model-vs-model deltas; None (no section at all) when the run compared nothing."""
     rows = metrics[metrics.metric.str.startswith("delta_")]
     if rows.empty:
-        return ""
+        return None
     note = "paired per-query change of this model against the compared version; ▲/▼ colour: CI excludes zero"
-    return _section("comparison", "Comparison with another model version", _long_metric_table(rows, True), note)
+    return Section("comparison", "Comparison with another model version", note, table=_long_metric_table(rows, True))
 
 
-def _definitions_section(metrics: pd.DataFrame) -> str:
+def _definitions_section(metrics: pd.DataFrame) -> Section:
     rows = metrics[metrics.definition.notna()]
     if rows.empty:
-        return _section("definitions", "Definitions", NO_DATA)
-    items = []
+        return Section("definitions", "Definitions")
+    terms = []
     for metric in _ordered_metrics(rows.metric):
         subset = rows[rows.metric == metric]
         texts = list(dict.fromkeys(subset.definition.astype(str)))
-        items.append(f"<dt>{_esc(metric)}</dt>")
-        for text in texts:
+        entries = []
+        for text in texts:  # one text per distinct definition; several are labelled with the segments they cover
             where = _ordered_segments(subset[subset.definition.astype(str) == text].segment) if len(texts) > 1 else []
-            prefix = f'<span class="ci">{_esc(", ".join(where))}:</span> ' if where else ""
-            items.append(f"<dd>{prefix}{_esc(text)}</dd>")
+            entries.append((", ".join(where), text))
+        terms.append((metric, entries))
     summary = f"Every metric's definition ({len(set(rows.metric))} metrics)"
-    body = f"<details><summary>{_esc(summary)}</summary><dl>{''.join(items)}</dl></details>"
-    return _section("definitions", "Definitions", body)
-
-
-def _summary_section(summary_text: str) -> str:
-    body = f"<pre>{_esc(summary_text)}</pre>" if summary_text else NO_DATA
-    return _section("summary", "Plain-text summary", body)
+    return Section("definitions", "Definitions", definitions=Definitions(summary, terms))
 
 
 # ---------------------------------------------------------------------------------------------- entry points
+
+
+@functools.cache
+def _template() -> jinja2.Template:
+    """The page template. PackageLoader reads it from the `jobs` package as a folder or inside a zip
+    (zipimport, as with spark-submit --py-files)."""
+    environment = jinja2.Environment(loader=jinja2.PackageLoader("jobs", "templates"), autoescape=True,
+                                     undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
+                                     keep_trailing_newline=True)
+    return environment.get_template(TEMPLATE)
 
 
 def render_audit_html(report: AuditReport) -> str:
@@ -727,14 +733,10 @@ def render_audit_html(report: AuditReport) -> str:
         _offenders_section(report.worst_offenders),
         _comparison_section(metrics),
         _definitions_section(metrics),
-        _summary_section(report.summary_text),
+        Section("summary", "Plain-text summary", text=report.summary_text),
     ]
-    main = "\n".join(s for s in sections if s)
-    title = f"Relevance audit {report.ds} · {report.model_version}"
-    return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
-            f'<meta name="viewport" content="width=device-width, initial-scale=1">\n'
-            f"<title>{_esc(title)}</title>\n<style>{CSS}</style>\n</head>\n<body>\n{_header(report)}\n"
-            f"<main>\n{main}\n</main>\n</body>\n</html>\n")
+    return _template().render(title=f"Relevance audit {report.ds} · {report.model_version}", ds=report.ds,
+                              meta=_meta(report), sections=[s for s in sections if s is not None])
 
 
 def write_html_report(root: str, ds: str, html: str) -> str | None:

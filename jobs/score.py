@@ -99,19 +99,19 @@ def previous_scores(wh, model_version: str, precision: str, ds: str, lookback_da
                        & (F.col("ds") >= since) & (F.col("ds") <= ds))
 
 
-def optional_int(value: object) -> int | None:
+def optional_int(value: str | float | None) -> int | None:
     """A count from the config, or None for `auto`."""
-    return None if value in (None, "auto") else int(value)  # type: ignore[arg-type]
+    return None if value is None or value == "auto" else int(value)
 
 
-def threads_per_task(spark: SparkSession, configured: object) -> int:
+def threads_per_task(spark: SparkSession, configured: str | float | None) -> int:
     """Torch threads per scoring task: configured, or cores / concurrent tasks on a local master."""
     threads = optional_int(configured)
     if threads is not None:
         return threads
-    if spark.sparkContext.master.startswith("local"):
+    if (spark.sparkContext.master or "").startswith("local"):
         return max(1, (os.cpu_count() or 1) // spark.sparkContext.defaultParallelism)
-    return int(spark.conf.get("spark.task.cpus", "1"))
+    return int(spark.conf.get("spark.task.cpus", "1") or 1)
 
 
 # Fixed probe pairs in everyday words any English tokenizer knows, relevant and irrelevant ones mixed: a sane
@@ -190,7 +190,7 @@ def score_shift(relevance: DataFrame, deciles: Sequence[float] | None) -> float 
     if not deciles or len(deciles) != 11:
         return None
     edges = [float(e) for e in deciles[1:-1]]
-    row = relevance.agg(F.count(F.lit(1)), *[F.sum((F.col("score") < e).cast("long")) for e in edges]).first()
+    row = relevance.agg(F.count(F.lit(1)), *[F.sum((F.col("score") < e).cast("long")) for e in edges]).collect()[0]
     total = row[0] or 0
     if not total:
         return None
@@ -204,7 +204,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(ctx: JobContext) -> JobResult:
-    wh, ds, spark = ctx.warehouse, ctx.ds, ctx.spark
+    wh, ds, spark = ctx.warehouse, ctx.require_ds(), ctx.spark
     model_dir, card = load_checked_model(ctx.cfg)
     pairs = conform(wh.read(PAIRS, {"ds": ds}), PAIRS, wh.path(PAIRS.name)).cache()
     rows_in = pairs.count()

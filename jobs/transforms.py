@@ -13,11 +13,10 @@ from pyspark.sql.pandas.types import to_arrow_schema
 from pyspark.sql.types import StringType
 
 from schemas.tables import TableSpec
-
 from udfs.text import build_product_text, normalize_text
 
 
-@pandas_udf(StringType())
+@pandas_udf(StringType())  # type: ignore[call-overload]  # pyspark's stubs lack the type-hinted form
 def normalize_text_udf(texts: pd.Series) -> pd.Series:
     return texts.map(normalize_text)
 
@@ -32,7 +31,7 @@ def _as_mapping(value) -> Mapping[str, str]:
 
 
 def product_text_udf(max_words: int):
-    @pandas_udf(StringType())
+    @pandas_udf(StringType())  # type: ignore[call-overload]  # pyspark's stubs lack the type-hinted form
     def product_text(titles: pd.Series, brands: pd.Series, categories: pd.Series, attributes: pd.Series) -> pd.Series:
         return pd.Series(
             [

@@ -44,7 +44,7 @@ def _struct(*fields: tuple[str, DataType]) -> StructType:
     return StructType([StructField(name, dtype, True) for name, dtype in fields])
 
 
-S, L, I, D, T = StringType(), LongType(), IntegerType(), DoubleType(), TimestampType()
+S, L, I, D, T = StringType(), LongType(), IntegerType(), DoubleType(), TimestampType()  # noqa: E741 (I: IntegerType)
 
 # Plausible values of query_log events; importers and build_pairs reject events outside them.
 MAX_POSITION = 10_000            # a 1-based rank beyond this is not a position a user saw

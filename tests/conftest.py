@@ -48,7 +48,8 @@ def spark():
     try:
         session = build_spark(cfg)
     except Exception as exc:  # the JVM did not start: Ivy could not resolve the package
-        warnings.warn(f"{DELTA_SPARK_PACKAGE} could not be fetched, the delta-spark tests skip: {one_line(exc)}")
+        warnings.warn(f"{DELTA_SPARK_PACKAGE} could not be fetched, the delta-spark tests skip: {one_line(exc)}",
+                      stacklevel=1)
         session = build_spark({**cfg, "warehouse": {"writer": "delta-rs"}})
     yield session
     session.stop()

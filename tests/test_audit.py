@@ -23,7 +23,7 @@ def behavior() -> pd.DataFrame:
 
 
 def test_log_only_shares_by_hand(spark):
-    per_query = behavior_per_query(spark.createDataFrame(behavior()), SETTINGS.threshold, SETTINGS.ks).toPandas()
+    per_query: pd.DataFrame = behavior_per_query(spark.createDataFrame(behavior()), SETTINGS.threshold, SETTINGS.ks).toPandas()
     assert sorted(per_query.query_norm) == ["sofa", "tee"]  # one row per query reaches the driver, not one per pair
     rows = log_only_rows(per_query, SETTINGS).set_index(["segment", "metric"])
     # top-2 impressions: sofa a,b (10 + 10) and tee d,e (5 + 5); flagged (< 0.5): b (10) and e (5)
@@ -88,6 +88,7 @@ def test_compare_reports_paired_deltas_and_the_gate_fails_on_a_worse_model():
     worse, _ = compare_rows(candidates.assign(score=[0.1, 0.5, 0.9, 0.1, 0.9]), judged, candidates.score.to_numpy(),
                             "good", SETTINGS)
     failure = regression_failure(worse, "mrr", 0.01)
+    assert failure is not None
     assert failure.startswith("regression: mrr changed by -0.5833 against model:good") and "\n" not in failure
 
 
@@ -140,6 +141,7 @@ def test_curves_become_rows_with_pr_points_and_reliability_bins():
 
 def test_thresholds_for_the_target_precision_are_written_next_to_the_model_version(tmp_path):
     import json
+    from pathlib import Path
 
     from jobs.audit import write_thresholds
 
@@ -151,6 +153,7 @@ def test_thresholds_for_the_target_precision_are_written_next_to_the_model_versi
                                "score": scores, "mean_position": np.nan, "segment": ["head", "tail"] * (n // 2)})
     frame = audit_rows(candidates, candidates[["query_norm", "product_id"]].assign(grade=relevant.astype(int)), SETTINGS)
     path = write_thresholds(tmp_path, "2025-01-07", "run-1", frame, SETTINGS)
+    assert isinstance(path, Path)
     written = json.loads(path.read_text())
     overall = frame.set_index(["system", "segment", "metric"]).loc[("model", "all", "threshold_for_target_precision"), "value"]
     assert path == tmp_path / "thresholds" / "2025-01-07.json" and written["target_precision"] == 0.9

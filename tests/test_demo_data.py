@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -24,7 +25,7 @@ COLUMNS = {
     "judgments": ["query", "product_id", "grade", "label"],
     "ground_truth": ["query", "product_id", "grade"],
 }
-SMALL = dict(n_products=400, n_queries=60, n_days=2, searches_per_day=200, judged_queries=20)
+SMALL: dict[str, Any] = dict(n_products=400, n_queries=60, n_days=2, searches_per_day=200, judged_queries=20)
 
 
 @pytest.fixture(scope="module")

@@ -285,15 +285,16 @@ def test_training_sees_exactly_the_text_and_token_ids_that_scoring_sees(spark, f
         for ids, mask in zip(kwargs["input_ids"], kwargs["attention_mask"]):
             fed["train" if module.training else "score"].append(ids[mask.bool()].tolist())
 
-    handle = model.network.register_forward_pre_hook(capture, with_kwargs=True)
+    network = model.torch_network
+    handle = network.register_forward_pre_hook(capture, with_kwargs=True)
     try:
-        finetune.train_network(model.tokenizer, model.network, both.rename(columns={"product_text_train": "product_text"}),
+        finetune.train_network(model.tokenizer, network, both.rename(columns={"product_text_train": "product_text"}),
                                      both.head(20).rename(columns={"product_text_train": "product_text"}), 2,
                                      finetune.TrainSettings(kind="cross_encoder", epochs=1, batch_size=16,
                                                             max_length=model.max_length), 1, "linear",
                                      log=lambda _: None)
         trained, fed["score"] = fed["train"], []
-        model.network.eval()
+        network.eval()
         score_logits(model, both.query_norm.tolist(), both.product_text_serve.tolist(), batch_tokens=512)
     finally:
         handle.remove()

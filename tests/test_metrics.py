@@ -101,8 +101,9 @@ def test_gain_mapping_errors_name_the_grade():
         gain(np.array([3, 4, 1]), ESCI_GAIN)
     with pytest.raises(ValueError, match="'E' is not a numeric grade"):
         gain(np.array([1]), {"E": 1.0})
+    two_gains: dict[int | str, float] = {1: 1.0, "1": 2.0}
     with pytest.raises(ValueError, match="two different gains"):
-        gain(np.array([1]), {1: 1.0, "1": 2.0})
+        gain(np.array([1]), two_gains)
     with pytest.raises(ValueError, match="grade 2 has no gain"):
         per_query_ranking_metrics(RANKED_Q1, JUDGED_Q1, [3], relevant_min_grade=1, gain_kind={0: 0.0, 1: 1.0})
     with pytest.raises(ValueError, match="unknown gain kind"):
@@ -484,7 +485,12 @@ def test_bootstrap_resamples_in_bounded_blocks_give_the_same_interval(monkeypatc
     monkeypatch.setattr(metrics, "BOOTSTRAP_BLOCK_ENTRIES", 7_000)  # 7 resamples of 1,000 queries per block
     drawn = []
     original = metrics._bootstrap_index_blocks
-    monkeypatch.setattr(metrics, "_bootstrap_index_blocks", lambda *a: (drawn.append(b.shape) or b for b in original(*a)))
+
+    def recorded(block: np.ndarray) -> np.ndarray:
+        drawn.append(block.shape)
+        return block
+
+    monkeypatch.setattr(metrics, "_bootstrap_index_blocks", lambda *a: (recorded(b) for b in original(*a)))
     blocked = (bootstrap_mean_ci(values, n_boot=200, seed=1), bootstrap_ci(counts, share, n_boot=200, seed=1),
                metrics.bootstrap_grouped_ci(np.arange(1_000) % 97, lambda rows: float(values[rows].mean()), 200, seed=1))
     assert blocked == whole

@@ -136,11 +136,11 @@ def test_a_new_model_version_is_uploaded_to_s3_card_last_and_promoted(s3_server:
     models_root = storage.spark_uri(storage.join(s3_root, "models"))  # s3a:// as a config may name it
     model = load_model_version(tiny_model_root / "tiny-test")
     card = {**model.card, "version": "v2"}
-    uri = save_model_version(models_root, model.network, model.tokenizer, card, {"split.json": "{}"}, options)
+    uri = save_model_version(models_root, model.torch_network, model.tokenizer, card, {"split.json": "{}"}, options)
     assert uri == storage.join(s3_root, "models", "v2")
     assert {"model_card.json", "split.json"} <= set(storage.list_files(uri, options))
     with pytest.raises(ModelError, match="already exists"):
-        save_model_version(models_root, model.network, model.tokenizer, card, None, options)
+        save_model_version(models_root, model.torch_network, model.tokenizer, card, None, options)
     promote(models_root, "v2", options)
     assert storage.normalize_uri(locate_model_version(models_root, "promoted", options)) == uri
     fetched = fetch_model_version(uri, options, tmp_path / "cache")

@@ -80,7 +80,11 @@ def test_int8_export_is_cached_and_rebuilt_when_the_weights_change(tiny_dir, tin
     assert cached.is_file() and not list(cached.parent.glob(".export-*"))  # no leftover temp folders
     exports = []
     real_export = quantized.export_onnx
-    monkeypatch.setattr(quantized, "export_onnx", lambda *args: exports.append(args) or real_export(*args))
+    def recorded_export(*args):
+        exports.append(args)
+        return real_export(*args)
+
+    monkeypatch.setattr(quantized, "export_onnx", recorded_export)
 
     again = load_model_version(tiny_dir, "cpu", "int8")
     assert exports == []

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-import dataclasses
 import re
+import subprocess
+import sys
+import zipfile
 from html.parser import HTMLParser
+from importlib import resources
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -125,7 +129,7 @@ class Structure(HTMLParser):
     def handle_starttag(self, tag, attrs):
         self.counts[tag] = self.counts.get(tag, 0) + 1
         if tag == "section":
-            self.current = dict(attrs).get("id")
+            self.current = dict(attrs).get("id") or ""
             self.sections[self.current] = {"tags": [], "text": []}
         if self.current:
             self.sections[self.current]["tags"].append((tag, dict(attrs)))
@@ -203,7 +207,7 @@ def test_user_text_is_escaped(page, structure):
     assert MALICIOUS not in page
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert "p-2<b>" not in page and "p-2&lt;b&gt;" in page
-    assert "sofa &quot;bed&quot; &amp; chair" in page
+    assert "sofa &#34;bed&#34; &amp; chair" in page  # markupsafe's form of &quot;
     assert MALICIOUS in structure.text("worst-offenders")  # shown to the reader as text
     assert structure.counts.get("b", 0) == 0
 
@@ -230,7 +234,9 @@ def test_input_numbers_appear(page, structure):
 
 def test_best_system_per_row_is_highlighted(page):
     def best_cells(metric: str) -> list[str]:
-        row = re.search(rf"<tr><td[^>]*>{re.escape(metric)}</td>(.*?)</tr>", page).group(1)
+        found = re.search(rf"<tr><td[^>]*>{re.escape(metric)}</td>(.*?)</tr>", page)
+        assert found, metric
+        row = found.group(1)
         return re.findall(r'<td class="num best"[^>]*>([^<]*)', row)
 
     assert best_cells("ndcg@10") == ["0.735 "]  # model, the highest
@@ -250,7 +256,9 @@ def test_missing_values_are_shown_as_dashes():
     is_f1 = (metrics.segment == "all") & (metrics.metric == "f1") & (metrics.system == "model")
     metrics.loc[is_f1, ["value", "ci_low", "ci_high"]] = np.nan
     page = render_audit_html(make_report(metrics=metrics))
-    row = re.search(r"<tr><td[^>]*>f1</td>(.*?)</tr>", page).group(1)
+    found = re.search(r"<tr><td[^>]*>f1</td>(.*?)</tr>", page)
+    assert found
+    row = found.group(1)
     assert re.search(r"<td class=\"num\"[^>]*>–</td>", row)
     assert "nan" not in parse(page).text("systems").lower()
 
@@ -286,9 +294,63 @@ def test_definitions_list_every_metric(structure):
     assert len(structure.tags("definitions", "dt")) == len(metrics)
 
 
-def test_the_report_is_frozen():
-    with pytest.raises(dataclasses.FrozenInstanceError):
-        make_report().ds = "2025-01-08"
+def test_script_and_ampersand_are_escaped_wherever_data_text_goes():
+    """Query, product, segment (table cells, SVG text and hover titles), definitions (title attributes),
+    model version (<title>, <h1>) and the summary all come from data: none may open a tag."""
+    payload = f"{MALICIOUS} & co"
+    metrics = metrics_frame(np.random.default_rng(4))
+    metrics.loc[metrics.segment == "category=furniture", "segment"] = f"category={payload}"
+    metrics.loc[metrics.metric == "f1", "definition"] = payload
+    offenders = offenders_frame().assign(query_norm=[payload, "oak & ash", "x"], product_id=[payload, "p&2", "p-3"])
+    page = render_audit_html(make_report(metrics=metrics, worst_offenders=offenders, model_version=payload,
+                                         summary_text=payload))
+    structure = parse(page)
+    assert "<script" not in page.lower() and structure.counts.get("script", 0) == 0
+    assert structure.problems == [] and structure.stack == []
+    escaped = "&lt;script&gt;alert(1)&lt;/script&gt; &amp; co"
+    assert page.count(escaped) >= 8
+    assert "oak &amp; ash" in page and "p&amp;2" in page and " & " not in page.split("</style>")[1]
+    assert re.search(rf'<td title="{re.escape(escaped)}">f1</td>', page)  # the definition as hover text
+    assert f"<title>Relevance audit 2025-01-07 · {escaped}</title>" in page
+    for section in ("worst-offenders", "segments", "definitions", "summary"):
+        assert payload in structure.text(section), section  # the reader sees the text itself
+
+
+def test_the_stylesheet_file_is_inlined(page):
+    css = resources.files("jobs").joinpath("templates/report.css").read_text(encoding="utf-8")
+    assert "td.best" in css
+    found = re.search(r"<style>(.*?)</style>", page, re.DOTALL)
+    assert found
+    style = found.group(1)
+    assert style.strip() == css.strip()
+
+
+def test_rendering_is_pure():
+    """The page depends on the report alone, and rendering leaves the report's frames as they were."""
+    report = make_report()
+    before = {name: getattr(report, name).copy() for name in ("metrics", "pr_curves", "reliability",
+                                                              "score_histograms", "worst_offenders")}
+    first = render_audit_html(report)
+    assert render_audit_html(report) == first == render_audit_html(make_report())
+    for name, frame in before.items():
+        pd.testing.assert_frame_equal(getattr(report, name), frame, obj=name)
+
+
+def test_renders_when_jobs_is_imported_from_a_zip(tmp_path):
+    """spark-submit --py-files: the package and its templates come from a zip (zipimport)."""
+    root = Path(__file__).resolve().parents[1]
+    archive = tmp_path / "relevance.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        for path in ["jobs/__init__.py", "jobs/report_html.py", *(p.relative_to(root).as_posix()
+                                                                  for p in (root / "jobs/templates").iterdir())]:
+            z.write(root / path, path)
+    code = ("import sys, zipimport, pandas as pd; from jobs import report_html as r; "
+            "assert isinstance(r.__loader__, zipimport.zipimporter), r.__loader__; e = pd.DataFrame(); "
+            "sys.stdout.write(r.render_audit_html(r.AuditReport('d', 'v<1>', 'id', 't', e, e, e, e, e, 0.5, 0.9, 's')))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env={"PYTHONPATH": str(archive)},
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("<!DOCTYPE html>") and "v&lt;1&gt;" in done.stdout and "td.best" in done.stdout
 
 
 def test_write_html_report(tmp_path):

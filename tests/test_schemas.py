@@ -37,4 +37,4 @@ def test_conform_casts_and_fills_optional_columns(spark):
     out = conform(df, QUERY_LOG)
     assert out.columns == QUERY_LOG.columns
     row = out.first()
-    assert row.position == 2 and row.client_id is None
+    assert row is not None and row.position == 2 and row.client_id is None

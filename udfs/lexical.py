@@ -22,7 +22,7 @@ def bm25_tokens(texts: Sequence[str]) -> list[list[str]]:
                           return_ids=False, show_progress=False)
 
 
-@pandas_udf(ArrayType(StringType()))
+@pandas_udf(ArrayType(StringType()))  # type: ignore[call-overload]  # pyspark's stubs lack the type-hinted form
 def bm25_tokens_udf(texts: pd.Series) -> pd.Series:
     """bm25_tokens of a column of texts, computed on executors."""
     return pd.Series(bm25_tokens(texts.tolist()), index=texts.index)

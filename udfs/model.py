@@ -33,6 +33,8 @@ from transformers import AutoModel, AutoModelForSequenceClassification, AutoToke
 from jobs.core import storage
 
 if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
     from udfs.quantized import OnnxNetwork
 
 CARD_FILE = "model_card.json"
@@ -174,11 +176,11 @@ def fetch_model_version(uri: str | Path, storage_options: Mapping[str, Any] | No
 def read_card(model_dir: str | Path, storage_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The model card of a version folder (local, or a URI: read from the store, weights not fetched)."""
     if storage.is_remote(model_dir):
-        path = storage.join(model_dir, CARD_FILE)
+        uri = storage.join(model_dir, CARD_FILE)
         try:
-            return json.loads(storage.read_text(path, storage.resolve_storage_options(storage_options)))
+            return json.loads(storage.read_text(uri, storage.resolve_storage_options(storage_options)))
         except (OSError, json.JSONDecodeError) as exc:
-            raise ModelError(f"model card {path} is unreadable: {exc}") from exc
+            raise ModelError(f"model card {uri} is unreadable: {exc}") from exc
     path = storage.local_path(model_dir) / CARD_FILE
     try:
         return json.loads(path.read_text())
@@ -186,7 +188,7 @@ def read_card(model_dir: str | Path, storage_options: Mapping[str, Any] | None =
         raise ModelError(f"model card {path} is unreadable: {exc}") from exc
 
 
-def save_model_version(models_root: str | Path, model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, card: dict[str, Any],
+def save_model_version(models_root: str | Path, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, card: dict[str, Any],
                        extra_files: dict[str, str] | None = None,
                        storage_options: Mapping[str, Any] | None = None) -> Path | str:
     """Write a model version directory atomically: every file (weights, tokenizer, card and `extra_files`, name ->
@@ -224,7 +226,7 @@ def save_model_version(models_root: str | Path, model: torch.nn.Module, tokenize
     return target
 
 
-def _upload_model_version(models_root: str | Path, model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase,
+def _upload_model_version(models_root: str | Path, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
                           card: dict[str, Any], extra_files: dict[str, str] | None,
                           storage_options: Mapping[str, Any] | None) -> str:
     """save_model_version to an object store: saved locally, uploaded without its card, then the card."""
@@ -305,7 +307,7 @@ class LoadedModel:
 
     version: str
     tokenizer: PreTrainedTokenizerBase
-    network: torch.nn.Module | OnnxNetwork
+    network: PreTrainedModel | OnnxNetwork
     device: torch.device
     card: dict[str, Any]
     precision: str = "fp32"
@@ -320,13 +322,23 @@ class LoadedModel:
         return str(self.card.get("kind", CROSS_ENCODER))
 
     @property
+    def torch_network(self) -> PreTrainedModel:
+        """The network as a torch module: every precision but int8, whose network is an ONNX Runtime session."""
+        from udfs.quantized import OnnxNetwork
+
+        if isinstance(self.network, OnnxNetwork):
+            raise ModelError(f"model {self.version} in precision {self.precision} is an ONNX Runtime session, "
+                             "not a torch network")
+        return self.network
+
+    @property
     def calibration(self) -> tuple[float, float]:
         cal = self.card.get("calibration") or {}
         return float(cal.get("a", 1.0)), float(cal.get("b", 0.0))
 
 
 def load_network(weights_dir: str | Path, device: torch.device | str = "cpu",
-                 kind: str = CROSS_ENCODER) -> tuple[PreTrainedTokenizerBase, torch.nn.Module]:
+                 kind: str = CROSS_ENCODER) -> tuple[PreTrainedTokenizerBase, PreTrainedModel]:
     """Load the tokenizer and the network of `kind` from a local folder: a cross-encoder with a
     sequence-classification head (one relevance logit), or a bi-encoder (the bare encoder, no head).
 
@@ -375,6 +387,7 @@ def load_model_version(model_dir: str | Path, device: torch.device | str = "cpu"
     if precision == "int8" and kind != CROSS_ENCODER:
         raise ModelError(f"model version {model_dir} is a {kind}: precision int8 (ONNX Runtime) exists for "
                          "cross-encoders only; use fp32 on CPU")
+    network: PreTrainedModel | OnnxNetwork  # int8: the ONNX Runtime session of the exported network
     tokenizer, network = load_network(model_dir / WEIGHTS_DIR, device, kind)
     network.eval()
     if precision == "int8":

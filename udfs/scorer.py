@@ -206,7 +206,8 @@ def _cosine_logits(model: LoadedModel, queries: Sequence[str], texts: Sequence[s
     known = cache.vectors if cache is not None else {}
     distinct = [text for text in dict.fromkeys([*queries, *texts]) if text not in known]
     encoded = encode_texts(model.tokenizer, distinct, model.max_length)
-    vectors, padded = _forward(model, encoded, lambda batch: mean_pooled(model.network, batch), batch_tokens,
+    network = model.torch_network  # a bi-encoder is never int8 (ONNX)
+    vectors, padded = _forward(model, encoded, lambda batch: mean_pooled(network, batch), batch_tokens,
                                max_batch_rows)
     fresh = dict(zip(distinct, vectors))
     if cache is not None:

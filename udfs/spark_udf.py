@@ -66,7 +66,7 @@ class ScoreCounters:
 def make_score_udf(settings: ScoringSettings, counters: ScoreCounters | None = None):
     """A pandas UDF (query_norm, product_text) -> calibrated relevance probability."""
 
-    @pandas_udf(DoubleType())
+    @pandas_udf(DoubleType())  # type: ignore[call-overload]  # pyspark's stubs lack the type-hinted form
     def score_udf(batches: Iterator[tuple[pd.Series, pd.Series]]) -> Iterator[pd.Series]:
         from udfs.scorer import EmbeddingCache, score_pairs
 

@@ -352,7 +352,7 @@ class Warehouse:
                                               commit_properties=properties)
             else:
                 filters = [(k, "=", str(v)) for k, v in partition.items()] if partition else None
-                snapshot.create_write_transaction(actions, mode=mode, schema=schema, partition_by=partition_by or None,
+                snapshot.create_write_transaction(list(actions), mode=mode, schema=schema, partition_by=partition_by or None,
                                                   partition_filters=filters, commit_properties=properties)
         except DeltaError as exc:  # a conflict, or the table another writer created since this write started
             if isinstance(exc, CommitFailedError) or (snapshot is None and self.exists(spec.name)):

@@ -38,6 +38,12 @@ class JobContext:
         """A context for a sub-job (nightly's steps): same config and ds, its own run id."""
         return JobContext(job=job, cfg=self.cfg, spark=self.spark, warehouse=self.warehouse, ds=self.ds)
 
+    def require_ds(self) -> str:
+        """The ds of a job that processes one date partition (the CLI requires --ds for such a job)."""
+        if self.ds is None:
+            raise JobError(f"{self.job} needs a ds (--ds YYYY-MM-DD)")
+        return self.ds
+
 
 @dataclass
 class JobResult:

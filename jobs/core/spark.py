@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from typing import Any
 
 from pyspark.sql import SparkSession
@@ -61,6 +62,9 @@ def session_settings(cfg: dict[str, Any], submitted: bool) -> dict[str, str]:
         "spark.ui.enabled": "false",
         "spark.ui.showConsoleProgress": "false",
         "spark.sql.sources.partitionColumnTypeInference.enabled": "false",
+        # Spark SQL's own catalog folder (managed tables, which this project never makes): by default
+        # `./spark-warehouse`, which the session creates in whatever folder the driver was started from.
+        "spark.sql.warehouse.dir": os.path.join(tempfile.gettempdir(), "relevance-spark-sql-warehouse"),
     }
     packages = []
     if get(cfg, "warehouse.writer", "auto") == "delta-spark" and not submitted:

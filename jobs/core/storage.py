@@ -270,10 +270,10 @@ def write_parquet(table: pa.Table, uri: str | Path, options: Mapping[str, str] |
     """Write `table` as one Parquet file at `uri` (local parent folders are created); returns the file's size
     in bytes (the `size` a Delta add action needs), without a second request to the store."""
     if not is_remote(uri):  # the operating system's own errors ("[Errno 20] Not a directory") name the problem
-        path = local_path(uri)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(table, path, compression=compression)
-        return path.stat().st_size
+        local = local_path(uri)
+        local.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table, local, compression=compression)
+        return local.stat().st_size
     fs, path = filesystem(uri, options)
     _make_parent(fs, path)
     with fs.open_output_stream(path) as out:
