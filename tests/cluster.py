@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -88,6 +89,11 @@ class StandaloneCluster:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+    def remove_environments(self) -> None:
+        """Delete the executors' copies of the environment archive and their unpacked environments (GBs each)."""
+        for heavy in (p for work in self.worker_dirs for p in (work / "work").glob("app-*/*/env*")):
+            shutil.rmtree(heavy, ignore_errors=True) if heavy.is_dir() else heavy.unlink(missing_ok=True)
 
     def executor_dirs(self) -> list[list[Path]]:
         """Per worker, the folders of the executors it ran (`<work>/app-*/<executor id>`)."""

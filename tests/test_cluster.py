@@ -51,8 +51,6 @@ def cluster(tmp_path_factory) -> Iterator[StandaloneCluster]:
     root = tmp_path_factory.mktemp("standalone")
     with standalone_cluster(root) as running:
         yield running
-    for heavy in root.glob("worker-*/**/env*"):  # the archives and unpacked environments (GBs each); logs stay
-        shutil.rmtree(heavy, ignore_errors=True) if heavy.is_dir() else heavy.unlink(missing_ok=True)
 
 
 def executor_errors(cluster: StandaloneCluster) -> str:
@@ -75,10 +73,11 @@ def row_counts(warehouse: str, options: dict[str, str]) -> dict[str, int]:
 def test_nightly_on_a_standalone_cluster_with_an_archived_environment(spark, cluster: StandaloneCluster, shipped,
                                                                       s3_server: S3Server, s3_root: str,
                                                                       tiny_model_root: Path, tmp_path: Path,
-                                                                      writer: str):
+                                                                      writer: str, request: pytest.FixtureRequest):
     from jobs import generate
 
     archive, code = shipped
+    request.addfinalizer(cluster.remove_environments)  # logs stay, for a failure's message and a look afterwards
     options = s3_server.storage_options()
     models_root = storage.join(s3_root, "models")
     storage.copy_folder(tiny_model_root / "tiny-test", storage.join(models_root, "tiny-test"), {}, options)
