@@ -29,10 +29,9 @@ from collections.abc import Iterable
 from importlib import metadata
 from pathlib import Path
 
-from packaging.requirements import Requirement
-
 ROOT = Path(__file__).resolve().parents[2]
 PROJECT_DISTRIBUTION = "relevance-scoring"
+# What only GPU kernels compiled at run time use (torch.compile's triton, the CUDA Python bindings): `--cpu-only`.
 GPU_ONLY_DISTRIBUTIONS = re.compile(r"^(triton|cuda-bindings|cuda-pathfinder)$")
 # Parts of the runtime distributions executors never use: byte-code caches (rebuilt on import) and Spark's JVM jars.
 EXCLUDED_PARTS = ("__pycache__",)
@@ -75,7 +74,9 @@ def canonical_name(name: str) -> str:
 
 def runtime_distributions(root: str = PROJECT_DISTRIBUTION, cpu_only: bool = False) -> list[metadata.Distribution]:
     """The installed distributions `root` needs at run time: its requirements and theirs, markers evaluated for
-    this interpreter, no extras; without the CUDA ones when `cpu_only`. `root` itself is not included."""
+    this interpreter, no extras; without GPU_ONLY_DISTRIBUTIONS when `cpu_only`. `root` itself is not included."""
+    from packaging.requirements import Requirement  # imported here: `make package` runs on the system Python
+
     seen: dict[str, metadata.Distribution] = {}
     pending: list[tuple[str, tuple[str, ...]]] = [(req, ()) for req in metadata.requires(root) or []]
     while pending:
@@ -122,17 +123,17 @@ def archived_source(prefix: Path, name: str) -> str:
 
 
 def build_env_archive(out: str | Path, prefix: str | Path = sys.prefix, cpu_only: bool = False) -> int:
-    """Write the runtime environment at `prefix` (a virtual environment) to the tar `out`, with paths relative to
-    the environment's root (symbolic links kept as links); return the number of files archived."""
-    prefix = Path(os.path.normpath(Path(prefix).absolute()))
+    """Write the runtime environment at `prefix` (a virtual environment) to the gzipped tar `out`, with paths
+    relative to the environment's root (links kept as links, except those leaving it: archived_source); return
+    the number of files archived."""
+    out, prefix = Path(out), Path(os.path.normpath(Path(prefix).absolute()))
+    if not out.name.endswith((".tar.gz", ".tgz")):
+        raise SystemExit(f"env archive: {out} must end in .tar.gz or .tgz (Spark unpacks a plain .tar without "
+                         "the executable bits)")
     if not (prefix / "pyvenv.cfg").is_file():
         raise SystemExit(f"env archive: {prefix} is not a virtual environment (no pyvenv.cfg)")
     skeleton = ["pyvenv.cfg", *sorted(str(p.relative_to(prefix)) for p in (prefix / "bin").glob("python*"))]
     names = [*skeleton, *environment_files(runtime_distributions(cpu_only=cpu_only), prefix)]
-    out = Path(out)
-    if not out.name.endswith((".tar.gz", ".tgz")):
-        raise SystemExit(f"env archive: {out} must end in .tar.gz or .tgz (Spark unpacks a plain .tar without "
-                         "the executable bits)")
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(out.name + ".partial")
     folders = sorted({str(parent) for name in names for parent in Path(name).parents if parent != Path(".")})
