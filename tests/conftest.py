@@ -1,4 +1,8 @@
-"""Shared fixtures: one local[2] SparkSession, a tiny random BERT model version, small demo data."""
+"""Shared fixtures: one local[2] SparkSession, a tiny random BERT model version, small demo data.
+
+Spark and torch are imported inside the fixtures that need them, so that the pure tests (`-m "not spark"`) start
+without either. Markers (pyproject.toml): `spark` is added here to every test that uses the `spark` fixture,
+directly or through another fixture; `slow` and `gpu` are set by the tests' modules."""
 
 from __future__ import annotations
 
@@ -12,12 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.models import make_tiny_model_version
 from jobs.core.config import load_config, set_path
-from jobs.core.delta import Warehouse
-from jobs.core.job import JobContext, run_job
-from jobs.core.spark import build_spark
-from jobs.core.storage import storage_options_from_config
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = ROOT.parent / "shared" / "data" / "esci-ubi-sample"
@@ -41,7 +40,7 @@ def spark():
     import warnings
 
     from jobs.core.errors import one_line
-    from jobs.core.spark import DELTA_SPARK_PACKAGE
+    from jobs.core.spark import DELTA_SPARK_PACKAGE, build_spark
 
     cfg = {"spark": {"master": "local[2]", "shuffle_partitions": 2, "driver_memory": "2g", "app_name": "relevance-tests"},
            "warehouse": {"writer": "delta-spark"}}
@@ -57,6 +56,8 @@ def spark():
 
 @pytest.fixture(scope="session")
 def tiny_model_root(tmp_path_factory) -> Path:
+    from bench.models import make_tiny_model_version
+
     root = tmp_path_factory.mktemp("models")
     make_tiny_model_version(root)
     return root
@@ -76,6 +77,10 @@ def make_config(warehouse: Path, models_root: Path, **overrides) -> dict:
 
 def run(spark, cfg: dict, module, ds: str | None = DEMO_DS):
     """Run one job module through the same path as the CLI (records to `runs`)."""
+    from jobs.core.delta import Warehouse
+    from jobs.core.job import JobContext, run_job
+    from jobs.core.storage import storage_options_from_config
+
     warehouse = Warehouse(spark, cfg["warehouse"]["root"], cfg["warehouse"]["writer"],
                           storage_options=storage_options_from_config(cfg))
     ctx = JobContext(job=module.JOB, cfg=copy.deepcopy(cfg), spark=spark, warehouse=warehouse, ds=ds)
@@ -106,3 +111,9 @@ def copy_warehouse(cfg: dict, target: Path) -> dict:
 def fresh_warehouse(demo_warehouse, tmp_path) -> dict:
     """A private copy of the demo inputs, so a test's writes never meet another test's."""
     return copy_warehouse(demo_warehouse, tmp_path / "warehouse")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "spark" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.spark)

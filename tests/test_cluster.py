@@ -31,7 +31,8 @@ FIXTURES = (s3_server, s3_root)
 SUBMIT_TIMEOUT_S = 1200
 TABLES = ("query_log", "catalog", "judgments", "pairs", "relevance", "relevance_audit", "rejects", "runs")
 
-pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="the standalone cluster scripts need Linux")
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(sys.platform != "linux", reason="the standalone cluster scripts need Linux")]
 
 
 @pytest.fixture(scope="module")

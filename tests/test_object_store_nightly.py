@@ -26,6 +26,7 @@ from tests.object_store import S3Server, s3_root, s3_server
 from tests.test_delta import rows
 
 FIXTURES = (s3_server, s3_root)
+pytestmark = pytest.mark.slow
 NIGHTLY_TIMEOUT_S = 900
 
 

@@ -22,9 +22,9 @@ import numpy as np
 import pytest
 import torch
 
+from bench.models import make_tiny_model_version
 from bench.quantized_bench import agreement
 from bench.score_bench import make_bench_model, make_pairs
-from tests.conftest import make_tiny_model_version
 from udfs import quantized, spark_udf
 from udfs.model import LoadedModel, load_model_version
 from udfs.scorer import score_pairs

@@ -105,6 +105,7 @@ def test_half_precision_is_gpu_only_and_falls_back_to_fp32_on_a_cpu_task(tiny_mo
     assert load_model_version(model_dir, "cpu", "bf16").precision == "fp32"  # device auto resolved to a CPU task
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU on this machine: the GPU parity test needs one")
 @pytest.mark.parametrize(("precision", "min_spearman"), [("bf16", 0.95), ("fp16", 0.99)])
 def test_gpu_half_precision_matches_cpu_fp32(tmp_path, precision, min_spearman):
