@@ -16,6 +16,7 @@ from pyspark.sql import functions as F
 
 from jobs.core.config import get
 from jobs.core.job import JobContext, JobError, JobResult
+from jobs.core.spark import session_setting
 from jobs.core.storage import storage_options_from_config
 from jobs.transforms import is_blank, raw_json, rejects_frame
 from schemas import conform
@@ -203,7 +204,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = "Score one day's pairs with the promoted (or configured) cross-encoder into `relevance`."
 
 
+ARROW_BATCH_ROWS = "spark.sql.execution.arrow.maxRecordsPerBatch"
+
+
 def run(ctx: JobContext) -> JobResult:
+    """Score the ds's pairs with Arrow batches of `scoring.arrow_batch_rows` rows, the session's own setting restored
+    afterwards."""
+    with session_setting(ctx.spark, ARROW_BATCH_ROWS, str(get(ctx.cfg, "scoring.arrow_batch_rows", 4096))):
+        return score_day(ctx)
+
+
+def score_day(ctx: JobContext) -> JobResult:
     wh, ds, spark = ctx.warehouse, ctx.require_ds(), ctx.spark
     model_dir, card = load_checked_model(ctx.cfg)
     pairs = conform(wh.read(PAIRS, {"ds": ds}), PAIRS, wh.path(PAIRS.name)).cache()
@@ -221,7 +232,6 @@ def run(ctx: JobContext) -> JobResult:
         storage_options=storage_options_from_config(ctx.cfg),
         cache_dir=get(ctx.cfg, "model.cache_dir", None),
     )
-    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(get(ctx.cfg, "scoring.arrow_batch_rows", 4096)))
     device, precision = device_and_precision(spark, settings)
     classified = classify_pairs(pairs)
     previous = None

@@ -15,6 +15,7 @@ from jobs import build_pairs, finetune, nightly, score
 from jobs.__main__ import main
 from jobs.core.delta import Warehouse
 from jobs.core.job import JobError
+from jobs.score import ARROW_BATCH_ROWS
 from schemas.tables import QUERY_LOG, TABLES
 from tests.conftest import DEMO_DS, ROOT, make_config, run
 from udfs.model import load_model_version, resolve_model_dir
@@ -86,7 +87,12 @@ def test_build_pairs_accounts_for_every_event(spark, fresh_warehouse):
 def test_score_matches_the_pure_scorer_and_records_throughput(spark, fresh_warehouse):
     cfg = fresh_warehouse
     run(spark, cfg, build_pairs)
-    result = run(spark, cfg, score)
+    spark.conf.set(ARROW_BATCH_ROWS, "1234")  # the session's own Arrow batch size, restored after the job
+    try:
+        result = run(spark, cfg, score)
+        assert spark.conf.get(ARROW_BATCH_ROWS) == "1234"
+    finally:
+        spark.conf.unset(ARROW_BATCH_ROWS)
     pairs, relevance = table(cfg, "pairs"), table(cfg, "relevance")
     assert result.rows_in == len(pairs) == result.rows_out + result.rows_rejected
     assert len(relevance) == len(pairs) and relevance.score.between(0, 1).all()

@@ -188,3 +188,21 @@ def test_the_gpu_spark_assigned_is_found_with_or_without_isolation():
         gpu_ordinal("7", "4,5", 2)
     with pytest.raises(ValueError, match="not an index"):
         gpu_ordinal("GPU-8f1e0c2a", None, 1)
+
+
+def test_a_worker_keeps_at_most_two_loaded_models_least_recently_used_out(tiny_model_root, tmp_path, monkeypatch):
+    """udfs.spark_udf.worker_model: one load per version and device, reused; a third version evicts the one used
+    longest ago, not the one just reused."""
+    import shutil
+
+    from udfs import spark_udf
+
+    monkeypatch.setattr(spark_udf, "_WORKER_MODELS", spark_udf.OrderedDict())
+    folders = {name: shutil.copytree(tiny_model_root / "tiny-test", tmp_path / name) for name in ("a", "b", "c")}
+    settings = {name: spark_udf.ScoringSettings(str(folder), device="cpu") for name, folder in folders.items()}
+    first_a = spark_udf.worker_model(settings["a"])
+    spark_udf.worker_model(settings["b"])
+    assert spark_udf.worker_model(settings["a"]) is first_a  # reused, and now the most recently used
+    spark_udf.worker_model(settings["c"])
+    assert [key[0] for key in spark_udf._WORKER_MODELS] == [str(folders["a"]), str(folders["c"])]
+    assert len(spark_udf._WORKER_MODELS) == spark_udf.MAX_WORKER_MODELS == 2

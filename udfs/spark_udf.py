@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -9,8 +10,10 @@ import pandas as pd
 from pyspark.sql.functions import pandas_udf
 from pyspark.sql.types import DoubleType
 
-# One loaded model per Python worker process, reused by every task the worker runs.
-_WORKER_MODELS: dict[tuple[str, str, str], object] = {}
+# The models loaded in this Python worker process, reused by every task it runs, least recently used first: at most
+# MAX_WORKER_MODELS (a job scores with one; a worker reused across jobs of a session must not keep every version).
+MAX_WORKER_MODELS = 2
+_WORKER_MODELS: OrderedDict[tuple[str, str, str], object] = OrderedDict()
 
 
 @dataclass(frozen=True)
@@ -40,10 +43,14 @@ def worker_model(settings: ScoringSettings):
     if device.type == "cpu":
         torch.set_num_threads(max(1, settings.threads_per_task))
     key = (settings.model_dir, str(device), settings.precision)
-    if key not in _WORKER_MODELS:
-        quiet_transformers()
-        local_dir = fetch_model_version(settings.model_dir, settings.storage_options, settings.cache_dir)
-        _WORKER_MODELS[key] = load_model_version(local_dir, device, settings.precision)
+    if key in _WORKER_MODELS:
+        _WORKER_MODELS.move_to_end(key)
+        return _WORKER_MODELS[key]
+    while len(_WORKER_MODELS) >= MAX_WORKER_MODELS:
+        _WORKER_MODELS.popitem(last=False)
+    quiet_transformers()
+    local_dir = fetch_model_version(settings.model_dir, settings.storage_options, settings.cache_dir)
+    _WORKER_MODELS[key] = load_model_version(local_dir, device, settings.precision)
     return _WORKER_MODELS[key]
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import tempfile
+from collections.abc import Iterator
 from typing import Any
 
 from pyspark.sql import SparkSession
@@ -101,3 +103,18 @@ def build_spark(cfg: dict[str, Any]) -> SparkSession:
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(get(cfg, "spark.log_level", "ERROR"))
     return spark
+
+
+@contextlib.contextmanager
+def session_setting(spark: SparkSession, key: str, value: str) -> Iterator[None]:
+    """`key` set to `value` for the block, then what it was before (unset if it was unset): a job's runtime setting
+    does not leak into the next job of the same session."""
+    previous = spark.conf.get(key, None)
+    spark.conf.set(key, value)
+    try:
+        yield
+    finally:
+        if previous is None:
+            spark.conf.unset(key)
+        else:
+            spark.conf.set(key, previous)
