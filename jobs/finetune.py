@@ -116,12 +116,13 @@ def cpu_has_native_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
     return bool(flags & {"avx512_bf16", "amx_bf16"})
 
 
-def training_autocast(precision: str) -> torch.dtype | None:
-    """The autocast dtype of the training forward pass (None: plain fp32). Weights, optimizer state and the
-    saved model stay fp32, and validation, calibration and scoring run in fp32."""
+def training_autocast(precision: str, cpuinfo: str = "/proc/cpuinfo") -> torch.dtype | None:
+    """The autocast dtype of the training forward pass (None: plain fp32); `auto` is bf16 where the CPU of
+    `cpuinfo` has native bf16. Weights, optimizer state and the saved model stay fp32, and validation, calibration
+    and scoring run in fp32."""
     if precision not in ("auto", "bf16", "fp32"):
         raise ValueError(f"finetune.train_precision must be auto, bf16 or fp32, not {precision!r}")
-    if precision == "bf16" or (precision == "auto" and cpu_has_native_bf16()):
+    if precision == "bf16" or (precision == "auto" and cpu_has_native_bf16(cpuinfo)):
         return torch.bfloat16
     return None
 

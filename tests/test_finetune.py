@@ -69,8 +69,8 @@ def test_training_autocast_follows_the_setting_and_the_cpu_flags(tmp_path):
     without.write_text("flags\t\t: fpu sse2 avx2 avx512f\n")
     assert cpu_has_native_bf16(str(with_bf16)) and not cpu_has_native_bf16(str(without))
     assert not cpu_has_native_bf16(str(tmp_path / "missing"))
-    assert training_autocast("bf16") == torch.bfloat16 and training_autocast("fp32") is None
-    assert training_autocast("auto") == (torch.bfloat16 if cpu_has_native_bf16() else None)
+    assert training_autocast("bf16", str(without)) == torch.bfloat16 and training_autocast("fp32", str(with_bf16)) is None
+    assert training_autocast("auto", str(with_bf16)) == torch.bfloat16 and training_autocast("auto", str(without)) is None
     with pytest.raises(ValueError, match="train_precision"):
         training_autocast("fp16")
 
