@@ -41,6 +41,7 @@ from jobs.metrics import (
 from jobs.transforms import to_spark, whole_queries_up_to
 from schemas import conform
 from schemas.tables import CATALOG, JUDGMENTS, PAIRS, RELEVANCE, RELEVANCE_AUDIT
+from udfs.text import PRODUCT_TEXT_MAX_WORDS
 
 JOB = "audit"
 MODEL, LOGGED = "model", "logged_position"
@@ -645,7 +646,7 @@ def run(ctx: JobContext) -> JobResult:
         from jobs.build_pairs import catalog_texts
 
         assert catalog is not None  # read above whenever there are judgments
-        texts = catalog_texts(catalog, int(get(cfg, "pairs.product_text_max_words", 64)))[0].cache()  # judged and BM25
+        texts = catalog_texts(catalog, int(get(cfg, "pairs.product_text_max_words", PRODUCT_TEXT_MAX_WORDS)))[0].cache()  # judged and BM25
         other_version = get(cfg, "audit.compare", None)
         other_dir = (resolve_model_dir(get(cfg, "model.models_root"), str(other_version).partition(":")[0], options,
                                        cache_dir) if other_version else None)

@@ -26,6 +26,7 @@ from jobs.transforms import (
 )
 from schemas import conform
 from schemas.tables import CATALOG, JUDGMENTS, MAX_POSITION, PAIRS, QUERY_LOG, REJECTS
+from udfs.text import PRODUCT_TEXT_MAX_WORDS
 
 JOB = "build_pairs"
 ACTION_COUNTS = {"impression": "impressions", "click": "clicks", "add_to_cart": "carts", "purchase": "purchases"}
@@ -36,7 +37,7 @@ class PairSettings:
     ctr_prior_weight: float = 20.0
     head_share: float = 0.5
     torso_share: float = 0.3
-    product_text_max_words: int = 64
+    product_text_max_words: int = PRODUCT_TEXT_MAX_WORDS
     include_judged: bool = True
 
 
@@ -290,7 +291,7 @@ def settings_from_config(cfg: dict) -> PairSettings:
         ctr_prior_weight=float(get(cfg, "pairs.ctr_prior_weight", 20)),
         head_share=float(get(cfg, "pairs.head_share", 0.5)),
         torso_share=float(get(cfg, "pairs.torso_share", 0.3)),
-        product_text_max_words=int(get(cfg, "pairs.product_text_max_words", 64)),
+        product_text_max_words=int(get(cfg, "pairs.product_text_max_words", PRODUCT_TEXT_MAX_WORDS)),
         include_judged=bool(get(cfg, "pairs.include_judged", True)),
     )
 

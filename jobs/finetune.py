@@ -65,6 +65,7 @@ from udfs.model import (
     save_model_version,
 )
 from udfs.scorer import EncodedPairs, calibrate, collate, encode_pairs, encode_texts, mean_pooled, score_logits
+from udfs.text import PRODUCT_TEXT_MAX_WORDS
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -528,7 +529,7 @@ def run(ctx: JobContext) -> JobResult:
 
     judgments = conform(wh.read(JUDGMENTS), JUDGMENTS, wh.path(JUDGMENTS.name))
     catalog = conform(wh.read(CATALOG), CATALOG, wh.path(CATALOG.name))
-    max_words = int(get(cfg, "pairs.product_text_max_words", 64))
+    max_words = int(get(cfg, "pairs.product_text_max_words", PRODUCT_TEXT_MAX_WORDS))
     classified = classify_judgments(judgments, catalog_texts(catalog, max_words)[0], scheme).cache()
     rows_in = classified.count()
     examples, available = training_examples(classified, settings.max_examples, settings.seed)

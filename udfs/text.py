@@ -20,6 +20,10 @@ _EDGE_PUNCT = re.compile(r"(?<!\w)[\-'./&+]+|[\-'./&+]+(?!\w)")
 KEY_ATTRIBUTES = ("type", "color", "material", "size", "style", "pattern", "features")
 
 
+# Words of product text kept by default (`pairs.product_text_max_words`), in training and scoring alike.
+PRODUCT_TEXT_MAX_WORDS = 64
+
+
 def is_missing(value: object) -> bool:
     """None, NaN (how pandas passes a null string to a UDF) or pandas' NA / NaT."""
     if value is None:
@@ -60,7 +64,7 @@ def build_product_text(
     brand: str | None,
     category: str | None,
     attributes: Mapping[str, str] | None,
-    max_words: int = 64,
+    max_words: int = PRODUCT_TEXT_MAX_WORDS,
 ) -> str:
     """The product side of a (query, product) pair: title, brand, category, key attributes.
 
