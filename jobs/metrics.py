@@ -466,7 +466,8 @@ def _bootstrap_index_blocks(n: int, n_boot: int, seed: int) -> Iterator[np.ndarr
         yield rng.integers(0, n, size=(min(rows_per_block, n_boot - start), n))
 
 
-def _percentile_interval(stats: np.ndarray, confidence: float) -> tuple[float, float]:
+def percentile_interval(stats: np.ndarray, confidence: float) -> tuple[float, float]:
+    """The central `confidence` interval of resampled statistics (NaNs left out; NaN, NaN when none is left)."""
     if not 0.0 < confidence < 1.0:
         raise ValueError(f"confidence must be in (0, 1), got {confidence!r}")
     stats = np.asarray(stats, dtype=float)
@@ -510,7 +511,7 @@ def bootstrap_ci(
         else:
             part = np.fromiter((statistic(data[row]) for row in block), dtype=float, count=len(block))
         parts.append(part)
-    return _percentile_interval(np.concatenate(parts), confidence)
+    return percentile_interval(np.concatenate(parts), confidence)
 
 
 def bootstrap_mean_ci(
@@ -524,7 +525,7 @@ def bootstrap_mean_ci(
     if len(data) == 0:
         return float("nan"), float("nan")
     means = [data[block].mean(axis=1) for block in _bootstrap_index_blocks(len(data), n_boot, seed)]
-    return _percentile_interval(np.concatenate(means), confidence)
+    return percentile_interval(np.concatenate(means), confidence)
 
 
 # ----------------------------------------------------------------------------- calibration
@@ -573,7 +574,7 @@ def bootstrap_grouped_ci(
     members = pd.Series(np.arange(len(codes))).groupby(codes).apply(np.asarray).tolist()
     stats = [statistic(np.concatenate([members[g] for g in row]))
              for block in _bootstrap_index_blocks(len(members), n_boot, seed) for row in block]
-    return _percentile_interval(np.array(stats, dtype=float), confidence)
+    return percentile_interval(np.array(stats, dtype=float), confidence)
 
 
 def threshold_for_precision(

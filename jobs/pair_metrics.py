@@ -20,6 +20,8 @@ from collections.abc import Callable, Iterable, Iterator
 import numpy as np
 import pandas as pd
 
+from jobs.metrics import percentile_interval
+
 WeightedMetric = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 
 
@@ -116,10 +118,5 @@ def value_and_interval(metric: WeightedMetric, scores: np.ndarray, relevant: np.
     scores, relevant = np.asarray(scores, dtype=float), np.asarray(relevant, dtype=bool)
     value = float(metric(scores, relevant, np.ones((1, len(scores))))[0])
     blocks = [weights] if isinstance(weights, np.ndarray) else weights
-    resampled = np.concatenate([metric(scores, relevant, block) for block in blocks])
-    resampled = resampled[~np.isnan(resampled)]
-    if len(resampled) == 0:
-        return value, float("nan"), float("nan")
-    alpha = (1.0 - confidence) / 2.0
-    low, high = np.quantile(resampled, [alpha, 1.0 - alpha])
-    return value, float(low), float(high)
+    low, high = percentile_interval(np.concatenate([metric(scores, relevant, block) for block in blocks]), confidence)
+    return value, low, high
