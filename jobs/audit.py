@@ -35,6 +35,7 @@ from jobs.metrics import (
     expected_calibration_error,
     paired_randomization_p_value,
     per_query_ranking_metrics,
+    ranked_by_score,
     threshold_for_precision,
     wilson_interval,
 )
@@ -222,9 +223,8 @@ def query_segments(candidates: pd.DataFrame, judged: pd.DataFrame, relevant_min_
 
 def _curve_points(scores: np.ndarray, relevant: np.ndarray, max_points: int = 101) -> pd.DataFrame:
     """Precision and recall at up to `max_points` distinct thresholds, evenly spread over the ranked pairs."""
-    order = np.argsort(-scores, kind="stable")
-    ordered, hits = scores[order], relevant[order]
-    cuts = np.flatnonzero(np.r_[ordered[1:] != ordered[:-1], True])
+    order, ordered, last_of_value = ranked_by_score(scores)
+    hits, cuts = relevant[order], np.flatnonzero(last_of_value)
     cuts = cuts[np.unique(np.linspace(0, len(cuts) - 1, min(max_points, len(cuts))).round().astype(int))]
     tp = np.cumsum(hits)[cuts]
     return pd.DataFrame({"threshold": ordered[cuts], "precision": tp / (cuts + 1), "recall": tp / max(hits.sum(), 1)})

@@ -577,6 +577,14 @@ def bootstrap_grouped_ci(
     return percentile_interval(np.array(stats, dtype=float), confidence)
 
 
+def ranked_by_score(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The order that sorts `scores` high to low (stable), the sorted scores, and the mask of the last position of
+    each distinct score: the cuts where a threshold can fall (tied scores are never split by a threshold)."""
+    order = np.argsort(-scores, kind="stable")
+    ordered = scores[order]
+    return order, ordered, np.r_[ordered[1:] != ordered[:-1], True]
+
+
 def threshold_for_precision(
     scores: np.ndarray, relevant: np.ndarray, target: float, confidence: float = 0.95
 ) -> tuple[float, float, float]:
@@ -586,9 +594,8 @@ def threshold_for_precision(
     score >= threshold), or (nan, nan, nan) when no threshold qualifies.
     """
     scores, relevant = np.asarray(scores, dtype=float), np.asarray(relevant, dtype=bool)
-    order = np.argsort(-scores, kind="stable")
-    sorted_scores, hits = scores[order], relevant[order]
-    last_of_value = np.r_[sorted_scores[1:] != sorted_scores[:-1], True]  # cut only between distinct scores
+    order, sorted_scores, last_of_value = ranked_by_score(scores)
+    hits = relevant[order]
     tp = np.cumsum(hits)[last_of_value]
     predicted = (np.flatnonzero(last_of_value) + 1).astype(float)
     thresholds = sorted_scores[last_of_value]

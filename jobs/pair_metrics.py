@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Iterator
 import numpy as np
 import pandas as pd
 
-from jobs.metrics import percentile_interval
+from jobs.metrics import percentile_interval, ranked_by_score
 
 WeightedMetric = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 
@@ -57,9 +57,7 @@ def _divide(num: np.ndarray, den: np.ndarray) -> np.ndarray:
 
 def _cumulative_counts(scores: np.ndarray, relevant: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Weighted true and false positives at each distinct score threshold, from the highest down."""
-    order = np.argsort(-scores, kind="stable")
-    ordered = scores[order]
-    last_of_value = np.r_[ordered[1:] != ordered[:-1], True]
+    order, _, last_of_value = ranked_by_score(scores)
     hits = relevant[order].astype(float)
     w = weights[:, order]
     tp = np.cumsum(w * hits, axis=1)[:, last_of_value]
