@@ -90,7 +90,9 @@ from pyspark.sql.types import DoubleType  # noqa: E402
 
 from bench.models import BASE_MODEL  # noqa: E402
 from bench.procmem import driver_peak_rss_mb, spark_process_peaks  # noqa: E402
+from jobs.core.spark import session_setting  # noqa: E402
 from jobs.demo_data import generate_demo  # noqa: E402
+from jobs.score import ARROW_BATCH_ROWS as ARROW_BATCH_SETTING  # noqa: E402
 from jobs.score import device_and_precision, score_frame, threads_per_task  # noqa: E402
 from jobs.transforms import text_fingerprint  # noqa: E402
 from udfs.model import (  # noqa: E402
@@ -350,21 +352,6 @@ def collect_scores(scored: DataFrame, pairs: Pairs) -> np.ndarray:
     return np.array([by_key.get(key, np.nan) for key in zip(pairs.queries, pairs.product_ids)], dtype=float)
 
 
-@contextmanager
-def arrow_batch_rows(spark: SparkSession, rows: int) -> Iterator[None]:
-    """Set spark.sql.execution.arrow.maxRecordsPerBatch for the block, as the score job does."""
-    key = "spark.sql.execution.arrow.maxRecordsPerBatch"
-    previous = spark.conf.get(key, None)
-    spark.conf.set(key, str(rows))
-    try:
-        yield
-    finally:
-        if previous is None:
-            spark.conf.unset(key)
-        else:
-            spark.conf.set(key, previous)
-
-
 def spark_scorer(ctx: BenchContext, build: Callable[[DataFrame], DataFrame],
                  counts: Callable[[], tuple[int, int]] | None = None) -> Callable[[Pairs], Scored]:
     """Score pairs with a Spark plan over their cached frame; token counts from accumulator deltas."""
@@ -372,7 +359,7 @@ def spark_scorer(ctx: BenchContext, build: Callable[[DataFrame], DataFrame],
     def score(pairs: Pairs) -> Scored:
         spark, df = ctx.session(), ctx.frame(pairs)
         before = counts() if counts else (0, 0)
-        with arrow_batch_rows(spark, ARROW_BATCH_ROWS):
+        with session_setting(spark, ARROW_BATCH_SETTING, str(ARROW_BATCH_ROWS)):  # as the score job does
             scores = collect_scores(build(df), pairs)
         if counts is None:
             return Scored(scores, None, None)
