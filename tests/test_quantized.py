@@ -110,7 +110,7 @@ def test_bad_precision_or_int8_off_cpu_is_a_clear_error(tiny_dir):
 
 
 def test_worker_model_is_cached_per_precision(tiny_dir, tiny_int8, monkeypatch):
-    monkeypatch.setattr(spark_udf, "_WORKER_MODELS", {})
+    monkeypatch.setattr(spark_udf, "_WORKER_MODELS", spark_udf.OrderedDict())
     threads = torch.get_num_threads()  # worker_model sets this process's threads to threads_per_task
     try:
         fp32 = worker_model(ScoringSettings(model_dir=str(tiny_dir), device="cpu"))
