@@ -19,7 +19,7 @@ from typing import Any
 import pandas as pd
 
 from jobs.core.errors import InputError
-from jobs.importers import (
+from relevance.data.importers import (
     CATEGORY_SEPARATOR,
     LINE,
     blank,

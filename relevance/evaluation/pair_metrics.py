@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Iterator
 import numpy as np
 import pandas as pd
 
-from jobs.metrics import percentile_interval, ranked_by_score
+from relevance.evaluation.metrics import percentile_interval, ranked_by_score
 
 WeightedMetric = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 

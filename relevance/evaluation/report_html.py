@@ -713,7 +713,7 @@ def _definitions_section(metrics: pd.DataFrame) -> Section:
 def _template() -> jinja2.Template:
     """The page template. PackageLoader reads it from the `jobs` package as a folder or inside a zip
     (zipimport, as with spark-submit --py-files)."""
-    environment = jinja2.Environment(loader=jinja2.PackageLoader("jobs", "templates"), autoescape=True,
+    environment = jinja2.Environment(loader=jinja2.PackageLoader("relevance.evaluation", "templates"), autoescape=True,
                                      undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
                                      keep_trailing_newline=True)
     return environment.get_template(TEMPLATE)
