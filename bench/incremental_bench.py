@@ -35,14 +35,15 @@ from jobs.core.config import load_config, set_path  # noqa: E402
 from jobs.core.delta import Warehouse  # noqa: E402
 from jobs.core.job import JobContext, run_job  # noqa: E402
 from jobs.core.spark import build_spark  # noqa: E402
+from relevance.settings import settings_from_mapping  # noqa: E402
 from schemas.tables import TABLES  # noqa: E402
 
 DS = "2025-01-07"
 
 
 def run(spark, cfg: dict, module, ds: str | None = DS):
-    warehouse = Warehouse(spark, cfg["warehouse"]["root"], cfg["warehouse"]["writer"])
-    ctx = JobContext(job=module.JOB, cfg=copy.deepcopy(cfg), spark=spark, warehouse=warehouse, ds=ds)
+    settings = settings_from_mapping(copy.deepcopy(cfg))
+    ctx = JobContext(job=module.JOB, settings=settings, spark=spark, warehouse=Warehouse.of(spark, settings), ds=ds)
     started = time.perf_counter()
     result = run_job(ctx, module.run)
     return result, time.perf_counter() - started
@@ -73,7 +74,7 @@ def main() -> None:
                        "generate.n_days": 1, "generate.end_date": DS, "spark.master": "local[2]"}.items():
         set_path(cfg, key, value)
     make_bench_model(work / "models")
-    spark = build_spark(cfg)
+    spark = build_spark(settings_from_mapping(cfg))
     run(spark, cfg, generate, ds=None)
     run(spark, cfg, build_pairs)
     full, full_wall = run(spark, cfg, score)

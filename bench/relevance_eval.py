@@ -31,8 +31,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script from the repository root
     sys.path.insert(0, str(ROOT))
 
-from jobs.core.config import get, load_config  # noqa: E402
-from jobs.metrics import bootstrap_mean_ci  # noqa: E402
+from jobs.core.config import load_settings  # noqa: E402
+from relevance.evaluation.intervals import bootstrap_mean_ci  # noqa: E402
 
 SYSTEMS = ("model", "zero_shot", "bm25")
 
@@ -83,12 +83,13 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], help="extra config overrides for every job")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
-    root = str(get(load_config(args.conf, args.set), "warehouse.root"))
+    settings = load_settings(args.conf, args.set)
+    root = settings.warehouse.root
     first = dt.date.fromisoformat(args.first_ds)
     splits, all_rows = {}, []
     for i, seed in enumerate(int(s) for s in args.splits.split(",")):
         version, ds = f"{args.prefix}-{seed}", (first + dt.timedelta(days=i)).isoformat()
-        card_path = Path(str(get(load_config(args.conf, args.set), "model.models_root"))) / version / "model_card.json"
+        card_path = Path(settings.model.models_root) / version / "model_card.json"
         train_s = None
         if not card_path.is_file():
             train_s = cli(args.conf, "finetune", sets=[*args.set, f"finetune.seed={seed}", f"finetune.version={version}",

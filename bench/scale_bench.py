@@ -97,9 +97,8 @@ def overhead_sample(ctx, sample: int, rounds: int, models_root: Path) -> dict[st
 
     from bench.models import make_base_bi_encoder_version
     from jobs import score
-    from jobs.core.config import set_path
     from jobs.core.job import JobContext, run_job
-    from jobs.transforms import whole_queries_up_to
+    from relevance.frames import whole_queries_up_to
     from schemas.tables import PAIRS, RELEVANCE
     from udfs.model import load_model_version
     from udfs.scorer import score_pairs
@@ -110,14 +109,13 @@ def overhead_sample(ctx, sample: int, rounds: int, models_root: Path) -> dict[st
     sampled = whole_queries_up_to(pairs, sample, seed=0).withColumn("ds", F.lit(SAMPLE_DS))
     wh.overwrite_partition(sampled, PAIRS, {"ds": SAMPLE_DS}, ctx.run_id)
     rows = wh.read(PAIRS, {"ds": SAMPLE_DS}).select("query_norm", "product_text").toPandas()
-    set_path(ctx.cfg, "model.version", model_dir.name)
-    set_path(ctx.cfg, "scoring.incremental", False)  # every round scores every pair
+    settings = ctx.settings.replace("model.version", model_dir.name).replace("scoring.incremental", False)  # every round scores every pair
     torch.set_num_threads(os.cpu_count() or 1)
     model = load_model_version(model_dir, "cpu")
     job_times, scorer_times = [], []
     for _ in range(rounds):
         started = time.perf_counter()
-        result = run_job(JobContext(score.JOB, ctx.cfg, ctx.spark, wh, SAMPLE_DS), score.run)
+        result = run_job(JobContext(score.JOB, settings, ctx.spark, wh, SAMPLE_DS), score.run)
         job_times.append(time.perf_counter() - started)
         started = time.perf_counter()
         scores, _ = score_pairs(model, rows.query_norm.tolist(), rows.product_text.tolist())
@@ -139,6 +137,7 @@ def run_one_size(pairs: int, work: Path, sample: int, rounds: int) -> dict[str, 
     from jobs.core.delta import Warehouse
     from jobs.core.job import JobContext
     from jobs.core.spark import build_spark
+    from relevance.settings import settings_from_mapping
 
     cfg = load_config(ROOT / "conf" / "local.yaml")
     models_root = work / "models"
@@ -147,13 +146,13 @@ def run_one_size(pairs: int, work: Path, sample: int, rounds: int) -> dict[str, 
     set_path(cfg, "model.models_root", str(models_root))
     set_path(cfg, "model.version", "tiny-scale")
     set_path(cfg, "generate_scale.pairs", pairs)
-    spark = build_spark(cfg)
-    wh = Warehouse(spark, cfg["warehouse"]["root"], cfg["warehouse"]["writer"])
-    ctx = JobContext(job="scale-bench", cfg=cfg, spark=spark, warehouse=wh, ds=DS)
+    settings = settings_from_mapping(cfg)
+    spark = build_spark(settings)
+    ctx = JobContext(job="scale-bench", settings=settings, spark=spark, warehouse=Warehouse.of(spark, settings), ds=DS)
     modules = {"generate_scale": generate_scale, "build_pairs": build_pairs, "score": score, "audit": audit}
     jobs = {name: measured_job(ctx, module) for name, module in modules.items()}
     result = {"pairs": jobs["build_pairs"]["rows_out"], "jobs": jobs,
-              "spark": {"master": spark.sparkContext.master, "driver_memory": cfg["spark"]["driver_memory"],
+              "spark": {"master": spark.sparkContext.master, "driver_memory": settings.spark.driver_memory,
                         "default_parallelism": spark.sparkContext.defaultParallelism}}
     if sample:
         result["overhead"] = overhead_sample(ctx, sample, rounds, models_root)

@@ -6,7 +6,7 @@ Usage (from the repository root):
 
 Method
 ------
-Pairs: the demo generator's query log (`jobs.demo_data.generate_demo`, seed 7); the distinct
+Pairs: the demo generator's query log (`relevance.data.demo.generate_demo`, seed 7); the distinct
 (normalized user_query, product) impressions are joined to the product text the model sees
 (`udfs.text.build_product_text`, as `build_pairs` builds it), shuffled with a fixed seed, and
 the first N kept. Query and title lengths are therefore those of the demo search traffic.
@@ -27,11 +27,11 @@ return a function that scores any pairs):
      tokenizer + model + sigmoid inside the predict function.
   4. our_scorer: `udfs.scorer.score_pairs` alone (dedup, per-text token cache, length-sorted
      token-budget batches of 2048 tokens / 64 rows, the CPU default), in the driver process, no Spark.
-  5. our_score_frame: the score job's transformation `jobs.score.score_frame` on local[2] Spark,
+  5. our_score_frame: the score job's transformation `relevance.scoring.score_frame` on local[2] Spark,
      scores collected to the driver.
 
 Threads: the driver-process approaches (2, 4) set torch to all cores. The Spark approaches
-(1, 3, 5) run local[2] (two concurrent tasks) with `threads_per_task` from jobs/score.py in every
+(1, 3, 5) run local[2] (two concurrent tasks) with `threads_per_task` from relevance/scoring.py in every
 task (cores / concurrent tasks). All Spark approaches share one SparkSession, read the same
 cached input frame repartitioned to `defaultParallelism` partitions, and Arrow batches of 4096
 rows (the score job's `scoring.arrow_batch_rows`).
@@ -91,10 +91,10 @@ from pyspark.sql.types import DoubleType  # noqa: E402
 from bench.models import BASE_MODEL  # noqa: E402
 from bench.procmem import driver_peak_rss_mb, spark_process_peaks  # noqa: E402
 from jobs.core.spark import session_setting  # noqa: E402
-from jobs.demo_data import generate_demo  # noqa: E402
 from jobs.score import ARROW_BATCH_ROWS as ARROW_BATCH_SETTING  # noqa: E402
-from jobs.score import device_and_precision, score_frame, threads_per_task  # noqa: E402
-from jobs.transforms import text_fingerprint  # noqa: E402
+from relevance.data.demo import generate_demo  # noqa: E402
+from relevance.frames import text_fingerprint  # noqa: E402
+from relevance.scoring import device_and_precision, score_frame, threads_per_task  # noqa: E402
 from udfs.model import (  # noqa: E402
     WEIGHTS_DIR,
     load_model_version,
@@ -104,8 +104,9 @@ from udfs.model import (  # noqa: E402
     resolve_base_model,
     save_model_version,
 )
-from udfs.scorer import DEFAULT_BATCH_BUDGET, encode_pairs, score_pairs  # noqa: E402
-from udfs.spark_udf import ScoreCounters, ScoringSettings  # noqa: E402
+from udfs.runtime import DEFAULT_BATCH_BUDGET  # noqa: E402
+from udfs.scorer import encode_pairs, score_pairs  # noqa: E402
+from udfs.spark_udf import ScoreCounters, ScorerSpec  # noqa: E402
 from udfs.text import build_product_text, normalize_text  # noqa: E402
 
 BENCH_VERSION = "bench-base"
@@ -430,7 +431,7 @@ def our_scorer(ctx: BenchContext) -> Prepared:
 def our_score_frame(ctx: BenchContext) -> Prepared:
     spark = ctx.session()
     card = read_card(ctx.model_dir)
-    settings = ScoringSettings(model_dir=str(ctx.model_dir), device="cpu", threads_per_task=ctx.spark_threads,
+    settings = ScorerSpec(model_dir=str(ctx.model_dir), device="cpu", threads_per_task=ctx.spark_threads,
                                batch_tokens=BATCH_TOKENS, max_batch_rows=MAX_BATCH_ROWS)
     counters = ScoreCounters(spark.sparkContext)
     partitions = spark.sparkContext.defaultParallelism
@@ -715,12 +716,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.pairs < WARMUP_PAIRS or args.rounds < 1:
         parser.error(f"--pairs must be at least {WARMUP_PAIRS} and --rounds at least 1")
 
+    from jobs.core.config import load_settings
     from jobs.core.spark import build_spark
 
     # Spark's Python workers import this module (bench.score_bench) and the project's packages from ROOT.
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
-    spark = build_spark({"spark": {"master": "local[2]", "shuffle_partitions": 2, "driver_memory": "2g",
-                                   "app_name": "relevance-score-bench", "log_level": "ERROR"}})
+    spark = build_spark(load_settings(ROOT / "conf" / "local.yaml", [
+        "spark.master=local[2]", "spark.shuffle_partitions=2", "spark.driver_memory=2g",
+        "spark.app_name=relevance-score-bench"]))
     try:
         with tempfile.TemporaryDirectory(prefix="score-bench-") as work_dir:
             result = run_benchmark(args.pairs, args.rounds, spark, Path(work_dir))

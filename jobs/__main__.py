@@ -14,9 +14,10 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a file by spark-submit: make the project importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from jobs.core.config import ConfigError, get, load_config, set_path  # noqa: E402
+from jobs.core.config import ConfigError, load_config, set_path  # noqa: E402
 from jobs.core.errors import one_line  # noqa: E402
 from jobs.core.job import JobContext, JobError, run_job  # noqa: E402
+from relevance.settings import settings_from_mapping  # noqa: E402
 
 
 def _job_modules() -> dict:
@@ -72,25 +73,25 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser(modules).parse_args(argv)
     module = modules[args.job]
     try:
-        cfg = load_config(args.conf, args.set, strict=True)  # settings are checked before Spark starts
+        cfg = load_config(args.conf, args.set)
         if args.allow_empty:
             set_path(cfg, "warehouse.allow_empty_replace", True)
         if hasattr(module, "apply_arguments"):
             module.apply_arguments(cfg, args)
+        settings = settings_from_mapping(cfg)  # checked before Spark starts
+        if hasattr(module, "check_settings"):
+            module.check_settings(settings)  # what this job needs besides (an input path, ...)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
     from jobs.core.delta import Warehouse
     from jobs.core.spark import build_spark
-    from jobs.core.storage import storage_options_from_config
 
     try:
-        spark = build_spark(cfg)
-        warehouse = Warehouse(spark, get(cfg, "warehouse.root"), str(get(cfg, "warehouse.writer", "auto")),
-                              allow_empty_replace=bool(get(cfg, "warehouse.allow_empty_replace", False)),
-                              storage_options=storage_options_from_config(cfg))
-        ctx = JobContext(job=args.job, cfg=cfg, spark=spark, warehouse=warehouse, ds=args.ds)
+        spark = build_spark(settings)
+        warehouse = Warehouse.of(spark, settings)
+        ctx = JobContext(job=args.job, settings=settings, spark=spark, warehouse=warehouse, ds=args.ds)
         result = run_job(ctx, module.run)
     except (JobError, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)

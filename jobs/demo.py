@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from jobs import finetune, generate, nightly
-from jobs.core.job import JobContext, JobResult, run_job
+from jobs.core.job import JobContext, JobResult, run_step
 from schemas.tables import TABLES
 
 JOB = "demo"
@@ -19,11 +18,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(ctx: JobContext) -> JobResult:
-    for step in (generate, finetune):
-        result = run_job(ctx.child(step.JOB), step.run)
-        print(f"[{step.JOB}] {result.summary}", flush=True)
-    outcome = run_job(ctx.child(nightly.JOB), nightly.run)
-    print(f"[{nightly.JOB}] {outcome.summary}\n")
+    for step in ("generate", "finetune"):
+        result = run_step(ctx, step)
+        print(f"[{step}] {result.summary}", flush=True)
+    outcome = run_step(ctx, "nightly")
+    print(f"[nightly] {outcome.summary}\n")
 
     wh = ctx.warehouse
     print(f"Delta tables under {wh.root}:")

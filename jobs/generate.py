@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from jobs.core.config import get, set_path
+from jobs.core.config import set_path
 from jobs.core.job import JobContext, JobResult
-from jobs.demo_data import generate_demo
-from jobs.transforms import to_spark
+from relevance.data.demo import generate_demo
+from relevance.frames import to_spark
 from schemas.tables import CATALOG, GROUND_TRUTH, JUDGMENTS, QUERY_LOG
 
 JOB = "generate"
@@ -33,15 +33,14 @@ def apply_arguments(cfg: dict, args: argparse.Namespace) -> None:
 
 
 def run(ctx: JobContext) -> JobResult:
-    g = get(ctx.cfg, "generate")
+    g = ctx.settings.generate
     frames = generate_demo(
-        seed=int(g["seed"]), n_products=int(g["n_products"]), n_queries=int(g["n_queries"]), n_days=int(g["n_days"]),
-        end_date=str(g["end_date"]), searches_per_day=int(g["searches_per_day"]), page_size=int(g.get("page_size", 10)),
-        judged_queries=int(g["judged_queries"]), judgments_per_query=int(g["judgments_per_query"]),
-        label_noise=float(g["label_noise"]),
+        seed=g.seed, n_products=g.n_products, n_queries=g.n_queries, n_days=g.n_days, end_date=g.end_date,
+        searches_per_day=g.searches_per_day, page_size=g.page_size, judged_queries=g.judged_queries,
+        judgments_per_query=g.judgments_per_query, label_noise=g.label_noise,
     )
     frames["query_log"]["ds"] = frames["query_log"]["timestamp"].dt.strftime("%Y-%m-%d")
-    frames["judgments"]["source"] = f"demo-seed-{g['seed']}"
+    frames["judgments"]["source"] = f"demo-seed-{g.seed}"
     written = {}
     for spec in (CATALOG, QUERY_LOG, JUDGMENTS, GROUND_TRUTH):
         written[spec.name] = ctx.warehouse.replace(to_spark(ctx.spark, frames[spec.name], spec), spec, ctx.run_id)

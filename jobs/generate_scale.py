@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from jobs import scale_data
-from jobs.core.config import get, label_scheme, set_path
+from jobs.core.config import set_path
 from jobs.core.job import JobContext, JobResult
+from relevance.data import scale as scale_data
+from relevance.settings import LabelScheme
 from schemas.tables import CATALOG, JUDGMENTS, QUERY_LOG
 
 JOB = "generate-scale"
@@ -30,19 +31,19 @@ def apply_arguments(cfg: dict, args: argparse.Namespace) -> None:
             set_path(cfg, key, getattr(args, flag))
 
 
-def grade_labels(scheme: dict) -> dict[int, str]:
+def grade_labels(scheme: LabelScheme) -> dict[int, str]:
     """grade -> the label scheme's first label of that grade."""
     labels: dict[int, str] = {}
-    for label, grade in dict(scheme["grades"]).items():
+    for label, grade in scheme.grades.items():
         labels.setdefault(int(grade), str(label))
     return labels
 
 
 def run(ctx: JobContext) -> JobResult:
-    g = get(ctx.cfg, "generate_scale")
-    seed, n_products, per_query = int(g["seed"]), int(g["n_products"]), int(g["candidates_per_query"])
-    shape = scale_data.ScaleShape(seed, n_products, int(g["pairs"]) // per_query, per_query)
-    judged = min(int(g["judged_queries"]), shape.n_queries)
+    g = ctx.settings.generate_scale
+    seed, n_products, per_query = g.seed, g.n_products, g.candidates_per_query
+    shape = scale_data.ScaleShape(seed, n_products, g.pairs // per_query, per_query)
+    judged = min(g.judged_queries, shape.n_queries)
     parallelism = ctx.spark.sparkContext.defaultParallelism
     wh, ds = ctx.warehouse, ctx.require_ds()
 
@@ -52,7 +53,7 @@ def run(ctx: JobContext) -> JobResult:
         QUERY_LOG.name: wh.overwrite_partition(
             scale_data.query_log(ctx.spark, shape, ds, max(parallelism, 2 * shape.n_queries * per_query // ROWS_PER_FILE)),
             QUERY_LOG, {"ds": ds}, ctx.run_id),
-        JUDGMENTS.name: wh.replace(scale_data.judgments(ctx.spark, shape, judged, grade_labels(label_scheme(ctx.cfg)),
+        JUDGMENTS.name: wh.replace(scale_data.judgments(ctx.spark, shape, judged, grade_labels(ctx.settings.labels.active),
                                                         f"scale-seed-{seed}"), JUDGMENTS, ctx.run_id),
     }
     counted = wh.read(QUERY_LOG, {"ds": ds}).groupBy("action_name").count().collect()

@@ -11,11 +11,11 @@ import argparse
 
 import pandas as pd
 
-from jobs.core.config import ConfigError, get, set_path
+from jobs.core.config import ConfigError, Settings, set_path
+from jobs.core.imports import write_rejects
 from jobs.core.job import JobContext, JobResult
-from jobs.import_edges import write_rejects
-from jobs.readers import CatalogMapping, catalog_from_records, read_records
-from jobs.transforms import to_spark
+from relevance.data.readers import CatalogMapping, catalog_from_records, read_records
+from relevance.frames import to_spark
 from schemas.tables import CATALOG
 
 JOB = "import-catalog"
@@ -34,16 +34,18 @@ def apply_arguments(cfg: dict, args: argparse.Namespace) -> None:
         set_path(cfg, "imports.catalog.path", args.path)
     if args.format:
         set_path(cfg, "imports.catalog.format", args.format)
-    if not get(cfg, "imports.catalog.path", None):
+
+
+def check_settings(settings: Settings) -> None:
+    if not settings.imports.catalog.path:
         raise ConfigError("import-catalog needs --path FILE_OR_FOLDER (or imports.catalog.path)")
 
 
 def run(ctx: JobContext) -> JobResult:
-    cfg = ctx.cfg
-    path = str(get(cfg, "imports.catalog.path"))
-    mapping = CatalogMapping.from_config(get(cfg, "imports.catalog.mapping", None),
-                                         get(cfg, "imports.catalog.attribute_prefixes", None))
-    records = read_records(path, str(get(cfg, "imports.catalog.format", "auto") or "auto"))
+    config = ctx.settings.imports.catalog
+    path = str(config.path)
+    mapping = CatalogMapping.from_config(config.mapping, config.attribute_prefixes)
+    records = read_records(path, config.format)
     catalog, rejected = catalog_from_records(records, mapping, pd.Timestamp.now(tz="UTC"))
     ctx.warehouse.check_replace(CATALOG, len(catalog), source=f"{path} ({len(rejected)} records rejected)")
     written = ctx.warehouse.replace(to_spark(ctx.spark, catalog, CATALOG), CATALOG, ctx.run_id)

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from jobs.core.config import ConfigError, get, set_path
+from jobs.core.config import ConfigError, Settings, set_path
+from jobs.core.imports import catalog_ids, catalog_report, write_rejects
 from jobs.core.job import JobContext, JobResult
-from jobs.import_edges import catalog_ids, catalog_report, write_rejects
-from jobs.importers import (
+from relevance.data.importers import (
     ESCI_EXAMPLES,
     ESCI_PRODUCTS,
     esci_catalog,
@@ -31,7 +31,7 @@ from jobs.importers import (
     read_judgments_json,
     select_locale,
 )
-from jobs.transforms import to_spark
+from relevance.frames import to_spark
 from schemas.tables import CATALOG, JUDGMENTS
 
 JOB = "import-esci"
@@ -53,12 +53,15 @@ def apply_arguments(cfg: dict, args: argparse.Namespace) -> None:
         set_path(cfg, FLAGS["judgments_json"], args.judgments_json)
     if args.locale:
         set_path(cfg, FLAGS["locale"], args.locale)
-    source(cfg)  # fail early, as a configuration error, when no input (or both) is named
 
 
-def source(cfg: dict) -> tuple[str, str]:
+def check_settings(settings: Settings) -> None:
+    source(settings)  # fail early, as a configuration error, when no input (or both) is named
+
+
+def source(settings: Settings) -> tuple[str, str]:
     """("parquet", folder) or ("json", file): exactly one input must be named."""
-    folder, json_file = get(cfg, "imports.esci.path", None), get(cfg, "imports.esci.judgments_json", None)
+    folder, json_file = settings.imports.esci.path, settings.imports.esci.judgments_json
     if bool(folder) == bool(json_file):
         raise ConfigError("import-esci needs exactly one of --path FOLDER (parquet files) or --judgments-json FILE")
     return ("parquet", str(folder)) if folder else ("json", str(json_file))
@@ -69,7 +72,7 @@ def write_judgments(ctx: JobContext, judgments: pd.DataFrame) -> int:
 
 
 def import_parquet(ctx: JobContext, folder: str, grades: dict) -> JobResult:
-    locale = str(get(ctx.cfg, "imports.esci.locale", "us"))
+    locale = ctx.settings.imports.esci.locale
     examples, other_examples = select_locale(read_esci_parquet(Path(folder) / ESCI_EXAMPLES), locale)
     products, other_products = select_locale(read_esci_parquet(Path(folder) / ESCI_PRODUCTS), locale)
     judgments, judgment_rejects = esci_judgments(examples, grades)
@@ -112,6 +115,6 @@ def import_json(ctx: JobContext, path: str, grades: dict) -> JobResult:
 
 
 def run(ctx: JobContext) -> JobResult:
-    grades = get(ctx.cfg, "labels.schemes.esci.grades")
-    kind, location = source(ctx.cfg)
+    grades = ctx.settings.labels.named("esci").grades
+    kind, location = source(ctx.settings)
     return import_parquet(ctx, location, grades) if kind == "parquet" else import_json(ctx, location, grades)

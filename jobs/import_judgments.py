@@ -13,10 +13,10 @@ import argparse
 
 import pandas as pd
 
-from jobs.core.config import ConfigError, get, set_path
+from jobs.core.config import ConfigError, Settings, set_path
+from jobs.core.imports import catalog_ids, catalog_report, write_rejects
 from jobs.core.job import JobContext, JobResult
-from jobs.import_edges import catalog_ids, catalog_report, write_rejects
-from jobs.readers import (
+from relevance.data.readers import (
     JUDGMENT_FORMATS,
     judgments_from_labels,
     read_mapped_table,
@@ -25,7 +25,8 @@ from jobs.readers import (
     read_rre_ratings,
     read_trec_qrels,
 )
-from jobs.transforms import to_spark
+from relevance.frames import to_spark
+from relevance.settings import JudgmentsImport
 from schemas.tables import JUDGMENTS
 
 JOB = "import-judgments"
@@ -46,38 +47,34 @@ def apply_arguments(cfg: dict, args: argparse.Namespace) -> None:
     for flag, key in FLAGS.items():
         if getattr(args, flag, None):
             set_path(cfg, key, getattr(args, flag))
-    if not get(cfg, "imports.judgments.path", None):
+
+
+def check_settings(settings: Settings) -> None:
+    config = settings.imports.judgments
+    if not config.path:
         raise ConfigError("import-judgments needs --path FILE (or imports.judgments.path)")
-    if str(get(cfg, "imports.judgments.format", "")) not in JUDGMENT_FORMATS:
+    if config.format is None:
         raise ConfigError(f"import-judgments needs --format, one of {', '.join(JUDGMENT_FORMATS)}")
-    if get(cfg, "imports.judgments.format") == "trec" and not get(cfg, "imports.judgments.queries", None):
+    if config.format == "trec" and not config.queries:
         raise ConfigError("import-judgments --format trec needs --queries FILE (query_id<TAB>query text)")
-    scheme_name(cfg)
 
 
-def scheme_name(cfg: dict) -> str:
-    name = str(get(cfg, "imports.judgments.scheme", None) or get(cfg, "labels.scheme"))
-    if get(cfg, f"labels.schemes.{name}", None) is None:
-        raise ConfigError(f"label scheme '{name}' is not in labels.schemes "
-                          f"({', '.join(get(cfg, 'labels.schemes', {}) or {})})")
-    return name
-
-
-def read_rows(cfg: dict, path: str, fmt: str) -> pd.DataFrame:
+def read_rows(config: JudgmentsImport, path: str, fmt: str) -> pd.DataFrame:
     if fmt == "quepid":
         return read_quepid_csv(path)
     if fmt == "trec":
-        return read_trec_qrels(path, read_query_texts(str(get(cfg, "imports.judgments.queries"))))
+        return read_trec_qrels(path, read_query_texts(str(config.queries)))
     if fmt == "rre":
         return read_rre_ratings(path)
-    return read_mapped_table(path, fmt, get(cfg, "imports.judgments.mapping", None) or {})
+    return read_mapped_table(path, fmt, config.mapping)
 
 
 def run(ctx: JobContext) -> JobResult:
-    cfg = ctx.cfg
-    path, fmt, scheme = str(get(cfg, "imports.judgments.path")), str(get(cfg, "imports.judgments.format")), scheme_name(cfg)
-    rows = read_rows(cfg, path, fmt)
-    judgments, rejected = judgments_from_labels(rows, get(cfg, f"labels.schemes.{scheme}.grades"), f"{fmt}:{scheme}")
+    config = ctx.settings.imports.judgments
+    path, fmt = str(config.path), str(config.format)
+    scheme = config.scheme or ctx.settings.labels.scheme  # validate() checked that it exists
+    rows = read_rows(config, path, fmt)
+    judgments, rejected = judgments_from_labels(rows, ctx.settings.labels.named(scheme).grades, f"{fmt}:{scheme}")
     ctx.warehouse.check_replace(JUDGMENTS, len(judgments), source=f"{path} ({len(rejected)} rows rejected)")
     written = ctx.warehouse.replace(to_spark(ctx.spark, judgments, JUDGMENTS), JUDGMENTS, ctx.run_id)
     n_rejected = write_rejects(ctx, JOB, {f"judgments_{fmt}": rejected})

@@ -16,12 +16,12 @@ import argparse
 
 import pandas as pd
 
-from jobs.build_pairs import ACTION_COUNTS
-from jobs.core.config import ConfigError, get, set_path
+from jobs.core.config import ConfigError, Settings, set_path
+from jobs.core.imports import catalog_ids, catalog_report, write_rejects
 from jobs.core.job import JobContext, JobResult
-from jobs.import_edges import catalog_ids, catalog_report, write_rejects
-from jobs.importers import EVENTS, QUERIES, query_texts, read_ubi, ubi_query_log
-from jobs.transforms import to_spark
+from relevance.data.importers import EVENTS, QUERIES, query_texts, read_ubi, ubi_query_log
+from relevance.frames import to_spark
+from relevance.pairs import ACTION_COUNTS
 from schemas.tables import QUERY_LOG
 
 JOB = "import-ubi"
@@ -45,12 +45,16 @@ def apply_arguments(cfg: dict, args: argparse.Namespace) -> None:
             set_path(cfg, FLAGS[flag], getattr(args, flag))
     if args.position_base is not None:
         set_path(cfg, FLAGS["position_base"], args.position_base)
-    input_files(cfg)  # fail early, as a configuration error, when no input is named
 
 
-def input_files(cfg: dict) -> list[tuple[str, str | None]]:
+def check_settings(settings: Settings) -> None:
+    input_files(settings)  # fail early, as a configuration error, when no input is named
+
+
+def input_files(settings: Settings) -> list[tuple[str, str | None]]:
     """The files to read, each with the kind of document it holds (None: both, told apart per line)."""
-    path, queries, events = (get(cfg, f"imports.ubi.{k}", None) for k in ("path", "queries", "events"))
+    config = settings.imports.ubi
+    path, queries, events = config.path, config.queries, config.events
     if path and not (queries or events):
         return [(str(path), None)]
     if queries and events and not path:
@@ -61,8 +65,8 @@ def input_files(cfg: dict) -> list[tuple[str, str | None]]:
 # ---- the job ----------------------------------------------------------------------------
 
 def run(ctx: JobContext) -> JobResult:
-    position_base = int(get(ctx.cfg, "imports.ubi.position_base", 0))
-    files = input_files(ctx.cfg)
+    position_base = ctx.settings.imports.ubi.position_base
+    files = input_files(ctx.settings)
     documents = read_ubi(files)
     texts, conflicting = query_texts(documents.queries)
     product_actions = list(ACTION_COUNTS)

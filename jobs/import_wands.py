@@ -13,11 +13,11 @@ import argparse
 
 import pandas as pd
 
-from jobs.core.config import get, set_path
+from jobs.core.config import set_path
+from jobs.core.imports import write_rejects
 from jobs.core.job import JobContext, JobResult
-from jobs.import_edges import write_rejects
-from jobs.importers import read_wands, wands_catalog, wands_judgments
-from jobs.transforms import to_spark
+from relevance.data.importers import read_wands, wands_catalog, wands_judgments
+from relevance.frames import to_spark
 from schemas.tables import CATALOG, JUDGMENTS
 
 JOB = "import-wands"
@@ -34,9 +34,9 @@ def apply_arguments(cfg: dict, args: argparse.Namespace) -> None:
 
 
 def run(ctx: JobContext) -> JobResult:
-    folder = get(ctx.cfg, "imports.wands.path")
+    folder = str(ctx.settings.imports.wands.path)
     files = read_wands(folder)
-    grades = get(ctx.cfg, "labels.schemes.wands.grades")
+    grades = ctx.settings.labels.named("wands").grades
     catalog, catalog_rejects = wands_catalog(files.products, pd.Timestamp.now(tz="UTC"))
     judgments, judgment_rejects = wands_judgments(files.labels, files.queries, grades)
     rejected = {

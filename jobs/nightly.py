@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from jobs import audit, build_pairs, score
-from jobs.core.job import JobContext, JobResult, run_job
+from jobs.core.job import JobContext, JobResult, run_step
 
 JOB = "nightly"
-STEPS = (build_pairs, score, audit)
+STEPS = ("build_pairs", "score", "audit")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -18,18 +17,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(ctx: JobContext, log=print) -> JobResult:
     results: dict[str, JobResult] = {}
     for step in STEPS:
-        child = ctx.child(step.JOB)
-        results[step.JOB] = run_job(child, step.run)
-        log(f"[{step.JOB}] {results[step.JOB].summary}")
-    scored = results[score.JOB]
+        results[step] = run_step(ctx, step)
+        log(f"[{step}] {results[step].summary}")
+    scored = results["score"]
     return JobResult(
-        rows_in=results[build_pairs.JOB].rows_in,
+        rows_in=results["build_pairs"].rows_in,
         rows_out=scored.rows_out,
         rows_rejected=sum(r.rows_rejected for r in results.values()),
         model_version=scored.model_version,
         throughput_per_s=scored.throughput_per_s,
         device=scored.device,
         details={job: {"rows_in": r.rows_in, "rows_out": r.rows_out, "rows_rejected": r.rows_rejected} for job, r in results.items()},
-        summary=f"nightly ds={ctx.ds} done: {results[build_pairs.JOB].rows_out} pairs, {scored.rows_out} scored, "
-        f"{results[audit.JOB].rows_out} audit rows",
+        summary=f"nightly ds={ctx.ds} done: {results['build_pairs'].rows_out} pairs, {scored.rows_out} scored, "
+        f"{results['audit'].rows_out} audit rows",
     )

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from jobs.core.config import get, set_path
+from jobs.core.config import set_path
 from jobs.core.job import JobContext, JobResult
 
 JOB = "vacuum"
@@ -30,8 +30,8 @@ def apply_arguments(cfg: dict, args: argparse.Namespace) -> None:
 
 
 def run(ctx: JobContext) -> JobResult:
-    hours = int(get(ctx.cfg, "warehouse.vacuum_retention_hours", 168))
-    dry_run = bool(get(ctx.cfg, "warehouse.vacuum_dry_run", False))
+    hours = ctx.settings.warehouse.vacuum_retention_hours
+    dry_run = ctx.settings.warehouse.vacuum_dry_run
     removed = ctx.warehouse.vacuum(hours, dry_run=dry_run)
     total = sum(len(files) for files in removed.values())
     verb = "would remove" if dry_run else "removed"

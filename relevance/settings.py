@@ -24,7 +24,7 @@ class ConfigError(ValueError):
     """The configuration is missing, unreadable or inconsistent."""
 
 
-AUTO = "auto"
+AUTO: Literal["auto"] = "auto"
 
 
 @dataclass(frozen=True)
@@ -309,10 +309,10 @@ def _describe(kind: Any) -> str:
     if origin is Literal:
         return " | ".join(str(a) for a in args)
     if origin in (types.UnionType, typing.Union):
-        return " or ".join(_describe(a) for a in args if a is not type(None)) + " or null"
+        return " or ".join(_describe(a) for a in args if a is not type(None)) + (" or null" if type(None) in args else "")
     if origin is tuple:
-        return f"a list of {_describe(args[0])}"
-    if origin is dict:
+        return f"a list (each {_describe(args[0])})"
+    if origin is dict or (isinstance(kind, type) and dataclasses.is_dataclass(kind)):
         return "a mapping"
     return {bool: "true or false", int: "an integer", float: "a number", str: "text"}.get(kind, getattr(kind, "__name__", str(kind)))
 
@@ -369,18 +369,25 @@ def _convert(kind: Any, value: Any, key: str) -> Any:
     raise _Mismatch
 
 
+def _default_note(f: dataclasses.Field) -> str:
+    if f.default is dataclasses.MISSING or dataclasses.is_dataclass(f.default):
+        return ""
+    return f" (its default is {json.dumps(as_mapping(f.default), default=str)})"
+
+
 def _build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
     hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
+    fields = {f.name: f for f in dataclasses.fields(cls)}
     values = {}
     for name, value in data.items():
         key = f"{prefix}{name}"
-        if name not in names:
+        if name not in fields:
             raise _unknown(key)
         try:
             values[name] = _convert(hints[name], value, key)
         except _Mismatch:
-            raise ConfigError(f"setting '{key}' must be {_describe(hints[name])}, not {json.dumps(value, default=str)}") from None
+            raise ConfigError(f"setting '{key}' must be {_describe(hints[name])}{_default_note(fields[name])}, "
+                              f"not {json.dumps(value, default=str)}") from None
     try:
         return cls(**values)
     except TypeError as exc:  # a required field missing (a label scheme without grades)

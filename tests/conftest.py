@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from jobs.core.config import load_config, set_path
+from jobs.core.config import deep_merge, load_config, set_path
+from relevance.settings import settings_from_mapping
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = ROOT.parent / "shared" / "data" / "esci-ubi-sample"
@@ -45,11 +46,11 @@ def spark():
     cfg = {"spark": {"master": "local[2]", "shuffle_partitions": 2, "driver_memory": "2g", "app_name": "relevance-tests"},
            "warehouse": {"writer": "delta-spark"}}
     try:
-        session = build_spark(cfg)
+        session = build_spark(settings_of(cfg))
     except Exception as exc:  # the JVM did not start: Ivy could not resolve the package
         warnings.warn(f"{DELTA_SPARK_PACKAGE} could not be fetched, the delta-spark tests skip: {one_line(exc)}",
                       stacklevel=1)
-        session = build_spark({**cfg, "warehouse": {"writer": "delta-rs"}})
+        session = build_spark(settings_of({**cfg, "warehouse": {"writer": "delta-rs"}}))
     yield session
     session.stop()
 
@@ -61,6 +62,11 @@ def tiny_model_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("models")
     make_tiny_model_version(root)
     return root
+
+
+def settings_of(data: dict):
+    """The typed settings of conf/local.yaml with `data` (a partial YAML-like mapping) merged over it."""
+    return settings_from_mapping(deep_merge(load_config(ROOT / "conf" / "local.yaml"), data))
 
 
 def make_config(warehouse: Path, models_root: Path, **overrides) -> dict:
@@ -79,11 +85,9 @@ def run(spark, cfg: dict, module, ds: str | None = DEMO_DS):
     """Run one job module through the same path as the CLI (records to `runs`)."""
     from jobs.core.delta import Warehouse
     from jobs.core.job import JobContext, run_job
-    from jobs.core.storage import storage_options_from_config
 
-    warehouse = Warehouse(spark, cfg["warehouse"]["root"], cfg["warehouse"]["writer"],
-                          storage_options=storage_options_from_config(cfg))
-    ctx = JobContext(job=module.JOB, cfg=copy.deepcopy(cfg), spark=spark, warehouse=warehouse, ds=ds)
+    settings = settings_from_mapping(copy.deepcopy(cfg))
+    ctx = JobContext(job=module.JOB, settings=settings, spark=spark, warehouse=Warehouse.of(spark, settings), ds=ds)
     return run_job(ctx, module.run)
 
 

@@ -24,12 +24,13 @@ from pyspark.sql import functions as F
 
 from jobs import build_pairs, score
 from jobs.__main__ import main
-from jobs.build_pairs import CONFLICT_RULE, MAX_CHARS_PER_WORD, catalog_texts, classify_judgments
 from jobs.core.config import set_path
 from jobs.core.delta import Warehouse
 from jobs.core.errors import InputError, WarehouseError, one_line
-from jobs.importers import read_tsv, wands_judgments
-from jobs.score import population_stability, score_shift, unusable_scores
+from relevance.data.importers import read_tsv, wands_judgments
+from relevance.pairs import CONFLICT_RULE, MAX_CHARS_PER_WORD, catalog_texts, classify_judgments
+from relevance.scoring import population_stability, score_shift, unusable_scores
+from relevance.settings import LabelScheme
 from schemas.tables import CATALOG, JUDGMENTS, MAX_POSITION, QUERY_LOG
 from tests.conftest import DEMO_DS, ROOT, copy_warehouse, make_config, run
 from udfs.model import ModelError, load_model_version, save_model_version
@@ -391,7 +392,7 @@ def test_catalog_texts_of_bad_rows(spark):
 # ---- 6. / 9. judgments out of the label scheme, conflicting grades ---------------------------
 
 def test_judgments_out_of_scheme_and_conflicting_grades_are_rejected_with_reasons(spark):
-    scheme = {"grades": {"Exact": 2, "Partial": 1, "Irrelevant": 0}}
+    scheme = LabelScheme(grades={"Exact": 2, "Partial": 1, "Irrelevant": 0}, relevant_min_grade=1)
     rows = [
         ("sofa", "p1", 99, "Exact"), ("sofa", "p2", -1, None), ("sofa", "p3", None, "Exact"),
         ("sofa", "p4", 1, "Maybe"), ("sofa", "p5", 2, "Partial"), ("sofa", "p6", 2, "2.0"), ("sofa", "p7", 1, None),
@@ -554,10 +555,13 @@ def test_one_line_digs_the_python_error_out_of_a_spark_failure():
 @pytest.mark.parametrize("setting, message", [
     ("scoring.devise=cuda", "error: unknown setting 'scoring.devise'; did you mean 'scoring.device'?"),
     ("scoring.arrow_batch_rows=many", "error: setting 'scoring.arrow_batch_rows' must be an integer (its default is 4096), not \"many\""),
+    ("scoring.device=gpu", "error: setting 'scoring.device' must be auto | cpu | cuda (its default is \"auto\"), not \"gpu\""),
+    ("audit.ks=[5, ten]", "error: setting 'audit.ks' must be a list (each an integer) (its default is [5, 10]), not [5, \"ten\"]"),
+    ("labels.scheme=esci2", "error: label scheme 'esci2' is not defined under labels.schemes (defined: chorus, esci, wands)"),
     ("scoring.incremental=sometimes", "error: setting 'scoring.incremental' must be true or false (its default is true), not \"sometimes\""),
     ("pairs.ctr_prior_weight=[1]", "error: setting 'pairs.ctr_prior_weight' must be a number (its default is 20.0), not [1]"),
     ("warehouse=/tmp", "error: setting 'warehouse' must be a mapping"),
-    ("nonsense=1", "error: unknown setting 'nonsense'; the settings are the keys of conf/local.yaml"),
+    ("nonsense=1", "error: unknown setting 'nonsense'; the settings are listed in relevance/settings.py"),
 ])
 def test_unknown_settings_and_wrong_types_exit_2_before_spark_starts(setting, message):
     env = {**os.environ, "JAVA_HOME": "/nonexistent", "PATH": os.path.dirname(sys.executable)}  # no Java to start
@@ -568,13 +572,15 @@ def test_unknown_settings_and_wrong_types_exit_2_before_spark_starts(setting, me
 
 
 def test_valid_overrides_of_every_kind_are_accepted():
-    from jobs.core.config import load_config
+    from jobs.core.config import load_settings
 
-    cfg = load_config(ROOT / "conf" / "local.yaml", [
+    settings = load_settings(ROOT / "conf" / "local.yaml", [
         "scoring.batch_tokens=4096", "model.version=2025", "finetune.learning_rate=1", "audit.ks=[1, 3]",
-        "spark.conf.spark.executor.cores=4", "labels.schemes.mine.grades={good: 1}", "imports.ubi.path=/x",
-        "finetune.version=v1", "audit.compare=null"], strict=True)
-    assert cfg["spark"]["conf"] == {"spark.executor.cores": 4} and cfg["scoring"]["batch_tokens"] == 4096
+        "spark.conf.spark.executor.cores=4", "labels.schemes.mine={grades: {good: 1}, relevant_min_grade: 1}",
+        "imports.ubi.path=/x", "finetune.version=v1", "audit.compare=null", "scoring.batch_tokens=auto"])
+    assert settings.spark.conf == {"spark.executor.cores": 4} and settings.scoring.batch_tokens == "auto"
+    assert settings.model.version == "2025" and settings.finetune.learning_rate == 1.0 and settings.audit.ks == (1, 3)
+    assert settings.labels.named("mine").grades == {"good": 1} and settings.audit.compare is None
 
 
 def test_a_ds_that_is_not_a_date_is_refused():

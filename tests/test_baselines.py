@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from jobs.baselines import bm25_scores, bm25_scores_spark, zero_shot_scores
+from relevance.evaluation.baselines import bm25_scores, bm25_scores_spark, zero_shot_scores
 
 CORPUS = {
     "p1": "red leather sofa three seater living room",

@@ -4,7 +4,7 @@ import numpy as np
 import torch
 
 from bench.score_bench import APPROACHES, REFERENCE, BenchContext, make_bench_model, make_pairs, measure, profile_pairs
-from jobs.score import threads_per_task
+from relevance.scoring import threads_per_task
 from udfs.model import load_model_version
 
 

@@ -58,10 +58,10 @@ def test_package_zip_holds_every_module_and_imports_on_its_own(tmp_path):
     modules = {f"{package.replace('.', '/')}/{module.name}.py" for package in installed
                for module in pkgutil.iter_modules([str(ROOT / package.replace(".", "/"))]) if not module.ispkg}
     modules |= {f"{package.replace('.', '/')}/__init__.py" for package in installed}
-    templates = {f"jobs/templates/{p.name}" for p in (ROOT / "jobs" / "templates").iterdir()}
+    templates = {f"relevance/evaluation/templates/{p.name}" for p in (ROOT / "relevance" / "evaluation" / "templates").iterdir()}
     assert set(names) == modules | templates and {"jobs/__main__.py", "jobs/core/package.py", "udfs/scorer.py",
                                                   "schemas/tables.py"} <= modules
-    assert "jobs/templates/report.html.j2" in templates
+    assert "relevance/evaluation/templates/report.html.j2" in templates
     code = ("import sys; sys.path.insert(0, sys.argv[1]); import udfs.text; "
             "print(udfs.text.__file__); print(udfs.text.normalize_text('Sofa, GREY!'))")
     out = subprocess.run([sys.executable, "-S", "-c", code, str(archive)], cwd=tmp_path, capture_output=True, text=True)
@@ -105,3 +105,25 @@ def test_env_archive_copies_links_that_leave_the_environment(tmp_path):
     (env / "bin" / "python").symlink_to("python3.11")
     assert archived_source(env, "bin/python3.11") == str(interpreter)
     assert archived_source(env, "bin/python") == str(env / "bin" / "python")
+
+
+def test_jobs_hold_entry_points_only_and_no_job_imports_another():
+    """jobs/ is one module per job plus jobs/core; a job may import jobs.core and the library, never another job
+    (nightly and demo run their steps by name through jobs.core.job.run_step)."""
+    import ast
+
+    job_modules = {p.stem for p in (ROOT / "jobs").glob("*.py") if p.stem not in ("__init__", "__main__")}
+    assert {"build_pairs", "score", "audit", "finetune", "nightly", "demo", "generate"} <= job_modules
+    for name in sorted(job_modules):
+        tree = ast.parse((ROOT / "jobs" / f"{name}.py").read_text())
+        imported = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                imported.add(node.module)
+                if node.module == "jobs":
+                    imported.update(f"jobs.{alias.name}" for alias in node.names)
+            elif isinstance(node, ast.Import):
+                imported.update(alias.name for alias in node.names)
+        other_jobs = {m for m in imported if m.startswith("jobs.") and m.split(".")[1] in job_modules}
+        assert not other_jobs, f"jobs/{name}.py imports the job(s) {sorted(other_jobs)}"
+        assert hasattr(__import__(f"jobs.{name}", fromlist=["JOB", "run"]), "run"), f"jobs/{name}.py has no run()"

@@ -14,6 +14,7 @@ from jobs.core.delta import WRITERS, Warehouse, delta_spark_available
 from jobs.core.errors import WarehouseError
 from jobs.core.spark import DELTA_SPARK_PACKAGE, session_settings
 from schemas.tables import JUDGMENTS, QUERY_LOG, REJECTS
+from tests.conftest import settings_of
 
 NOW = dt.datetime(2025, 1, 7, 12, tzinfo=dt.timezone.utc)
 
@@ -113,11 +114,11 @@ def test_auto_picks_delta_spark_only_where_its_jars_are_loaded(spark, tmp_path):
 
 def test_the_delta_spark_writer_brings_its_jars_unless_spark_submit_started_the_jvm():
     delta = {"warehouse": {"writer": "delta-spark"}, "spark": {"conf": {"spark.sql.shuffle.partitions": 3}}}
-    settings = session_settings(delta, submitted=False)
+    settings = session_settings(settings_of(delta), submitted=False)
     assert settings["spark.jars.packages"] == DELTA_SPARK_PACKAGE
     assert settings["spark.sql.extensions"] == "io.delta.sql.DeltaSparkSessionExtension"
     assert settings["spark.sql.catalog.spark_catalog"] == "org.apache.spark.sql.delta.catalog.DeltaCatalog"
     assert settings["spark.sql.shuffle.partitions"] == "3"  # spark.conf wins
-    assert "spark.jars.packages" not in session_settings(delta, submitted=True)  # --packages is the user's
+    assert "spark.jars.packages" not in session_settings(settings_of(delta), submitted=True)  # --packages is the user's
     for writer in ("auto", "delta-rs"):
-        assert "spark.jars.packages" not in session_settings({"warehouse": {"writer": writer}}, submitted=False)
+        assert "spark.jars.packages" not in session_settings(settings_of({"warehouse": {"writer": writer}}), submitted=False)

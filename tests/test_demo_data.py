@@ -1,4 +1,4 @@
-"""Unit tests for the synthetic demo data generator (jobs/demo_data.py)."""
+"""Unit tests for the synthetic demo data generator (relevance/data/demo.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from jobs.demo_data import TAXONOMY, generate_demo
+from relevance.data.demo import TAXONOMY, generate_demo
 from udfs.text import normalize_text
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,7 +73,7 @@ def test_same_seed_same_data_other_seed_differs():
 
 
 def test_deterministic_across_hash_seeds():
-    code = ("import hashlib, pandas as pd; from jobs.demo_data import generate_demo; "
+    code = ("import hashlib, pandas as pd; from relevance.data.demo import generate_demo; "
             f"d = generate_demo(seed=5, **{SMALL!r}); "
             "print(hashlib.md5(b''.join(pd.util.hash_pandas_object(f.astype({'attributes': str}) if 'attributes' "
             "in f else f).to_numpy().tobytes() for f in d.values())).hexdigest())")

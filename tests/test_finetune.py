@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from jobs.finetune import shuffled_length_batches, split_of
+from relevance.settings import FinetuneSettings
+from relevance.training.batches import shuffled_length_batches
+from relevance.training.split import split_of
 
 
 def test_length_batches_cover_every_row_once_and_pad_less_than_random_batches():
@@ -39,7 +41,7 @@ def test_distributed_training_with_torch_distributor_in_local_mode(spark, tiny_m
     gets the best weights back, changed from the checkpoint it started from."""
     import pandas as pd
 
-    from jobs.finetune import TrainSettings, train_distributed
+    from relevance.training.distributed import train_distributed
     from udfs.model import WEIGHTS_DIR, load_network, resolve_model_dir
 
     rng = np.random.default_rng(0)
@@ -51,7 +53,7 @@ def test_distributed_training_with_torch_distributor_in_local_mode(spark, tiny_m
     val_queries = set(rng.choice(queries, 4, replace=False))
     train, val = frame[~frame.query_norm.isin(val_queries)], frame[frame.query_norm.isin(val_queries)]
     base = resolve_model_dir(tiny_model_root, "tiny-test") / WEIGHTS_DIR
-    settings = TrainSettings(kind="cross_encoder", epochs=2, batch_size=8, max_length=32, learning_rate=1e-3)
+    settings = FinetuneSettings(kind="cross_encoder", epochs=2, batch_size=8, max_length=32, learning_rate=1e-3)
     _, network, history = train_distributed(str(base), train.reset_index(drop=True), val.reset_index(drop=True), 2,
                                             settings, 1, "linear", processes=2)
     assert history["processes"] == 2 and 1 <= len(history["epochs"]) <= 2
@@ -62,7 +64,7 @@ def test_distributed_training_with_torch_distributor_in_local_mode(spark, tiny_m
 
 
 def test_training_autocast_follows_the_setting_and_the_cpu_flags(tmp_path):
-    from jobs.finetune import cpu_has_native_bf16, training_autocast
+    from relevance.training.loop import cpu_has_native_bf16, training_autocast
 
     with_bf16, without = tmp_path / "bf16", tmp_path / "plain"
     with_bf16.write_text("flags\t\t: fpu sse2 avx2 avx512f avx512_bf16 avx512_vnni\n")
@@ -88,7 +90,7 @@ def _toy_pairs():
 def test_bf16_training_with_frozen_word_embeddings_learns_the_rest(tiny_model_root, kind):
     """bf16 autocast training runs on CPU for both kinds, keeps the word embeddings as they were, changes the other
     weights, and returns an fp32 network in eval mode."""
-    from jobs.finetune import TrainSettings, seed_everything, train_network
+    from relevance.training.loop import seed_everything, train_network
     from udfs.model import WEIGHTS_DIR, load_network, resolve_model_dir
 
     frame = _toy_pairs()
@@ -96,7 +98,7 @@ def test_bf16_training_with_frozen_word_embeddings_learns_the_rest(tiny_model_ro
     seed_everything(0)
     tokenizer, network = load_network(str(base), "cpu", kind)
     _, start = load_network(str(base), "cpu", kind)
-    settings = TrainSettings(kind=kind, epochs=1, batch_size=8, max_length=32, learning_rate=1e-3, train_precision="bf16")
+    settings = FinetuneSettings(kind=kind, epochs=1, batch_size=8, max_length=32, learning_rate=1e-3, train_precision="bf16")
     network, history = train_network(tokenizer, network, frame, frame, 2, settings, 1, "linear", log=lambda _: None)
     assert history["autocast"] == "bfloat16" and len(history["epochs"]) == 1 and not network.training
     words, start_words = network.get_input_embeddings(), start.get_input_embeddings()
@@ -110,12 +112,12 @@ def test_bf16_training_with_frozen_word_embeddings_learns_the_rest(tiny_model_ro
 def test_training_is_the_same_for_the_same_seed_and_passes_no_time_limit_quietly(tiny_model_root):
     """The same seed, data and settings give bit-identical weights (the schedule never depends on time); a run
     past max_train_seconds raises TrainingTimeLimit instead of training less."""
-    from jobs.finetune import TrainingTimeLimit, TrainSettings, seed_everything, train_network
+    from relevance.training.loop import TrainingTimeLimit, seed_everything, train_network
     from udfs.model import WEIGHTS_DIR, load_network, resolve_model_dir
 
     frame = _toy_pairs()
     base = resolve_model_dir(tiny_model_root, "tiny-test") / WEIGHTS_DIR
-    settings = TrainSettings(epochs=2, batch_size=8, max_length=32, learning_rate=1e-3, train_precision="fp32", patience=5)
+    settings = FinetuneSettings(epochs=2, batch_size=8, max_length=32, learning_rate=1e-3, train_precision="fp32", patience=5)
 
     def trained(seed: int) -> dict:
         seed_everything(seed)
@@ -132,7 +134,7 @@ def test_training_is_the_same_for_the_same_seed_and_passes_no_time_limit_quietly
 
 
 def test_cosent_loss_is_small_when_cosines_follow_the_grades_and_large_otherwise():
-    from jobs.finetune import cosent_loss
+    from relevance.training.loop import cosent_loss
 
     grades = torch.tensor([2.0, 1.0, 0.0])
     ordered, reversed_ = torch.tensor([0.9, 0.5, 0.1]), torch.tensor([0.1, 0.5, 0.9])
@@ -144,7 +146,7 @@ def test_cosent_loss_is_small_when_cosines_follow_the_grades_and_large_otherwise
 
 
 def test_promotion_needs_a_win_over_the_base_and_the_promoted_version():
-    from jobs.finetune import promotion_decision
+    from relevance.training.promotion import promotion_decision
 
     assert promotion_decision(0.80, zero_shot=0.75, promoted=None, margin=0.01)[0]
     assert not promotion_decision(0.80, zero_shot=0.795, promoted=None, margin=0.01)[0]
@@ -155,7 +157,7 @@ def test_promotion_needs_a_win_over_the_base_and_the_promoted_version():
 
 
 def test_learning_rate_warms_up_then_decays_to_zero():
-    from jobs.finetune import linear_warmup_decay
+    from relevance.training.batches import linear_warmup_decay
 
     factors = [linear_warmup_decay(step, 10, 100) for step in range(101)]
     assert factors[0] == 0.1 and factors[9] == 1.0 and factors[100] == 0.0
@@ -163,7 +165,7 @@ def test_learning_rate_warms_up_then_decays_to_zero():
 
 
 def test_weight_mix_interpolates_float_weights_and_keeps_integer_buffers():
-    from jobs.finetune import mix_weights
+    from relevance.training.weights import mix_weights
 
     base = {"w": torch.tensor([0.0, 2.0]), "ids": torch.tensor([0, 1])}
     tuned = {"w": torch.tensor([1.0, 4.0]), "ids": torch.tensor([0, 1])}
@@ -174,7 +176,7 @@ def test_weight_mix_interpolates_float_weights_and_keeps_integer_buffers():
 
 
 def test_query_batches_keep_each_querys_products_together_and_cover_every_row_once():
-    from jobs.finetune import query_batches
+    from relevance.training.batches import query_batches
 
     queries = [f"q{i % 7}" for i in range(100)]  # 7 queries of 14 or 15 rows
     batches = query_batches(queries, 16, torch.Generator().manual_seed(3))
@@ -186,20 +188,9 @@ def test_query_batches_keep_each_querys_products_together_and_cover_every_row_on
     assert batches == query_batches(queries, 16, torch.Generator().manual_seed(3))  # the seed decides
 
 
-def test_train_settings_defaults_are_the_embedded_configs():
-    """One set of defaults: the dataclass says what conf/local.yaml says."""
-    from pathlib import Path
-
-    from jobs.core.config import load_config
-    from jobs.finetune import TrainSettings, settings_from_config
-
-    cfg = load_config(Path(__file__).resolve().parent.parent / "conf" / "local.yaml")
-    assert settings_from_config(cfg) == TrainSettings()
-
-
 def test_training_examples_are_bounded_by_whole_queries(spark):
     """More usable judgments than finetune.max_examples: whole queries are kept, chosen by seed, up to the bound."""
-    from jobs.finetune import training_examples
+    from relevance.training.split import training_examples
 
     rows = [(f"q{q}", f"p{q}-{i}", f"text {i}", i % 3, None) for q in range(40) for i in range(1 + q % 7)]
     classified = spark.createDataFrame(rows, "query_norm string, product_id string, product_text string, grade long, "
@@ -212,3 +203,88 @@ def test_training_examples_are_bounded_by_whole_queries(spark):
     assert all(sizes[q] == 1 + int(q[1:]) % 7 for q in sizes.index)  # every kept query is whole
     assert training_examples(classified, 50, seed=1)[0].equals(kept)
     assert set(training_examples(classified, 50, seed=2)[0].query_norm) != set(kept.query_norm)
+
+
+def test_finetune_settings_come_from_the_config_and_its_overrides_typed():
+    """The trainer reads ctx.settings.finetune: conf/local.yaml's values with --set overrides, typed as the trainer
+    uses them (a YAML list becomes a tuple of floats, 1e-4 a float); a value the trainer cannot use is refused."""
+    from jobs.core.config import load_settings
+    from relevance.settings import ConfigError
+    from tests.conftest import ROOT
+
+    conf = ROOT / "conf" / "local.yaml"
+    tuning = load_settings(conf, ["finetune.kind=cross_encoder", "finetune.epochs=1", "finetune.learning_rate=1e-4",
+                                  "finetune.weight_mixes=[1]", "finetune.version=ft-1", "finetune.processes=2"]).finetune
+    assert tuning == replace(load_settings(conf).finetune, kind="cross_encoder", epochs=1, learning_rate=1e-4,
+                             weight_mixes=(1.0,), version="ft-1", processes=2)
+    assert isinstance(tuning.learning_rate, float) and tuning.weight_mixes == (1.0,) and isinstance(tuning.weight_mixes[0], float)
+    with pytest.raises(ConfigError, match="finetune.kind"):
+        load_settings(conf, ["finetune.kind=svm"])
+    with pytest.raises(ConfigError, match="finetune.val_fraction"):
+        load_settings(conf, ["finetune.val_fraction=0.5", "finetune.test_fraction=0.5"])
+
+
+def test_card_hyperparameters_are_the_settings_that_decide_the_weights():
+    """The card's `hyperparameters` record what decides the weights (the keys and defaults cards have always had),
+    not how the run was driven (threads, processes, promotion, the version's name)."""
+    from relevance.training.card import hyperparameters
+
+    expected = {"kind": "bi_encoder", "seed": 13, "epochs": 3, "batch_size": 32, "learning_rate": 5e-5,
+                "weight_decay": 0.01, "warmup_fraction": 0.1, "max_length": 64, "val_fraction": 0.15,
+                "test_fraction": 0.35, "max_train_seconds": 1800.0, "eval_k": 10, "train_precision": "auto",
+                "freeze_word_embeddings": True, "patience": 2, "cosent_scale": 20.0, "weight_mixes": (0.5, 0.75, 1.0),
+                "batching": "query", "max_examples": 200_000}
+    assert hyperparameters(FinetuneSettings()) == expected
+    driven = replace(FinetuneSettings(), threads=4, processes=2, promote=False, promotion_margin=0.1, force_promote=True,
+                     version="v1")
+    assert hyperparameters(driven) == expected
+    assert hyperparameters(replace(FinetuneSettings(), epochs=1))["epochs"] == 1
+
+
+def test_promotion_gate_applies_the_margin_force_and_promote_settings():
+    from relevance.training.promotion import promotion_gate
+
+    rivals = {"zero_shot": 0.70, "promoted": 0.78, "promoted_version": "v0"}
+    assert promotion_gate(0.80, rivals, FinetuneSettings()) == (
+        True, "validation nDCG 0.8000 beats the zero-shot base (0.7000) and the promoted version (0.7800) by at least 0")
+    promoted, why = promotion_gate(0.80, rivals, replace(FinetuneSettings(), promotion_margin=0.05))
+    assert not promoted and why.startswith("not promoted:") and "the promoted version (0.7800)" in why
+    assert promotion_gate(0.80, rivals, replace(FinetuneSettings(), promotion_margin=0.05, force_promote=True))[0]
+    promoted, why = promotion_gate(0.80, {**rivals, "promoted": None}, replace(FinetuneSettings(), promote=False))
+    assert not promoted and why == ("not promoted: finetune.promote is false (validation nDCG 0.8000 beats the zero-shot "
+                                    "base (0.7000) by at least 0)")
+
+
+def test_split_examples_keeps_queries_whole_and_names_the_table_when_a_split_is_empty():
+    import pandas as pd
+
+    from relevance.training.split import split_examples
+
+    examples = pd.DataFrame({"query_norm": [f"q{i // 3}" for i in range(300)], "product_id": [f"p{i}" for i in range(300)]})
+    parts = split_examples(examples, 13, 0.15, 0.35, "warehouse/judgments")
+    assert sum(len(p) for p in parts.values()) == 300 and set(parts) == {"train", "val", "test"}
+    queries = [set(p.query_norm) for p in parts.values()]
+    assert all(not (a & b) for n, a in enumerate(queries) for b in queries[n + 1:])  # no query in two splits
+    assert all((p.split == name).all() for name, p in parts.items())
+    with pytest.raises(ValueError, match=r"judgments in warehouse/judgments are too few to split by query: train=\d+, val=0"):
+        split_examples(examples.head(3), 13, 0.0, 0.35, "warehouse/judgments")
+
+
+def test_validation_calibration_turns_logits_into_probabilities_and_rising_grade_thresholds():
+    from relevance.settings import LabelScheme
+    from relevance.training.calibration import calibrate_on_validation
+
+    rng = np.random.default_rng(0)
+    grades = rng.integers(0, 3, size=400)
+    logits = grades * 2.0 + rng.normal(0, 1.0, size=400)
+    scheme = LabelScheme(grades={"irrelevant": 0, "partial": 1, "exact": 2}, relevant_min_grade=1)
+    calibration = calibrate_on_validation(logits, grades, scheme, target_precision=0.9)
+    assert calibration.platt["a"] > 0 and ((calibration.scores > 0) & (calibration.scores < 1)).all()
+    assert list(calibration.grade_thresholds) == ["1", "2"]
+    assert calibration.grade_thresholds["1"] <= calibration.grade_thresholds["2"]
+    assert calibration.grade_thresholds["1"] == max(0.0, calibration.threshold)  # the decision threshold is grade 1's
+    target = calibration.target_precision
+    chosen = calibration.scores >= target["threshold"]
+    assert target["target"] == 0.9 and target["precision"] >= 0.9
+    assert target["precision"] == pytest.approx((grades[chosen] >= 1).mean())  # the precision at that threshold
+    assert target["recall"] == pytest.approx(chosen[grades >= 1].mean())

@@ -6,9 +6,10 @@ import pytest
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from jobs import build_pairs, generate_scale, scale_data
+from jobs import build_pairs, generate_scale
 from jobs.core.delta import Warehouse
-from jobs.transforms import with_normalized_query
+from relevance.data import scale as scale_data
+from relevance.frames import with_normalized_query
 from schemas.tables import CATALOG, JUDGMENTS, PAIRS, QUERY_LOG, REJECTS
 from tests.conftest import make_config, run
 

@@ -13,7 +13,7 @@ from jobs import build_pairs, import_esci, import_ubi, import_wands
 from jobs.__main__ import main
 from jobs.core.config import set_path
 from jobs.core.delta import Warehouse
-from jobs.importers import (
+from relevance.data.importers import (
     EVENTS,
     QUERIES,
     brand_from_features,
@@ -25,7 +25,7 @@ from jobs.importers import (
     parse_timestamp,
     rating_label,
 )
-from jobs.transforms import to_spark
+from relevance.frames import to_spark
 from schemas.tables import CATALOG
 from tests.conftest import SHARED_DATA, make_config, run
 

@@ -176,10 +176,13 @@ def test_missing_day_is_a_clear_error(spark, fresh_warehouse):
 
 
 def test_finetune_saves_a_versioned_model_that_score_uses(spark, fresh_warehouse, tiny_model_root):
-    cfg = make_config(Path(fresh_warehouse["warehouse"]["root"]), Path(fresh_warehouse["warehouse"]["root"]) / "models")
-    cfg["model"]["base"] = str(tiny_model_root / "tiny-test" / "model")  # any local HF BERT folder works as a base
-    cfg["model"]["version"] = "promoted"
-    cfg["finetune"].update({"epochs": 1, "batch_size": 16, "max_length": 48, "version": "ft-test", "force_promote": True})
+    root = Path(fresh_warehouse["warehouse"]["root"])
+    cfg = make_config(root, root / "models", **{
+        "model.base": str(tiny_model_root / "tiny-test" / "model"),  # any local HF BERT folder works as a base
+        "model.version": "promoted",
+        "finetune.epochs": 1, "finetune.batch_size": 16, "finetune.max_length": 48, "finetune.version": "ft-test",
+        "finetune.force_promote": True,
+    })
     result = run(spark, cfg, finetune, ds=None)
     assert result.model_version == "ft-test" and result.rows_in == result.rows_out + result.rows_rejected
     model_dir = Path(cfg["model"]["models_root"]) / "ft-test"
@@ -196,9 +199,11 @@ def test_finetune_saves_a_versioned_model_that_score_uses(spark, fresh_warehouse
 
 
 def test_split_by_query_never_shares_a_query():
+    from relevance.training.split import split_of
+
     queries = [f"query {i}" for i in range(2000)]
-    splits = {q: finetune.split_of(q, 13, 0.15, 0.15) for q in queries}
-    assert splits == {q: finetune.split_of(q, 13, 0.15, 0.15) for q in queries}  # deterministic
+    splits = {q: split_of(q, 13, 0.15, 0.15) for q in queries}
+    assert splits == {q: split_of(q, 13, 0.15, 0.15) for q in queries}  # deterministic
     shares = pd.Series(splits).value_counts(normalize=True)
     assert abs(shares["test"] - 0.15) < 0.03 and abs(shares["val"] - 0.15) < 0.03
 
@@ -271,14 +276,17 @@ def test_training_sees_exactly_the_text_and_token_ids_that_scoring_sees(spark, f
     """No train/serve skew: for every judged pair that build_pairs also emits, finetune's training example has
     the same normalized query and product text, and the token ids the trainer feeds the network are the ids the
     scorer feeds it (captured from the network's own forward calls, padding stripped)."""
-    from jobs.build_pairs import catalog_texts, classify_judgments
+    from relevance.pairs import catalog_texts, classify_judgments
+    from relevance.settings import FinetuneSettings, settings_from_mapping
+    from relevance.training.loop import train_network
+    from relevance.training.split import training_examples
     from udfs.scorer import score_logits
 
     cfg = fresh_warehouse
     run(spark, cfg, build_pairs)
     wh = Warehouse(spark, cfg["warehouse"]["root"], "delta-rs")
-    texts, _ = catalog_texts(wh.read(TABLES["catalog"]), int(cfg["pairs"]["product_text_max_words"]))
-    examples, _ = finetune.training_examples(classify_judgments(wh.read(TABLES["judgments"]), texts), 200_000, seed=13)
+    texts, _ = catalog_texts(wh.read(TABLES["catalog"]), settings_from_mapping(cfg).pairs.product_text_max_words)
+    examples, _ = training_examples(classify_judgments(wh.read(TABLES["judgments"]), texts), 200_000, seed=13)
     served = table(cfg, "pairs").query("ds == @DEMO_DS")[["query_norm", "product_id", "product_text"]]
     both = examples.merge(served, on=["query_norm", "product_id"], suffixes=("_train", "_serve"))
     assert len(both) >= 100
@@ -294,11 +302,10 @@ def test_training_sees_exactly_the_text_and_token_ids_that_scoring_sees(spark, f
     network = model.torch_network
     handle = network.register_forward_pre_hook(capture, with_kwargs=True)
     try:
-        finetune.train_network(model.tokenizer, network, both.rename(columns={"product_text_train": "product_text"}),
-                                     both.head(20).rename(columns={"product_text_train": "product_text"}), 2,
-                                     finetune.TrainSettings(kind="cross_encoder", epochs=1, batch_size=16,
-                                                            max_length=model.max_length), 1, "linear",
-                                     log=lambda _: None)
+        train_network(model.tokenizer, network, both.rename(columns={"product_text_train": "product_text"}),
+                      both.head(20).rename(columns={"product_text_train": "product_text"}), 2,
+                      FinetuneSettings(kind="cross_encoder", epochs=1, batch_size=16, max_length=model.max_length),
+                      1, "linear", log=lambda _: None)
         trained, fed["score"] = fed["train"], []
         network.eval()
         score_logits(model, both.query_norm.tolist(), both.product_text_serve.tolist(), batch_tokens=512)

@@ -1,4 +1,4 @@
-"""Unit tests for jobs.metrics, with hand-computed expected values."""
+"""Unit tests for relevance.evaluation.ranking, .classifier and .intervals, with hand-computed expected values."""
 
 from __future__ import annotations
 
@@ -9,13 +9,10 @@ import pandas as pd
 import pytest
 from sklearn.metrics import average_precision_score, f1_score, fbeta_score
 
-from jobs.metrics import (
-    ConfusionCounts,
+from relevance.evaluation.classifier import ConfusionCounts, choose_threshold_max_f1, confusion_at_threshold
+from relevance.evaluation.intervals import bootstrap_ci, bootstrap_mean_ci, wilson_interval
+from relevance.evaluation.ranking import (
     average_precision,
-    bootstrap_ci,
-    bootstrap_mean_ci,
-    choose_threshold_max_f1,
-    confusion_at_threshold,
     dcg_at_k,
     gain,
     judged_at_k,
@@ -25,7 +22,6 @@ from jobs.metrics import (
     rank_query,
     recall_at_k,
     reciprocal_rank,
-    wilson_interval,
 )
 
 log2 = math.log2
@@ -428,7 +424,7 @@ def test_bootstrap_empty_input_is_nan():
 
 
 def test_brier_and_equal_mass_ece_by_hand():
-    from jobs.metrics import brier_score, calibration_bins, expected_calibration_error
+    from relevance.evaluation.classifier import brier_score, calibration_bins, expected_calibration_error
 
     scores = np.array([0.1, 0.2, 0.8, 0.9])
     relevant = np.array([0, 1, 1, 1])
@@ -440,7 +436,7 @@ def test_brier_and_equal_mass_ece_by_hand():
 
 
 def test_grouped_bootstrap_resamples_whole_queries():
-    from jobs.metrics import bootstrap_grouped_ci
+    from relevance.evaluation.intervals import bootstrap_grouped_ci
 
     groups = np.array(["a", "a", "b", "b", "c"])
     values = np.array([1.0, 1.0, 0.0, 0.0, 0.5])
@@ -453,7 +449,7 @@ def test_grouped_bootstrap_resamples_whole_queries():
 
 
 def test_threshold_for_precision_uses_the_wilson_lower_bound():
-    from jobs.metrics import threshold_for_precision, wilson_interval
+    from relevance.evaluation.classifier import threshold_for_precision
 
     scores = np.array([0.95, 0.9, 0.85, 0.8, 0.7, 0.6, 0.5, 0.4])
     relevant = np.array([1, 1, 1, 1, 1, 0, 1, 0], dtype=bool)
@@ -465,7 +461,7 @@ def test_threshold_for_precision_uses_the_wilson_lower_bound():
 
 
 def test_paired_randomization_test():
-    from jobs.metrics import paired_randomization_p_value
+    from relevance.evaluation.intervals import paired_randomization_p_value
 
     assert paired_randomization_p_value(np.full(30, 0.1)) < 0.001  # consistent improvement
     noise = np.random.default_rng(3).normal(0, 1, 40)
@@ -475,23 +471,53 @@ def test_paired_randomization_test():
 
 def test_bootstrap_resamples_in_bounded_blocks_give_the_same_interval(monkeypatch):
     """Many queries: the resample matrix is drawn block by block (memory bounded), the interval is unchanged."""
-    import jobs.metrics as metrics
+    import relevance.evaluation.intervals as intervals
 
     values = np.random.default_rng(4).random(1_000)
     counts = np.column_stack([values > 0.3, np.ones(1_000)])
     share = lambda m: m[:, 0].sum() / m[:, 1].sum()  # noqa: E731
     whole = (bootstrap_mean_ci(values, n_boot=200, seed=1), bootstrap_ci(counts, share, n_boot=200, seed=1),
-             metrics.bootstrap_grouped_ci(np.arange(1_000) % 97, lambda rows: float(values[rows].mean()), 200, seed=1))
-    monkeypatch.setattr(metrics, "BOOTSTRAP_BLOCK_ENTRIES", 7_000)  # 7 resamples of 1,000 queries per block
+             intervals.bootstrap_grouped_ci(np.arange(1_000) % 97, lambda rows: float(values[rows].mean()), 200, seed=1))
+    monkeypatch.setattr(intervals, "BOOTSTRAP_BLOCK_ENTRIES", 7_000)  # 7 resamples of 1,000 queries per block
     drawn = []
-    original = metrics._bootstrap_index_blocks
+    original = intervals._bootstrap_index_blocks
 
     def recorded(block: np.ndarray) -> np.ndarray:
         drawn.append(block.shape)
         return block
 
-    monkeypatch.setattr(metrics, "_bootstrap_index_blocks", lambda *a: (recorded(b) for b in original(*a)))
+    monkeypatch.setattr(intervals, "_bootstrap_index_blocks", lambda *a: (recorded(b) for b in original(*a)))
     blocked = (bootstrap_mean_ci(values, n_boot=200, seed=1), bootstrap_ci(counts, share, n_boot=200, seed=1),
-               metrics.bootstrap_grouped_ci(np.arange(1_000) % 97, lambda rows: float(values[rows].mean()), 200, seed=1))
+               intervals.bootstrap_grouped_ci(np.arange(1_000) % 97, lambda rows: float(values[rows].mean()), 200, seed=1))
     assert blocked == whole
     assert max(rows * n for rows, n in drawn) <= 7_000 and sum(rows for rows, n in drawn if n == 1_000) == 400
+
+
+def test_counts_at_score_cuts_never_split_tied_scores():
+    from relevance.evaluation.classifier import counts_at_score_cuts
+
+    scores = np.array([0.2, 0.9, 0.5, 0.9, 0.5, 0.1])
+    relevant = np.array([0, 1, 1, 0, 0, 1], dtype=bool)
+    thresholds, tp, fp = counts_at_score_cuts(scores, relevant)
+    # one cut per distinct score, highest first: >= 0.9 holds both 0.9s, >= 0.5 adds both 0.5s, ...
+    assert thresholds.tolist() == [0.9, 0.5, 0.2, 0.1]
+    assert tp.tolist() == [1, 2, 2, 3] and fp.tolist() == [1, 2, 3, 3]
+    # weights per (resample, row): a row weighted 2 counts twice, a row weighted 0 not at all
+    weights = np.array([[1, 1, 1, 1, 1, 1], [0, 2, 1, 0, 1, 1]], dtype=float)
+    _, wtp, wfp = counts_at_score_cuts(scores, relevant, weights)
+    assert wtp.shape == (2, 4) and wtp[0].tolist() == tp.tolist() and wfp[0].tolist() == fp.tolist()
+    assert wtp[1].tolist() == [2, 3, 3, 4] and wfp[1].tolist() == [0, 1, 1, 1]
+
+
+def test_ranking_average_precision_is_per_query_and_pooled_average_precision_is_over_pairs():
+    """The two APs differ: one query's ranking AP (trec_eval) vs the pooled AP of all judged pairs (scikit-learn)."""
+    from relevance.evaluation.pair_metrics import pooled_average_precision
+
+    # two queries: q1 ranks its relevant product first (AP 1), q2 second (AP 1/2); pooled, c (0.95) tops every pair
+    scores = np.array([0.9, 0.8, 0.95, 0.6])  # q1: a (rel) 0.9, b 0.8; q2: c 0.95, d (rel) 0.6
+    relevant = np.array([1, 0, 0, 1], dtype=bool)
+    per_query = [average_precision(np.array([1, 0], dtype=bool), 1), average_precision(np.array([0, 1], dtype=bool), 1)]
+    assert np.mean(per_query) == pytest.approx(0.75)
+    pooled = pooled_average_precision(scores, relevant, np.ones((1, 4)))[0]
+    # pooled ranking c, a (rel), b, d (rel): precision 1/2 at a and 2/4 at d
+    assert pooled == pytest.approx(average_precision_score(relevant, scores)) == pytest.approx(0.5)

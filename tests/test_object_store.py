@@ -23,6 +23,8 @@ from deltalake.exceptions import CommitFailedError
 from deltalake.transaction import AddAction, create_table_with_add_actions
 
 from jobs.core import storage
+from jobs.core.config import ConfigError
+from tests.conftest import settings_of
 from tests.object_store import S3Server, s3_root, s3_server
 from udfs.model import (
     CARD_FILE,
@@ -78,10 +80,10 @@ def test_storage_options_take_the_config_first_then_the_aws_environment():
         "aws_s3_addressing_style": "path",  # unknown here: passed to delta-rs as it is
         "AWS_REGION": "eu-west-3", "AWS_ACCESS_KEY_ID": "env-key", "AWS_SECRET_ACCESS_KEY": "env-secret"}
     cfg = {"warehouse": {"root": "s3a://b/w", "storage_options": {"region": "us-west-2"}}}
-    assert storage.storage_options_from_config(cfg, {}) == {"AWS_REGION": "us-west-2"}
-    assert storage.storage_options_from_config({"warehouse": {}}, {}) == {}
-    with pytest.raises(storage.StorageError, match="warehouse.storage_options must be a mapping"):
-        storage.storage_options_from_config({"warehouse": {"storage_options": "AWS_REGION=x"}}, {})
+    assert storage.storage_options_from_config(settings_of(cfg), {}) == {"AWS_REGION": "us-west-2"}
+    assert storage.storage_options_from_config(settings_of({"warehouse": {}}), {}) == {}
+    with pytest.raises(ConfigError, match="setting 'warehouse.storage_options' must be a mapping"):
+        settings_of({"warehouse": {"storage_options": "AWS_REGION=x"}})
 
 
 def test_s3a_settings_for_spark_follow_the_storage_options():
@@ -103,10 +105,10 @@ def test_s3a_settings_for_spark_follow_the_storage_options():
 
 
 def test_the_local_config_has_no_storage_options_and_no_model_cache_dir():
-    from jobs.core.config import load_config
+    from jobs.core.config import load_settings
 
-    cfg = load_config(Path(__file__).resolve().parent.parent / "conf" / "local.yaml")
-    assert cfg["warehouse"]["storage_options"] == {} and cfg["model"]["cache_dir"] is None
+    settings = load_settings(Path(__file__).resolve().parent.parent / "conf" / "local.yaml")
+    assert settings.warehouse.storage_options == {} and settings.model.cache_dir is None
 
 
 # ---- the storage helpers on S3 and locally -----------------------------------------------------

@@ -21,7 +21,7 @@ from jobs.core.config import set_path
 from jobs.core.delta import Warehouse
 from jobs.core.spark import HADOOP_AWS_PACKAGE, session_settings
 from schemas.tables import REJECTS
-from tests.conftest import DEMO_DS, ROOT, make_config, run
+from tests.conftest import DEMO_DS, ROOT, make_config, run, settings_of
 from tests.object_store import S3Server, s3_root, s3_server
 from tests.test_delta import rows
 
@@ -54,17 +54,17 @@ def test_warehouse_on_s3_writes_commits_and_vacuums_with_delta_rs(spark, s3_serv
 
 
 def test_session_settings_add_hadoop_aws_and_s3a_only_for_object_store_roots():
-    local = session_settings({"warehouse": {"root": "/tmp/w", "writer": "delta-spark"}}, submitted=False)
+    local = session_settings(settings_of({"warehouse": {"root": "/tmp/w", "writer": "delta-spark"}}), submitted=False)
     assert HADOOP_AWS_PACKAGE not in local["spark.jars.packages"] and "spark.hadoop.fs.s3a.endpoint" not in local
     cfg = {"warehouse": {"root": "s3a://b/w", "writer": "delta-spark",
                          "storage_options": {"AWS_ENDPOINT_URL": "http://127.0.0.1:9", "AWS_ACCESS_KEY_ID": "k",
                                              "AWS_SECRET_ACCESS_KEY": "s"}}}
-    remote = session_settings(cfg, submitted=False)
+    remote = session_settings(settings_of(cfg), submitted=False)
     assert remote["spark.jars.packages"].split(",")[1] == HADOOP_AWS_PACKAGE
     assert remote["spark.hadoop.fs.s3a.endpoint"] == "http://127.0.0.1:9"
-    assert "spark.jars.packages" not in session_settings({**cfg, "warehouse": {**cfg["warehouse"], "writer": "delta-rs"}},
+    assert "spark.jars.packages" not in session_settings(settings_of({**cfg, "warehouse": {**cfg["warehouse"], "writer": "delta-rs"}}),
                                                          submitted=True)
-    models_only = session_settings({"warehouse": {"root": "/tmp/w"}, "model": {"models_root": "s3://b/models"}}, False)
+    models_only = session_settings(settings_of({"warehouse": {"root": "/tmp/w"}, "model": {"models_root": "s3://b/models"}}), False)
     assert models_only["spark.jars.packages"] == HADOOP_AWS_PACKAGE
 
 

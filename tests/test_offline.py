@@ -15,7 +15,7 @@ from deltalake import DeltaTable
 
 from jobs import audit, build_pairs, finetune, import_catalog, import_judgments, score
 from jobs.core.config import set_path
-from jobs.demo_data import generate_demo
+from relevance.data.demo import generate_demo
 from tests.conftest import make_config, run
 
 DS = "2026-12-01"

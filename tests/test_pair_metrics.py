@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from jobs import pair_metrics as pm
+from relevance.evaluation import pair_metrics as pm
 
 
 def cases(n_cases: int = 150):
@@ -19,7 +19,7 @@ def cases(n_cases: int = 150):
             yield scores, relevant, copies.astype(float), rows
 
 
-@pytest.mark.parametrize(("ours", "theirs"), [(pm.roc_auc, roc_auc_score), (pm.average_precision, average_precision_score)])
+@pytest.mark.parametrize(("ours", "theirs"), [(pm.roc_auc, roc_auc_score), (pm.pooled_average_precision, average_precision_score)])
 def test_weights_equal_duplicated_rows_in_sklearn(ours, theirs):
     checked = 0
     for scores, relevant, copies, rows in cases():
@@ -43,7 +43,7 @@ def test_threshold_metrics_and_brier_by_hand():
 def test_a_resample_without_a_class_is_nan_and_ignored_by_the_interval():
     scores, relevant = np.array([0.9, 0.1]), np.array([True, False])
     assert np.isnan(pm.roc_auc(scores, relevant, np.array([[1.0, 0.0]])))[0]
-    assert np.isnan(pm.average_precision(scores, relevant, np.array([[0.0, 1.0]])))[0]
+    assert np.isnan(pm.pooled_average_precision(scores, relevant, np.array([[0.0, 1.0]])))[0]
     value, low, high = pm.value_and_interval(pm.roc_auc, scores, relevant, np.array([[1.0, 0.0], [1.0, 1.0]]), 0.95)
     assert value == low == high == 1.0
 

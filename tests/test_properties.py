@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from pyspark.sql.pandas.types import to_arrow_schema
 
 from jobs.core.errors import InputError
-from jobs.importers import (
+from relevance.data.importers import (
     esci_judgments_from_ratings,
     iter_ubi_records,
     read_judgments_json,
@@ -197,6 +197,6 @@ def test_product_text_never_says_nan_and_keeps_its_word_budget(title, brand, cat
 
 @pytest.mark.parametrize("blank", ["", " ", "\t\n", "\u00a0", "\u2007\u200b", "\u3000\ufeff"])
 def test_whitespace_of_every_kind_is_blank(blank):
-    from jobs.importers import blank as is_blank
+    from relevance.data.importers import blank as is_blank
 
     assert is_blank(pd.Series([blank])).all()

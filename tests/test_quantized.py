@@ -28,7 +28,7 @@ from bench.score_bench import make_bench_model, make_pairs
 from udfs import quantized, spark_udf
 from udfs.model import LoadedModel, load_model_version
 from udfs.scorer import score_pairs
-from udfs.spark_udf import ScoringSettings, worker_model
+from udfs.spark_udf import ScorerSpec, worker_model
 
 N_PAIRS = 400
 
@@ -104,18 +104,18 @@ def test_bad_precision_or_int8_off_cpu_is_a_clear_error(tiny_dir):
     with pytest.raises(ValueError, match="precision 'int8' runs on CPU only"):
         load_model_version(tiny_dir, torch.device("cuda", 0), "int8")
     with pytest.raises(ValueError, match="precision 'int8' runs on CPU only"):
-        ScoringSettings(model_dir=str(tiny_dir), device="cuda", precision="int8")
+        ScorerSpec(model_dir=str(tiny_dir), device="cuda", precision="int8")
     with pytest.raises(ValueError, match="unknown precision 'int4'"):
-        ScoringSettings(model_dir=str(tiny_dir), precision="int4")
+        ScorerSpec(model_dir=str(tiny_dir), precision="int4")
 
 
 def test_worker_model_is_cached_per_precision(tiny_dir, tiny_int8, monkeypatch):
     monkeypatch.setattr(spark_udf, "_WORKER_MODELS", spark_udf.OrderedDict())
     threads = torch.get_num_threads()  # worker_model sets this process's threads to threads_per_task
     try:
-        fp32 = worker_model(ScoringSettings(model_dir=str(tiny_dir), device="cpu"))
-        int8 = worker_model(ScoringSettings(model_dir=str(tiny_dir), device="auto", precision="int8"))
+        fp32 = worker_model(ScorerSpec(model_dir=str(tiny_dir), device="cpu"))
+        int8 = worker_model(ScorerSpec(model_dir=str(tiny_dir), device="auto", precision="int8"))
         assert (fp32.precision, int8.precision, int8.device.type) == ("fp32", "int8", "cpu")
-        assert worker_model(ScoringSettings(model_dir=str(tiny_dir), device="cpu", precision="int8")) is int8
+        assert worker_model(ScorerSpec(model_dir=str(tiny_dir), device="cpu", precision="int8")) is int8
     finally:
         torch.set_num_threads(threads)

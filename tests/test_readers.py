@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from jobs.core.errors import InputError
-from jobs.readers import (
+from relevance.data.readers import (
     CatalogMapping,
     catalog_from_records,
     judgments_from_labels,

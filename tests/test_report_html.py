@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from jobs.report_html import AuditReport, render_audit_html, write_html_report
+from relevance.evaluation.report_html import AuditReport, render_audit_html, write_html_report
 
 SYSTEMS = ("model", "bm25", "zero_shot", "logged_position")
 SEGMENTS = ("all", "head", "torso", "tail", "category=furniture", "query_len=1", "query_len=2-3", "query_len=4+")
@@ -317,7 +317,7 @@ def test_script_and_ampersand_are_escaped_wherever_data_text_goes():
 
 
 def test_the_stylesheet_file_is_inlined(page):
-    css = resources.files("jobs").joinpath("templates/report.css").read_text(encoding="utf-8")
+    css = resources.files("relevance.evaluation").joinpath("templates/report.css").read_text(encoding="utf-8")
     assert "td.best" in css
     found = re.search(r"<style>(.*?)</style>", page, re.DOTALL)
     assert found
@@ -341,10 +341,10 @@ def test_renders_when_jobs_is_imported_from_a_zip(tmp_path):
     root = Path(__file__).resolve().parents[1]
     archive = tmp_path / "relevance.zip"
     with zipfile.ZipFile(archive, "w") as z:
-        for path in ["jobs/__init__.py", "jobs/report_html.py", *(p.relative_to(root).as_posix()
-                                                                  for p in (root / "jobs/templates").iterdir())]:
+        for path in ["relevance/__init__.py", "relevance/evaluation/__init__.py", "relevance/evaluation/report_html.py", *(p.relative_to(root).as_posix()
+                                                                  for p in (root / "relevance/evaluation/templates").iterdir())]:
             z.write(root / path, path)
-    code = ("import sys, zipimport, pandas as pd; from jobs import report_html as r; "
+    code = ("import sys, zipimport, pandas as pd; from relevance.evaluation import report_html as r; "
             "assert isinstance(r.__loader__, zipimport.zipimporter), r.__loader__; e = pd.DataFrame(); "
             "sys.stdout.write(r.render_audit_html(r.AuditReport('d', 'v<1>', 'id', 't', e, e, e, e, e, 0.5, 0.9, 's')))")
     done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env={"PYTHONPATH": str(archive)},

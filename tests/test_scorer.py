@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from udfs.model import LoadedModel, ModelError, load_model_version, load_network, resolve_base_model, resolve_model_dir
-from udfs.scorer import batch_budget, encode_pairs, score_pairs, token_budget_batches
+from udfs.runtime import MAX_WORKER_MODELS, batch_budget
+from udfs.scorer import encode_pairs, score_pairs, token_budget_batches
 
 QUERIES = ["gray sofa", "red tee", "gaming laptop 16gb", "gray sofa", "sneakers"]
 TEXTS = [
@@ -99,9 +100,9 @@ def test_missing_or_broken_model_versions_name_the_path(tmp_path, tiny_model_roo
 def test_half_precision_is_gpu_only_and_falls_back_to_fp32_on_a_cpu_task(tiny_model_root):
     model_dir = resolve_model_dir(tiny_model_root, "tiny-test")
     with pytest.raises(ValueError, match="GPU only"):
-        from udfs.spark_udf import ScoringSettings
+        from udfs.spark_udf import ScorerSpec
 
-        ScoringSettings(str(model_dir), device="cpu", precision="bf16")
+        ScorerSpec(str(model_dir), device="cpu", precision="bf16")
     assert load_model_version(model_dir, "cpu", "bf16").precision == "fp32"  # device auto resolved to a CPU task
 
 
@@ -178,7 +179,7 @@ def test_int8_refuses_a_bi_encoder(tmp_path):
 
 def test_the_gpu_spark_assigned_is_found_with_or_without_isolation():
     """Spark's GPU address is the cluster's index; a process whose GPUs are isolated sees them renumbered from 0."""
-    from udfs.model import gpu_ordinal
+    from udfs.runtime import gpu_ordinal
 
     assert gpu_ordinal("3", None, 4) == 3  # no isolation: every GPU visible, the address is the ordinal
     assert gpu_ordinal("3", "2,3", 2) == 1  # isolation through CUDA_VISIBLE_DEVICES: GPU 3 is this process's cuda:1
@@ -199,10 +200,10 @@ def test_a_worker_keeps_at_most_two_loaded_models_least_recently_used_out(tiny_m
 
     monkeypatch.setattr(spark_udf, "_WORKER_MODELS", spark_udf.OrderedDict())
     folders = {name: shutil.copytree(tiny_model_root / "tiny-test", tmp_path / name) for name in ("a", "b", "c")}
-    settings = {name: spark_udf.ScoringSettings(str(folder), device="cpu") for name, folder in folders.items()}
+    settings = {name: spark_udf.ScorerSpec(str(folder), device="cpu") for name, folder in folders.items()}
     first_a = spark_udf.worker_model(settings["a"])
     spark_udf.worker_model(settings["b"])
     assert spark_udf.worker_model(settings["a"]) is first_a  # reused, and now the most recently used
     spark_udf.worker_model(settings["c"])
     assert [key[0] for key in spark_udf._WORKER_MODELS] == [str(folders["a"]), str(folders["c"])]
-    assert len(spark_udf._WORKER_MODELS) == spark_udf.MAX_WORKER_MODELS == 2
+    assert len(spark_udf._WORKER_MODELS) == MAX_WORKER_MODELS == 2

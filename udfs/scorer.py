@@ -17,6 +17,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from udfs.model import BI_ENCODER, HALF_PRECISIONS, LoadedModel
+from udfs.runtime import batch_budget
 
 
 @dataclass
@@ -89,18 +90,6 @@ def collate(encoded: EncodedPairs, rows: Sequence[int], pad_id: int) -> dict[str
         token_types[out_row, encoded.query_lengths[i] : len(ids)] = 1
         attention[out_row, : len(ids)] = 1
     return {"input_ids": input_ids, "token_type_ids": token_types, "attention_mask": attention}
-
-
-# Tokens (rows x longest row) and rows per forward pass when not configured. On CPU, small batches keep the
-# activations in cache: 2,048 tokens scored 10-18% more pairs/s than 8,192 on the demo traffic (2 cores, fp32);
-# a GPU wants large ones.
-DEFAULT_BATCH_BUDGET = {"cpu": (2048, 64), "cuda": (32768, 1024)}
-
-
-def batch_budget(device_type: str, batch_tokens: int | None, max_batch_rows: int | None) -> tuple[int, int]:
-    """(tokens, rows) per forward pass: the configured ones, else the default of the device type."""
-    tokens, rows = DEFAULT_BATCH_BUDGET.get(device_type, DEFAULT_BATCH_BUDGET["cpu"])
-    return batch_tokens or tokens, max_batch_rows or rows
 
 
 def token_budget_batches(lengths: Sequence[int], batch_tokens: int, max_rows: int) -> list[list[int]]:

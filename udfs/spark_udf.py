@@ -10,14 +10,15 @@ import pandas as pd
 from pyspark.sql.functions import pandas_udf
 from pyspark.sql.types import DoubleType
 
+from udfs.runtime import MAX_WORKER_MODELS, check_precision
+
 # The models loaded in this Python worker process, reused by every task it runs, least recently used first: at most
 # MAX_WORKER_MODELS (a job scores with one; a worker reused across jobs of a session must not keep every version).
-MAX_WORKER_MODELS = 2
 _WORKER_MODELS: OrderedDict[tuple[str, str, str], object] = OrderedDict()
 
 
 @dataclass(frozen=True)
-class ScoringSettings:
+class ScorerSpec:
     model_dir: str  # a local version folder, or its URI on an object store (each executor machine fetches it once)
     device: str = "auto"  # auto | cpu | cuda
     threads_per_task: int = 1
@@ -28,12 +29,10 @@ class ScoringSettings:
     cache_dir: str | None = None  # where executors cache a fetched version (None: udfs.model.model_cache_root)
 
     def __post_init__(self) -> None:
-        from udfs.model import check_precision
-
         check_precision(self.precision, self.device)  # on the driver, before any task starts
 
 
-def worker_model(settings: ScoringSettings):
+def worker_model(settings: ScorerSpec):
     """Load (once per worker process, device and precision) the model version for this task's device."""
     import torch
 
@@ -70,7 +69,7 @@ class ScoreCounters:
         return {name: accumulator.value for name, accumulator in self.accumulators.items()}
 
 
-def make_score_udf(settings: ScoringSettings, counters: ScoreCounters | None = None):
+def make_score_udf(settings: ScorerSpec, counters: ScoreCounters | None = None):
     """A pandas UDF (query_norm, product_text) -> calibrated relevance probability."""
 
     @pandas_udf(DoubleType())  # type: ignore[call-overload]  # pyspark's stubs lack the type-hinted form

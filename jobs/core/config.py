@@ -1,15 +1,11 @@
-"""Configuration: YAML files (with `include:`) plus `--set key.path=value` overrides.
-
-The settings that exist are the keys of the loaded YAML files (conf/local.yaml lists every one, optional
-ones with a null default): a `--set` of an unknown key or of a value of the wrong type is a ConfigError
-naming the key and the nearest valid one, raised before Spark starts. Below FREE_FORM keys any key goes.
+"""Configuration files: YAML (with `include:`) plus `--set key.path=value` overrides, made into the typed
+settings tree (relevance.settings) once, before Spark starts: an unknown key or a value of the wrong type is a
+ConfigError naming the key and the nearest valid one.
 """
 
 from __future__ import annotations
 
 import copy
-import difflib
-import fnmatch
 import hashlib
 import json
 import re
@@ -18,16 +14,16 @@ from typing import Any
 
 import yaml
 
+from relevance.settings import ConfigError, Settings, as_mapping, settings_from_mapping
 
-class ConfigError(ValueError):
-    """The configuration is missing, unreadable or inconsistent."""
+__all__ = ["ConfigError", "Settings", "config_hash", "load_config", "load_settings", "set_path"]
 
 
-def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     merged = copy.deepcopy(base)
     for key, value in extra.items():
         if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _deep_merge(merged[key], value)
+            merged[key] = deep_merge(merged[key], value)
         else:
             merged[key] = copy.deepcopy(value)
     return merged
@@ -53,12 +49,10 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path} must hold a mapping at the top level")
     merged: dict[str, Any] = {}
     for include in data.pop("include", []) or []:
-        merged = _deep_merge(merged, _read_yaml(path.parent / include))
-    return _deep_merge(merged, data)
+        merged = deep_merge(merged, _read_yaml(path.parent / include))
+    return deep_merge(merged, data)
 
 
-# Mappings whose keys are free-form (Spark properties, label schemes, column mappings of imports, object-store options).
-FREE_FORM = ("spark.conf", "labels.schemes", "imports.*.mapping", "warehouse.storage_options")
 # Mappings whose keys hold dots themselves: `spark.conf.spark.executor.cores` sets "spark.executor.cores".
 DOTTED_KEYS = ("spark.conf",)
 
@@ -82,70 +76,6 @@ def set_path(cfg: dict[str, Any], dotted_key: str, value: Any) -> None:
     node[leaf] = value
 
 
-def _leaf_keys(node: Any, prefix: str = "") -> list[str]:
-    """Every dotted key of a nested mapping, sections included."""
-    keys = []
-    for key, value in (node.items() if isinstance(node, dict) else []):
-        dotted = f"{prefix}{key}"
-        keys.append(dotted)
-        if isinstance(value, dict):
-            keys.extend(_leaf_keys(value, dotted + "."))
-    return keys
-
-
-def _free_form(parts: list[str]) -> bool:
-    """True when the key lies below a FREE_FORM mapping (`imports.*.mapping` matches any import's)."""
-    for pattern in FREE_FORM:
-        pattern_parts = pattern.split(".")
-        if len(parts) > len(pattern_parts) and all(
-                fnmatch.fnmatchcase(part, p) for part, p in zip(parts, pattern_parts)):
-            return True
-    return False
-
-
-_TYPE_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "text", list: "a list",
-               dict: "a mapping"}
-
-
-def _wrong_type(default: Any, value: Any) -> str | None:
-    """What `value` should have been, when its type does not fit the default's; None when it fits.
-
-    A null default (or value) fits anything; an integer fits a number; a text setting also takes a number
-    (`batch_tokens: auto` or 4096, `model.version: 2025`)."""
-    if default is None or value is None:
-        return None
-    kind = type(default)
-    if kind is bool:
-        fits = isinstance(value, bool)
-    elif kind is int:
-        fits = isinstance(value, int) and not isinstance(value, bool)
-    elif kind is float:
-        fits = isinstance(value, (int, float)) and not isinstance(value, bool)
-    elif kind is str:
-        fits = isinstance(value, (str, int, float)) and not isinstance(value, bool)
-    else:
-        fits = isinstance(value, kind)
-    return None if fits else _TYPE_NAMES.get(kind, kind.__name__)
-
-
-def check_override(defaults: dict[str, Any], key: str, value: Any) -> None:
-    """ConfigError unless `key` is a setting of `defaults` (or lies below a FREE_FORM mapping) and `value` has its type."""
-    parts = _split(key)
-    if _free_form(parts):
-        return
-    node: Any = defaults
-    for part in parts:
-        if not isinstance(node, dict) or part not in node:
-            known = _leaf_keys(defaults)
-            nearest = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
-            hint = f"; did you mean '{nearest[0]}'?" if nearest else "; the settings are the keys of conf/local.yaml"
-            raise ConfigError(f"unknown setting '{key}'{hint}")
-        node = node[part]
-    expected = _wrong_type(node, value)
-    if expected:
-        raise ConfigError(f"setting '{key}' must be {expected} (its default is {json.dumps(node, default=str)}), not {json.dumps(value, default=str)}")
-
-
 def parse_overrides(overrides: list[str] | None) -> list[tuple[str, Any]]:
     """`key.path=value` items as (key, value), values parsed as YAML scalars."""
     parsed = []
@@ -161,41 +91,20 @@ def parse_overrides(overrides: list[str] | None) -> list[tuple[str, Any]]:
     return parsed
 
 
-def load_config(path: str | Path, overrides: list[str] | None = None, strict: bool = False) -> dict[str, Any]:
-    """Read a config file and apply `key.path=value` overrides (values parsed as YAML scalars).
-
-    strict (the CLI): every override must name a setting of the file, with a value of its type."""
+def load_config(path: str | Path, overrides: list[str] | None = None) -> dict[str, Any]:
+    """The merged YAML of a config file with `key.path=value` overrides applied (values parsed as YAML scalars)."""
     cfg = _read_yaml(Path(path))
-    defaults = copy.deepcopy(cfg) if strict else None
     for key, value in parse_overrides(overrides):
-        if defaults is not None:
-            check_override(defaults, key, value)
         set_path(cfg, key, value)
     return cfg
 
 
-def get(cfg: dict[str, Any], dotted_key: str, default: Any = ...) -> Any:
-    """Read `a.b.c` from a nested dict; without a default, a missing key is a ConfigError."""
-    node: Any = cfg
-    for part in dotted_key.split("."):
-        if not isinstance(node, dict) or part not in node:
-            if default is ...:
-                raise ConfigError(f"config key '{dotted_key}' is missing")
-            return default
-        node = node[part]
-    return node
+def load_settings(path: str | Path, overrides: list[str] | None = None) -> Settings:
+    """The typed settings of a config file and its overrides (ConfigError naming a key that does not fit)."""
+    return settings_from_mapping(load_config(path, overrides))
 
 
-def config_hash(cfg: dict[str, Any]) -> str:
-    """Stable short hash of the resolved configuration, recorded in `runs`."""
-    canonical = json.dumps(cfg, sort_keys=True, default=str)
+def config_hash(settings: Settings) -> str:
+    """Stable short hash of the resolved settings, recorded in `runs`."""
+    canonical = json.dumps(as_mapping(settings), sort_keys=True, default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
-
-
-def label_scheme(cfg: dict[str, Any]) -> dict[str, Any]:
-    """The active label scheme (`labels.schemes.<labels.scheme>`): grades by label, relevant_min_grade, gain."""
-    name = get(cfg, "labels.scheme")
-    scheme = get(cfg, f"labels.schemes.{name}", None)
-    if not isinstance(scheme, dict) or "grades" not in scheme:
-        raise ConfigError(f"label scheme '{name}' is not defined under labels.schemes")
-    return scheme

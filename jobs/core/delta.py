@@ -49,6 +49,7 @@ from pyspark.sql.types import LongType, StringType, StructField, StructType
 from jobs.core import storage
 from jobs.core.errors import WarehouseError, one_line
 from jobs.core.spark import DELTA_SPARK_EXTENSION, DELTA_SPARK_PACKAGE
+from relevance.settings import Settings
 from schemas.tables import TableSpec
 
 WRITERS = ("delta-rs", "delta-spark")
@@ -206,6 +207,13 @@ class Warehouse:
             raise ValueError(f"writer delta-spark asked for, but {DELTA_SPARK_PACKAGE} is not on the classpath "
                              "(or its SQL extension is not configured)")
         self.writer = writer
+
+    @classmethod
+    def of(cls, spark: SparkSession, settings: Settings) -> Warehouse:
+        """The warehouse the settings name (`warehouse.*`)."""
+        return cls(spark, settings.warehouse.root, settings.warehouse.writer,
+                   allow_empty_replace=settings.warehouse.allow_empty_replace,
+                   storage_options=storage.storage_options_from_config(settings))
 
     def path(self, table: str) -> str:
         return f"{self.root.rstrip('/')}/{table}"

@@ -9,8 +9,8 @@ import pandas as pd
 from pyspark.sql import DataFrame
 
 from jobs.core.job import JobContext
-from jobs.importers import missing_from_catalog
-from jobs.transforms import rejects_frame
+from relevance.data.importers import missing_from_catalog
+from relevance.frames import rejects_frame
 from schemas.tables import CATALOG, REJECTS
 
 REJECTS_DS = "all"  # an import is not a daily run: its rejects live in one partition per job

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import importlib
 import json
 import time
 import traceback
@@ -13,9 +14,10 @@ from typing import Any
 
 from pyspark.sql import SparkSession
 
-from jobs.core.config import config_hash, get
+from jobs.core.config import config_hash
 from jobs.core.delta import Warehouse
 from jobs.core.errors import one_line
+from relevance.settings import Settings
 from schemas.tables import RUNS
 
 
@@ -25,10 +27,10 @@ class JobError(RuntimeError):
 
 @dataclass
 class JobContext:
-    """Everything a job needs: config, Spark, the warehouse, and its run's identity."""
+    """Everything a job needs: its typed settings, Spark, the warehouse, and its run's identity."""
 
     job: str
-    cfg: dict[str, Any]
+    settings: Settings
     spark: SparkSession
     warehouse: Warehouse
     ds: str | None
@@ -36,7 +38,7 @@ class JobContext:
 
     def child(self, job: str) -> "JobContext":
         """A context for a sub-job (nightly's steps): same config and ds, its own run id."""
-        return JobContext(job=job, cfg=self.cfg, spark=self.spark, warehouse=self.warehouse, ds=self.ds)
+        return JobContext(job=job, settings=self.settings, spark=self.spark, warehouse=self.warehouse, ds=self.ds)
 
     def require_ds(self) -> str:
         """The ds of a job that processes one date partition (the CLI requires --ds for such a job)."""
@@ -69,7 +71,7 @@ def record_run(ctx: JobContext, result: JobResult, status: str, error: str | Non
         "ds": ctx.ds,
         "status": status,
         "error": error,
-        "config_hash": config_hash(ctx.cfg),
+        "config_hash": config_hash(ctx.settings),
         "model_version": result.model_version,
         "rows_in": result.rows_in,
         "rows_out": result.rows_out,
@@ -94,7 +96,7 @@ def run_job(ctx: JobContext, body: Callable[[JobContext], JobResult]) -> JobResu
         result = body(ctx)
     except Exception as exc:
         message = str(exc) if isinstance(exc, JobError) else one_line(exc)
-        if get(ctx.cfg, "log_tracebacks", False):
+        if ctx.settings.log_tracebacks:
             traceback.print_exc()
         try:
             record_run(ctx, JobResult(), "failed", message, started)
@@ -103,3 +105,10 @@ def run_job(ctx: JobContext, body: Callable[[JobContext], JobResult]) -> JobResu
         raise JobError(f"{ctx.job} failed: {message}") from exc
     record_run(ctx, result, "succeeded", None, started)
     return result
+
+
+def run_step(ctx: JobContext, job: str) -> JobResult:
+    """Run the job named `job` as a step of this one (nightly, demo), with its own run id and `runs` row.
+
+    Steps are found by name, as the CLI finds jobs, so that no job imports another."""
+    return run_job(ctx.child(job), importlib.import_module(f"jobs.{job}").run)

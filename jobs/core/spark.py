@@ -7,12 +7,11 @@ import os
 import sys
 import tempfile
 from collections.abc import Iterator
-from typing import Any
 
 from pyspark.sql import SparkSession
 
 from jobs.core import storage
-from jobs.core.config import get
+from relevance.settings import Settings
 
 # Delta Lake's Spark jars for pyspark 4.1 (Scala 2.13). delta-spark 4.1.0 and 4.2.0, also built on Spark 4.1.0, fail on
 # pyspark 4.1.4 (NoClassDefFoundError: org/apache/spark/sql/catalyst/plans/logical/IgnoreCachedData in the DeltaTable
@@ -39,28 +38,28 @@ def launched_by_spark_submit() -> bool:
     return "PYSPARK_GATEWAY_PORT" in os.environ
 
 
-def uses_object_store(cfg: dict[str, Any]) -> bool:
+def uses_object_store(settings: Settings) -> bool:
     """True when the warehouse root or the models root is an object-store URI (s3://, s3a://, ...)."""
-    return any(storage.is_remote(str(get(cfg, key, "") or "")) for key in ("warehouse.root", "model.models_root"))
+    return any(storage.is_remote(root) for root in (settings.warehouse.root, settings.model.models_root))
 
 
-def object_store_settings(cfg: dict[str, Any]) -> dict[str, str]:
+def object_store_settings(settings: Settings) -> dict[str, str]:
     """Hadoop S3A settings (`spark.hadoop.fs.s3a.*`) for the store of `warehouse.storage_options` / AWS_* variables;
     {} where neither root is on an object store."""
-    if not uses_object_store(cfg):
+    if not uses_object_store(settings):
         return {}
-    return storage.hadoop_s3a_settings(storage.storage_options_from_config(cfg))
+    return storage.hadoop_s3a_settings(storage.storage_options_from_config(settings))
 
 
-def session_settings(cfg: dict[str, Any], submitted: bool) -> dict[str, str]:
+def session_settings(config: Settings, submitted: bool) -> dict[str, str]:
     """The Spark settings of a new session from config: `spark.*`, Delta's jars and extension where the config asks
     for the delta-spark writer and this process starts the JVM (`submitted` False), hadoop-aws and the S3A settings
     where a root is on an object store (`object_store_settings`), then `spark.conf` over all."""
     settings = {
         "spark.sql.session.timeZone": "UTC",
         "spark.sql.execution.arrow.pyspark.enabled": "true",
-        "spark.sql.shuffle.partitions": str(get(cfg, "spark.shuffle_partitions", 8)),
-        "spark.driver.memory": str(get(cfg, "spark.driver_memory", "4g")),
+        "spark.sql.shuffle.partitions": str(config.spark.shuffle_partitions),
+        "spark.driver.memory": config.spark.driver_memory,
         "spark.ui.enabled": "false",
         "spark.ui.showConsoleProgress": "false",
         "spark.sql.sources.partitionColumnTypeInference.enabled": "false",
@@ -69,20 +68,20 @@ def session_settings(cfg: dict[str, Any], submitted: bool) -> dict[str, str]:
         "spark.sql.warehouse.dir": os.path.join(tempfile.gettempdir(), "relevance-spark-sql-warehouse"),
     }
     packages = []
-    if get(cfg, "warehouse.writer", "auto") == "delta-spark" and not submitted:
+    if config.warehouse.writer == "delta-spark" and not submitted:
         settings.update(delta_spark_settings())
         packages.append(DELTA_SPARK_PACKAGE)
-    if uses_object_store(cfg):
+    if uses_object_store(config):
         if not submitted:
             packages.append(HADOOP_AWS_PACKAGE)
-        settings.update(object_store_settings(cfg))
+        settings.update(object_store_settings(config))
     if packages:
         settings["spark.jars.packages"] = ",".join(packages)
-    settings.update({k: str(v) for k, v in (get(cfg, "spark.conf", {}) or {}).items()})
+    settings.update({k: str(v) for k, v in config.spark.conf.items()})
     return settings
 
 
-def build_spark(cfg: dict[str, Any]) -> SparkSession:
+def build_spark(settings: Settings) -> SparkSession:
     """Return the active SparkSession, creating it from `spark.*` config when none is running.
 
     Under spark-submit the master, resources and packages come from the command line and are
@@ -95,13 +94,13 @@ def build_spark(cfg: dict[str, Any]) -> SparkSession:
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     submitted = launched_by_spark_submit()
-    builder = SparkSession.builder.appName(get(cfg, "spark.app_name", "relevance"))
+    builder = SparkSession.builder.appName(settings.spark.app_name)
     if not submitted:
-        builder = builder.master(get(cfg, "spark.master", "local[*]"))
-    for key, value in session_settings(cfg, submitted).items():
+        builder = builder.master(settings.spark.master)
+    for key, value in session_settings(settings, submitted).items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
-    spark.sparkContext.setLogLevel(get(cfg, "spark.log_level", "ERROR"))
+    spark.sparkContext.setLogLevel(settings.spark.log_level)
     return spark
 
 

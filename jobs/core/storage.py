@@ -25,6 +25,8 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from relevance.settings import Settings
+
 S3_SCHEMES = ("s3", "s3a", "s3n")
 
 # Canonical option name -> the other spellings delta-rs / object_store accept for it (compared without case).
@@ -134,13 +136,9 @@ def resolve_storage_options(configured: Mapping[str, Any] | None = None,
     return options
 
 
-def storage_options_from_config(cfg: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> dict[str, str]:
-    """`warehouse.storage_options` of a loaded config, resolved (see resolve_storage_options)."""
-    warehouse = cfg.get("warehouse") or {}
-    configured = warehouse.get("storage_options") if isinstance(warehouse, Mapping) else None
-    if configured is not None and not isinstance(configured, Mapping):
-        raise StorageError(f"warehouse.storage_options must be a mapping of option -> value, not {configured!r}")
-    return resolve_storage_options(configured, environ)
+def storage_options_from_config(settings: Settings, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """`warehouse.storage_options` of the settings, resolved (see resolve_storage_options)."""
+    return resolve_storage_options(settings.warehouse.storage_options, environ)
 
 
 def _lookup(options: Mapping[str, str], name: str) -> str | None:

@@ -10,7 +10,8 @@
   sentence-embedding bi-encoder): cosine of the mean-pooled embeddings of query and
   product text.
 
-Both are pure functions of their inputs; neither reads tables.
+Both are pure functions of their inputs; neither reads tables. ``baseline_scores`` gives the audit the
+configured ones for its candidates.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import bm25s
 import numpy as np
+import pandas as pd
 import torch
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
@@ -100,3 +102,24 @@ def zero_shot_scores(base_dir: str | Path, queries: Sequence[str], texts: Sequen
     """Cosine similarity of query and product text under the base checkpoint's sentence embeddings."""
     logits, _ = score_logits(base_bi_encoder(base_dir, max_length), list(queries), list(texts))
     return logits
+
+
+def baseline_scores(names: Sequence[str], texts: DataFrame, candidates: pd.DataFrame,
+                    base_dir: str | Path | None = None) -> dict[str, np.ndarray]:
+    """Scores of the baselines `names` (audit.baselines) for the (judged, so bounded) candidates, aligned with them.
+
+    `texts` (product_id, product_text) of the whole catalog are BM25's corpus, which stays in Spark; `base_dir` is the
+    base checkpoint `zero_shot` uses (needed only then)."""
+    unknown = set(names) - {BM25, ZERO_SHOT}
+    if unknown:
+        raise ValueError(f"audit.baselines: unknown {sorted(unknown)}; expected {BM25!r} and/or {ZERO_SHOT!r}")
+    scores = {}
+    if BM25 in names:  # corpus statistics and scores computed by Spark; the candidates' scores come back
+        keys = candidates[["query_norm", "product_id"]]
+        bm25 = bm25_scores_spark(texts, texts.sparkSession.createDataFrame(keys)).toPandas()
+        scores[BM25] = keys.merge(bm25, on=["query_norm", "product_id"], how="left").bm25.to_numpy(dtype=float)
+    if ZERO_SHOT in names:
+        if base_dir is None:
+            raise ValueError(f"the {ZERO_SHOT!r} baseline needs the base checkpoint (base_dir)")
+        scores[ZERO_SHOT] = zero_shot_scores(base_dir, candidates.query_norm.tolist(), candidates.product_text.tolist())
+    return scores

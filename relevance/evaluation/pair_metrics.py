@@ -7,7 +7,7 @@ calls. With all weights 1 they equal scikit-learn's definitions:
 
 * ROC-AUC: trapezoidal area under the ROC curve with ties in score grouped (the
   tie-corrected Mann-Whitney statistic), NaN when a resample lacks either class.
-* average precision: sum over distinct score thresholds (descending) of
+* pooled average precision: sum over distinct score thresholds (descending) of
   (recall_i - recall_{i-1}) * precision_i, NaN without a relevant pair.
 * precision / recall / F1 / F-beta at a threshold: predicted relevant when score >= threshold.
 * Brier score: weighted mean of (score - outcome)^2.
@@ -20,7 +20,8 @@ from collections.abc import Callable, Iterable, Iterator
 import numpy as np
 import pandas as pd
 
-from relevance.evaluation.metrics import percentile_interval, ranked_by_score
+from relevance.evaluation.classifier import counts_at_score_cuts
+from relevance.evaluation.intervals import percentile_interval
 
 WeightedMetric = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 
@@ -55,26 +56,18 @@ def _divide(num: np.ndarray, den: np.ndarray) -> np.ndarray:
         return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
 
 
-def _cumulative_counts(scores: np.ndarray, relevant: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Weighted true and false positives at each distinct score threshold, from the highest down."""
-    order, _, last_of_value = ranked_by_score(scores)
-    hits = relevant[order].astype(float)
-    w = weights[:, order]
-    tp = np.cumsum(w * hits, axis=1)[:, last_of_value]
-    fp = np.cumsum(w * (1.0 - hits), axis=1)[:, last_of_value]
-    return tp, fp
-
-
 def roc_auc(scores: np.ndarray, relevant: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    tp, fp = _cumulative_counts(scores, relevant, weights)
+    _, tp, fp = counts_at_score_cuts(scores, relevant, weights)
     tpr = _divide(tp, tp[:, -1:]) if tp.size else tp
     fpr = _divide(fp, fp[:, -1:]) if fp.size else fp
     tpr, fpr = np.pad(tpr, ((0, 0), (1, 0))), np.pad(fpr, ((0, 0), (1, 0)))
     return np.sum(np.diff(fpr, axis=1) * (tpr[:, 1:] + tpr[:, :-1]) / 2.0, axis=1)
 
 
-def average_precision(scores: np.ndarray, relevant: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    tp, fp = _cumulative_counts(scores, relevant, weights)
+def pooled_average_precision(scores: np.ndarray, relevant: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Average precision of all judged pairs pooled, as a classifier (scikit-learn's average_precision_score, the
+    audit's `average_precision` rows); not the per-query ranking AP of `ranking.average_precision` (`map`)."""
+    _, tp, fp = counts_at_score_cuts(scores, relevant, weights)
     recall = np.pad(_divide(tp, tp[:, -1:]), ((0, 0), (1, 0)))
     precision = _divide(tp, tp + fp)
     return np.nansum(np.diff(recall, axis=1) * precision, axis=1) + np.where(tp[:, -1] > 0, 0.0, np.nan)

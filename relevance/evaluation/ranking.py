@@ -1,7 +1,8 @@
-"""Offline relevance metrics: ranking metrics, threshold metrics and confidence intervals.
+"""Ranking metrics per query: gains, nDCG, precision / recall / judged at k, average precision and reciprocal rank.
 
 Pure functions on numpy arrays and pandas DataFrames (no Spark, no I/O), used by the
-audit job and by fine-tuning evaluation.
+audit and by fine-tuning evaluation. Classifier metrics of judged pairs are in
+``relevance.evaluation.classifier``, confidence intervals in ``relevance.evaluation.intervals``.
 
 Definitions
 -----------
@@ -37,17 +38,11 @@ Definitions
   gain) where trec_eval reports 0. precision@k and judged@k are always defined.
 * Only queries both ranked and judged are evaluated (trec_eval skips run queries missing
   from the qrels; ir_measures adds 0 rows for qrels queries missing from the run).
-* Threshold metrics: a product is *predicted* relevant when ``score >= threshold``.
-  precision / recall / F-beta are NaN when their denominator is 0.
-* Confidence intervals: Wilson score interval for proportions; query-level percentile
-  bootstrap (rows = queries resampled with replacement) for everything else.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
-from statistics import NormalDist
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -58,12 +53,10 @@ GainMapping = Mapping[int, float] | Mapping[str, float] | Mapping[int | str, flo
 GainSpec = str | GainMapping
 
 __all__ = [
-    "ConfusionCounts",
+    "GAIN_KINDS",
+    "GainMapping",
+    "GainSpec",
     "average_precision",
-    "bootstrap_ci",
-    "bootstrap_mean_ci",
-    "choose_threshold_max_f1",
-    "confusion_at_threshold",
     "dcg_at_k",
     "gain",
     "judged_at_k",
@@ -73,7 +66,6 @@ __all__ = [
     "rank_query",
     "recall_at_k",
     "reciprocal_rank",
-    "wilson_interval",
 ]
 
 
@@ -208,7 +200,9 @@ def recall_at_k(ranked_relevant: np.ndarray, n_relevant: int, k: int) -> float:
 
 
 def average_precision(ranked_relevant: np.ndarray, n_relevant: int) -> float:
-    """Sum of precision@i at each relevant rank i, divided by n_relevant (NaN if 0)."""
+    """Average precision of one query's ranking (trec_eval's AP): the sum of precision@i at each relevant rank i,
+    divided by n_relevant (NaN if 0). The pooled, threshold-free AP of judged pairs is
+    ``pair_metrics.pooled_average_precision``."""
     if n_relevant <= 0:
         return float("nan")
     rel = np.asarray(ranked_relevant, dtype=bool)
@@ -340,280 +334,3 @@ def per_query_ranking_metrics(
     out["mrr"] = np.where(has_rel, 1.0 / first_rel, np.nan)  # 1/inf = 0 when none retrieved
 
     return pd.DataFrame(out)[columns]
-
-
-# --------------------------------------------------------------------------- threshold metrics
-
-
-def _ratio(num: float, den: float) -> float:
-    return float(num) / den if den > 0 else float("nan")
-
-
-@dataclass(frozen=True)
-class ConfusionCounts:
-    """Binary confusion counts at one decision threshold."""
-
-    tp: int
-    fp: int
-    fn: int
-    tn: int
-
-    @property
-    def precision(self) -> float:
-        """tp / (tp + fp); NaN when nothing was predicted relevant."""
-        return _ratio(self.tp, self.tp + self.fp)
-
-    @property
-    def recall(self) -> float:
-        """tp / (tp + fn); NaN when nothing is relevant."""
-        return _ratio(self.tp, self.tp + self.fn)
-
-    @property
-    def f1(self) -> float:
-        """F1 = 2 tp / (2 tp + fp + fn); NaN when tp + fp + fn = 0."""
-        return self.f_beta(1.0)
-
-    def f_beta(self, beta: float) -> float:
-        """(1 + b^2) tp / ((1 + b^2) tp + b^2 fn + fp); NaN when tp + fp + fn = 0."""
-        if beta <= 0:
-            raise ValueError(f"beta must be positive, got {beta!r}")
-        b2 = float(beta) ** 2
-        return _ratio((1 + b2) * self.tp, (1 + b2) * self.tp + b2 * self.fn + self.fp)
-
-
-def confusion_at_threshold(scores: np.ndarray, relevant: np.ndarray, threshold: float) -> ConfusionCounts:
-    """Confusion counts when a product is predicted relevant iff ``score >= threshold``."""
-    s = np.asarray(scores, dtype=float)
-    y = np.asarray(relevant, dtype=bool)
-    if s.shape != y.shape:
-        raise ValueError("scores and relevant must have the same shape")
-    pred = s >= threshold  # NaN scores are predicted non-relevant
-    tp = int(np.count_nonzero(pred & y))
-    fp = int(np.count_nonzero(pred & ~y))
-    fn = int(np.count_nonzero(~pred & y))
-    tn = int(np.count_nonzero(~pred & ~y))
-    return ConfusionCounts(tp=tp, fp=fp, fn=fn, tn=tn)
-
-
-def choose_threshold_max_f1(scores: np.ndarray, relevant: np.ndarray) -> float:
-    """The score value that, used as ``score >= t``, maximizes F1; ties go to the higher t."""
-    s = np.asarray(scores, dtype=float)
-    y = np.asarray(relevant, dtype=bool)
-    if s.shape != y.shape:
-        raise ValueError("scores and relevant must have the same shape")
-    valid = ~np.isnan(s)
-    if not valid.any():
-        raise ValueError("choose_threshold_max_f1 needs at least one non-NaN score")
-    candidates = np.unique(s[valid])  # ascending
-    pos_sorted = np.sort(s[valid & y])
-    neg_sorted = np.sort(s[valid & ~y])
-    n_pos = int(np.count_nonzero(y))  # includes relevant rows with NaN score (always missed)
-    tp = len(pos_sorted) - np.searchsorted(pos_sorted, candidates, side="left")
-    fp = len(neg_sorted) - np.searchsorted(neg_sorted, candidates, side="left")
-    fn = n_pos - tp
-    f1 = 2.0 * tp / (2.0 * tp + fp + fn)  # denominator >= 1: every candidate predicts a row
-    best = np.flatnonzero(f1 == f1.max())[-1]  # highest threshold among ties
-    return float(candidates[best])
-
-
-# --------------------------------------------------------------------------- confidence intervals
-
-
-def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
-    """Wilson score interval for a binomial proportion; (nan, nan) when n = 0."""
-    if not 0.0 < confidence < 1.0:
-        raise ValueError(f"confidence must be in (0, 1), got {confidence!r}")
-    if n < 0 or successes < 0 or successes > n:
-        raise ValueError(f"need 0 <= successes <= n, got successes={successes}, n={n}")
-    if n == 0:
-        return float("nan"), float("nan")
-    center, half = _wilson_center_half(np.asarray(successes, dtype=np.float64), np.asarray(n, dtype=np.float64), confidence)
-    return float(max(0.0, center - half)), float(min(1.0, center + half))
-
-
-def _wilson_center_half(successes: np.ndarray, n: np.ndarray, confidence: float) -> tuple[np.ndarray, np.ndarray]:
-    """Centre and half-width of the Wilson score interval (element-wise)."""
-    z = NormalDist().inv_cdf(0.5 + confidence / 2.0)
-    p = successes / n
-    z2n = z * z / n
-    center = (p + z2n / 2.0) / (1.0 + z2n)
-    half = z / (1.0 + z2n) * np.sqrt(p * (1.0 - p) / n + z * z / (4.0 * n * n))
-    return center, half
-
-
-def _prepare_rows(groups: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
-    """Rows to resample: 1-D metric values with NaNs dropped, or a 2-D (n_queries, m) array."""
-    data = np.asarray(groups, dtype=float)
-    if data.ndim == 1:
-        return data[~np.isnan(data)]
-    if data.ndim != 2:
-        raise ValueError(f"bootstrap input must be 1-D or 2-D, got shape {data.shape}")
-    return data
-
-
-# Resample indices are drawn in blocks of at most this many entries, so that memory stays bounded however many
-# queries there are (one block holds every resample when n_boot x n_queries is below it).
-BOOTSTRAP_BLOCK_ENTRIES = 2_000_000
-
-
-def _bootstrap_index_blocks(n: int, n_boot: int, seed: int) -> Iterator[np.ndarray]:
-    """The (n_boot, n) resample index matrix of `seed`, yielded as consecutive blocks of rows."""
-    if n_boot < 1:
-        raise ValueError(f"n_boot must be >= 1, got {n_boot!r}")
-    rng = np.random.default_rng(seed)
-    rows_per_block = max(1, BOOTSTRAP_BLOCK_ENTRIES // max(n, 1))
-    for start in range(0, n_boot, rows_per_block):
-        yield rng.integers(0, n, size=(min(rows_per_block, n_boot - start), n))
-
-
-def percentile_interval(stats: np.ndarray, confidence: float) -> tuple[float, float]:
-    """The central `confidence` interval of resampled statistics (NaNs left out; NaN, NaN when none is left)."""
-    if not 0.0 < confidence < 1.0:
-        raise ValueError(f"confidence must be in (0, 1), got {confidence!r}")
-    stats = np.asarray(stats, dtype=float)
-    stats = stats[~np.isnan(stats)]
-    if len(stats) == 0:
-        return float("nan"), float("nan")
-    alpha = (1.0 - confidence) / 2.0
-    lo, hi = np.quantile(stats, [alpha, 1.0 - alpha])
-    return float(lo), float(hi)
-
-
-def bootstrap_ci(
-    groups: Sequence[np.ndarray] | np.ndarray,
-    statistic: Callable[[np.ndarray], float],
-    n_boot: int = 1000,
-    confidence: float = 0.95,
-    seed: int = 0,
-    *,
-    vectorized: bool = False,
-) -> tuple[float, float]:
-    """Query-level percentile bootstrap CI of ``statistic``.
-
-    ``groups`` is one row per query: a 1-D array of per-query metric values (NaNs are
-    dropped first) or a 2-D array such as columns [tp, fp, fn]. Rows are resampled with
-    replacement via one (n_boot, n) index matrix; ``statistic`` receives each resample
-    with the input's shape. With ``vectorized=True`` it is called once on the stacked
-    (n_boot, n[, m]) array and must return n_boot values (e.g. ``lambda a: a.mean(axis=1)``).
-    Resamples whose statistic is NaN are ignored; returns (nan, nan) with no usable rows.
-    """
-    data = _prepare_rows(groups)
-    n = data.shape[0]
-    if n == 0:
-        return float("nan"), float("nan")
-    parts = []
-    for block in _bootstrap_index_blocks(n, n_boot, seed):
-        if vectorized:
-            part = np.asarray(statistic(data[block]), dtype=float)
-            if part.shape != (len(block),):
-                raise ValueError(f"vectorized statistic must return one value per resample ({len(block)}), "
-                                 f"got shape {part.shape}")
-        else:
-            part = np.fromiter((statistic(data[row]) for row in block), dtype=float, count=len(block))
-        parts.append(part)
-    return percentile_interval(np.concatenate(parts), confidence)
-
-
-def bootstrap_mean_ci(
-    values: np.ndarray, n_boot: int = 1000, confidence: float = 0.95, seed: int = 0
-) -> tuple[float, float]:
-    """Percentile bootstrap CI of the mean of per-query values (NaNs dropped), fully vectorized.
-
-    Uses the same resamples as ``bootstrap_ci(values, np.mean, n_boot, confidence, seed)``.
-    """
-    data = _prepare_rows(np.asarray(values, dtype=float).ravel())
-    if len(data) == 0:
-        return float("nan"), float("nan")
-    means = [data[block].mean(axis=1) for block in _bootstrap_index_blocks(len(data), n_boot, seed)]
-    return percentile_interval(np.concatenate(means), confidence)
-
-
-# ----------------------------------------------------------------------------- calibration
-
-
-def brier_score(scores: np.ndarray, relevant: np.ndarray) -> float:
-    """Mean squared error between predicted probability and the 0/1 outcome."""
-    scores, outcome = np.asarray(scores, dtype=float), np.asarray(relevant, dtype=float)
-    return float(np.mean((scores - outcome) ** 2)) if len(scores) else float("nan")
-
-
-def calibration_bins(scores: np.ndarray, relevant: np.ndarray, n_bins: int = 10) -> pd.DataFrame:
-    """Equal-mass reliability bins (sorted by score): count, mean score, observed rate per bin."""
-    scores, outcome = np.asarray(scores, dtype=float), np.asarray(relevant, dtype=float)
-    order = np.argsort(scores, kind="stable")
-    bins = np.array_split(order, min(n_bins, len(scores))) if len(scores) else []
-    return pd.DataFrame(
-        [{"bin": i, "count": len(b), "mean_score": scores[b].mean(), "observed_rate": outcome[b].mean()}
-         for i, b in enumerate(bins) if len(b)]
-    )
-
-
-def expected_calibration_error(scores: np.ndarray, relevant: np.ndarray, n_bins: int = 10) -> float:
-    """ECE with equal-mass bins: count-weighted mean |observed rate - mean score|."""
-    bins = calibration_bins(scores, relevant, n_bins)
-    if bins.empty:
-        return float("nan")
-    return float(np.sum(bins["count"] * (bins.observed_rate - bins.mean_score).abs()) / bins["count"].sum())
-
-
-def bootstrap_grouped_ci(
-    groups: np.ndarray,
-    statistic: Callable[[np.ndarray], float],
-    n_boot: int = 1000,
-    confidence: float = 0.95,
-    seed: int = 0,
-) -> tuple[float, float]:
-    """Percentile bootstrap CI resampling whole groups (queries) of rows.
-
-    ``groups`` gives each row's group; ``statistic`` receives the row indices of one
-    resample (rows of a group drawn twice appear twice) and returns a float.
-    """
-    codes, _ = pd.factorize(pd.Series(groups), sort=True)
-    if len(codes) == 0:
-        return float("nan"), float("nan")
-    members = pd.Series(np.arange(len(codes))).groupby(codes).apply(np.asarray).tolist()
-    stats = [statistic(np.concatenate([members[g] for g in row]))
-             for block in _bootstrap_index_blocks(len(members), n_boot, seed) for row in block]
-    return percentile_interval(np.array(stats, dtype=float), confidence)
-
-
-def ranked_by_score(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The order that sorts `scores` high to low (stable), the sorted scores, and the mask of the last position of
-    each distinct score: the cuts where a threshold can fall (tied scores are never split by a threshold)."""
-    order = np.argsort(-scores, kind="stable")
-    ordered = scores[order]
-    return order, ordered, np.r_[ordered[1:] != ordered[:-1], True]
-
-
-def threshold_for_precision(
-    scores: np.ndarray, relevant: np.ndarray, target: float, confidence: float = 0.95
-) -> tuple[float, float, float]:
-    """Lowest threshold whose Wilson lower bound on precision reaches `target`.
-
-    Returns (threshold, precision, recall) at that threshold (predicted relevant when
-    score >= threshold), or (nan, nan, nan) when no threshold qualifies.
-    """
-    scores, relevant = np.asarray(scores, dtype=float), np.asarray(relevant, dtype=bool)
-    order, sorted_scores, last_of_value = ranked_by_score(scores)
-    hits = relevant[order]
-    tp = np.cumsum(hits)[last_of_value]
-    predicted = (np.flatnonzero(last_of_value) + 1).astype(float)
-    thresholds = sorted_scores[last_of_value]
-    center, half = _wilson_center_half(tp.astype(float), predicted, confidence)
-    lower, p = center - half, tp / predicted
-    qualifying = np.flatnonzero(lower >= target)
-    if len(qualifying) == 0 or relevant.sum() == 0:
-        return float("nan"), float("nan"), float("nan")
-    best = qualifying[-1]  # thresholds descend, so the last qualifying cut is the lowest threshold
-    return float(thresholds[best]), float(p[best]), float(tp[best] / relevant.sum())
-
-
-def paired_randomization_p_value(differences: np.ndarray, n_permutations: int = 2000, seed: int = 0) -> float:
-    """Two-sided sign-flip randomization test of mean(differences) = 0 (paired per query)."""
-    d = np.asarray(differences, dtype=float)
-    d = d[~np.isnan(d)]
-    if len(d) == 0:
-        return float("nan")
-    signs = np.random.default_rng(seed).choice([-1.0, 1.0], size=(n_permutations, len(d)))
-    permuted = np.abs((signs * d).mean(axis=1))
-    return float((1 + np.sum(permuted >= abs(d.mean()) - 1e-15)) / (n_permutations + 1))

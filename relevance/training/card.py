@@ -1,0 +1,72 @@
+"""What a fine-tuned model version records: its name, its model card (a dict, saved as model_card.json) and the
+queries of each split (split.json, so audits can evaluate on queries the model never saw)."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from relevance.settings import FinetuneSettings, Settings
+from relevance.training.calibration import ValidationCalibration
+from udfs.model import BI_ENCODER
+
+SPLIT_FILE = "split.json"
+# settings that drive the run, not the weights: recorded elsewhere in the card (promotion, version, training
+# history's processes) or not at all (threads)
+RUN_SETTINGS = ("threads", "processes", "promote", "promotion_margin", "force_promote", "version")
+
+
+def version_name(settings: FinetuneSettings, fingerprint: str, now: dt.datetime) -> str:
+    """`finetune.version`, else <bi|ce>-<UTC time>-<data fingerprint>."""
+    prefix = "bi" if settings.kind == BI_ENCODER else "ce"
+    return settings.version or f"{prefix}-{now.strftime('%Y%m%d%H%M%S')}-{fingerprint[:8]}"
+
+
+def hyperparameters(settings: FinetuneSettings) -> dict[str, Any]:
+    """The fine-tuning settings that decide the weights, as the card's `hyperparameters`."""
+    return {f.name: getattr(settings, f.name) for f in dataclasses.fields(settings) if f.name not in RUN_SETTINGS}
+
+
+def split_queries(parts: Mapping[str, pd.DataFrame]) -> str:
+    """The split file: the sorted queries of each split."""
+    return json.dumps({name: sorted(p.query_norm.unique()) for name, p in parts.items()}, indent=0)
+
+
+def model_card(settings: Settings, version: str, created_at: dt.datetime, run_id: str, fingerprint: str,
+               parts: Mapping[str, pd.DataFrame], history: dict[str, Any], calibration: ValidationCalibration,
+               test_metrics: dict[str, float], rivals: Mapping[str, Any], promoted: bool, why: str) -> dict[str, Any]:
+    """The model card of a new version: its base, label scheme, calibration and thresholds, data, settings, training
+    history, promotion decision and held-out test metrics."""
+    tuning, scheme = settings.finetune, settings.labels.active
+    return {
+        "version": version,
+        "kind": tuning.kind,
+        "base_model": settings.model.base,
+        "created_at": created_at.isoformat(),
+        "run_id": run_id,
+        "label_scheme": settings.labels.scheme,
+        "grades": scheme.grades,
+        "relevant_min_grade": scheme.relevant_min_grade,
+        "gain": scheme.gain,
+        "max_length": tuning.max_length,
+        "product_text_max_words": settings.pairs.product_text_max_words,
+        "calibration": calibration.platt,
+        "validation_score_deciles": [float(q) for q in np.quantile(calibration.scores, np.linspace(0.0, 1.0, 11))],
+        "threshold": float(calibration.threshold),
+        "grade_thresholds": calibration.grade_thresholds,
+        "threshold_for_target_precision": calibration.target_precision,
+        "data_fingerprint": fingerprint,
+        "data": {name: {"pairs": len(p), "queries": int(p.query_norm.nunique())} for name, p in parts.items()},
+        "split": {"rule": "sha256(seed, query_norm) picks train / val / test", "queries_file": SPLIT_FILE},
+        "hyperparameters": hyperparameters(tuning),
+        "training": history,
+        "promotion": {"metric": f"val ndcg@{tuning.eval_k}", "new": history["best_val_ndcg"], **rivals,
+                      "margin": tuning.promotion_margin, "promoted": promoted, "decision": why},
+        "metrics": {"test": test_metrics},
+    }

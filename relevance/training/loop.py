@@ -1,0 +1,179 @@
+"""The training loop: seeding, the autocast of the forward pass, the losses of both kinds of network, and the epochs
+with early stopping by validation nDCG (in one process, or in each process of a torch.distributed group)."""
+
+from __future__ import annotations
+
+import copy
+import math
+import random
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from relevance.evaluation.ranking import GainSpec
+from relevance.settings import FinetuneSettings
+from relevance.training.batches import (
+    TrainingInputs,
+    encode_training_inputs,
+    linear_warmup_decay,
+    query_batches,
+    shuffled_length_batches,
+)
+from relevance.training.evaluate import predict_logits, ranking_quality
+from udfs.model import BI_ENCODER, CROSS_ENCODER
+from udfs.scorer import collate, mean_pooled
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
+
+class TrainingTimeLimit(RuntimeError):
+    """Training passed `finetune.max_train_seconds`: it stops, and no model version is saved."""
+
+
+def cpu_has_native_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """True when the CPU computes bf16 dot products natively (AVX512-BF16 or AMX), so that bf16 autocast trains
+    faster than fp32; elsewhere bf16 is emulated and slower."""
+    try:
+        flags = set(Path(cpuinfo).read_text().split())
+    except OSError:
+        return False
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
+def training_autocast(precision: str, cpuinfo: str = "/proc/cpuinfo") -> torch.dtype | None:
+    """The autocast dtype of the training forward pass (None: plain fp32); `auto` is bf16 where the CPU of
+    `cpuinfo` has native bf16. Weights, optimizer state and the saved model stay fp32, and validation, calibration
+    and scoring run in fp32."""
+    if precision not in ("auto", "bf16", "fp32"):
+        raise ValueError(f"finetune.train_precision must be auto, bf16 or fp32, not {precision!r}")
+    if precision == "bf16" or (precision == "auto" and cpu_has_native_bf16(cpuinfo)):
+        return torch.bfloat16
+    return None
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def cosent_loss(cosines: torch.Tensor, grades: torch.Tensor, scale: float) -> torch.Tensor:
+    """CoSENT: log(1 + sum over pairs (i, j) with grade_i > grade_j of exp(scale * (cos_j - cos_i))). Every
+    better-graded pair of the batch, also across queries, should have the higher cosine: a ranking loss that also
+    keeps scores comparable between queries (one threshold serves all)."""
+    differences = scale * (cosines[None, :] - cosines[:, None])  # [i, j] = scale * (cos_j - cos_i)
+    ordered = differences[grades[:, None] > grades[None, :]]
+    return torch.logsumexp(torch.cat([torch.zeros(1, dtype=ordered.dtype), ordered]), dim=0)
+
+
+def batch_loss(model: torch.nn.Module, inputs: TrainingInputs, rows: list[int], targets: torch.Tensor, pad_id: int,
+               settings: FinetuneSettings) -> torch.Tensor:
+    """The training loss of one batch of row indices, for the kind of network `inputs` was encoded for."""
+    if inputs.pairs is not None:
+        logits = model(**collate(inputs.pairs, rows, pad_id)).logits[:, 0]
+        return torch.nn.functional.binary_cross_entropy_with_logits(logits.float(), targets[rows])
+    assert inputs.texts is not None and inputs.query_row is not None and inputs.product_row is not None
+    needed = list(dict.fromkeys([inputs.query_row[i] for i in rows] + [inputs.product_row[i] for i in rows]))
+    where = {text: n for n, text in enumerate(needed)}
+    vectors = mean_pooled(model, collate(inputs.texts, needed, pad_id))
+    queries = vectors[[where[inputs.query_row[i]] for i in rows]]
+    products = vectors[[where[inputs.product_row[i]] for i in rows]]
+    return cosent_loss((queries * products).sum(dim=-1), targets[rows], settings.cosent_scale)
+
+
+def train_network(
+    tokenizer: Any, network: PreTrainedModel, train: pd.DataFrame, val: pd.DataFrame, top_grade: int,
+    settings: FinetuneSettings, relevant_min_grade: int, gain: GainSpec, log: Callable[[str], None] = print,
+) -> tuple[PreTrainedModel, dict[str, Any]]:
+    """Fine-tune `network` (of `settings.kind`) on the training pairs for `settings.epochs` epochs; returns (the best
+    network by validation nDCG, history).
+
+    The schedule depends on the data and settings only (never on time), so the same seed gives the same model on a
+    busy machine; past `max_train_seconds` it raises TrainingTimeLimit instead of quietly training less. With
+    `freeze_word_embeddings` the vocabulary's pretrained vectors stay as they are (words unseen in training keep
+    their meaning, and steps are cheaper)."""
+    world, rank = _world()
+    if settings.freeze_word_embeddings:
+        network.get_input_embeddings().weight.requires_grad_(False)
+    if settings.kind == BI_ENCODER and getattr(network, "pooler", None) is not None:
+        network.pooler.requires_grad_(False)  # mean pooling never uses the [CLS] pooler (and DDP wants no idle weights)
+    autocast = training_autocast(settings.train_precision)
+    model = torch.nn.parallel.DistributedDataParallel(network) if world > 1 else network
+    inputs = encode_training_inputs(tokenizer, train, settings.kind, settings.max_length)
+    grades = train.grade.to_numpy(dtype=np.float32)
+    targets = torch.tensor(grades / max(top_grade, 1) if settings.kind == CROSS_ENCODER else grades)
+    steps_per_epoch = math.ceil(len(train) / settings.batch_size) // world
+    total_steps = steps_per_epoch * settings.epochs
+    warmup = max(1, int(total_steps * settings.warmup_fraction))
+    trained = [parameter for parameter in network.parameters() if parameter.requires_grad]
+    optimizer = torch.optim.AdamW(trained, lr=settings.learning_rate, weight_decay=settings.weight_decay)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: linear_warmup_decay(step, warmup, total_steps))
+    generator = torch.Generator().manual_seed(settings.seed)
+    pad_id = tokenizer.pad_token_id or 0
+    best_state, best_ndcg, history, stale, started = None, -1.0, [], 0, time.time()
+    for epoch in range(settings.epochs):
+        network.train()
+        losses = []
+        batches = (query_batches(train.query_norm.tolist(), settings.batch_size, generator) if settings.batching == "query"
+                   else shuffled_length_batches(inputs.lengths, settings.batch_size, generator))  # the same on every rank
+        for rows in batches[rank::world][: len(batches) // world]:  # each process its share, equal step counts
+            with torch.autocast("cpu", dtype=autocast or torch.bfloat16, enabled=autocast is not None):
+                loss = batch_loss(model, inputs, rows, targets, pad_id, settings)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(trained, 1.0)
+            optimizer.step()
+            schedule.step()
+            optimizer.zero_grad()
+            losses.append(loss.item())
+            if _any_rank(time.time() - started > settings.max_train_seconds, world):
+                raise TrainingTimeLimit(
+                    f"fine-tuning passed finetune.max_train_seconds={settings.max_train_seconds:g} in epoch {epoch + 1} "
+                    f"of {settings.epochs}: stopped, no model version saved (raise the limit or lower finetune.epochs)")
+        val_logits = predict_logits(tokenizer, network, val, settings.max_length, settings.kind)
+        val_ndcg = _from_rank0(ranking_quality(val, val_logits, settings.eval_k, relevant_min_grade, gain), world)
+        history.append({"epoch": epoch + 1, "train_loss": float(np.mean(losses)), f"val_ndcg@{settings.eval_k}": val_ndcg,
+                        "seconds": round(time.time() - started, 1)})
+        log(f"  epoch {epoch + 1}: train loss {np.mean(losses):.4f}, val nDCG@{settings.eval_k} {val_ndcg:.4f}")
+        if val_ndcg > best_ndcg:
+            best_ndcg, best_state, stale = val_ndcg, copy.deepcopy(network.state_dict()), 0
+        else:
+            stale += 1
+            if stale >= settings.patience:
+                log(f"  validation nDCG did not improve for {stale} epoch(s): early stop")
+                break
+    assert best_state is not None, "no epoch gave a finite validation nDCG"
+    network.load_state_dict(best_state)
+    network.eval()
+    return network, {"epochs": history, "best_val_ndcg": best_ndcg, "train_seconds": round(time.time() - started, 1),
+                     "autocast": str(autocast).removeprefix("torch.") if autocast else "fp32"}
+
+
+def _world() -> tuple[int, int]:
+    """(world size, rank) of the torch.distributed group this process is in; (1, 0) outside one."""
+    distributed = torch.distributed
+    if distributed.is_available() and distributed.is_initialized():
+        return distributed.get_world_size(), distributed.get_rank()
+    return 1, 0
+
+
+def _any_rank(flag: bool, world: int) -> bool:
+    """True on every process when it is true on any (so that all stop at the same step)."""
+    if world == 1:
+        return flag
+    value = torch.tensor([float(flag)])
+    torch.distributed.all_reduce(value, op=torch.distributed.ReduceOp.MAX)
+    return bool(value.item())
+
+
+def _from_rank0(value: float, world: int) -> float:
+    if world == 1:
+        return value
+    tensor = torch.tensor([value], dtype=torch.float64)
+    torch.distributed.broadcast(tensor, src=0)
+    return float(tensor.item())

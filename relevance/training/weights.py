@@ -1,0 +1,48 @@
+"""Weight-space ensembles of the base and the fine-tuned bi-encoder (WiSE-FT), the mix chosen on validation."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+import torch
+
+from relevance.evaluation.ranking import GainSpec
+from relevance.settings import FinetuneSettings
+from relevance.training.evaluate import predict_logits, ranking_quality
+from udfs.model import BI_ENCODER, load_network
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
+
+def mix_weights(base: dict[str, torch.Tensor], tuned: dict[str, torch.Tensor], share: float) -> dict[str, torch.Tensor]:
+    """Weight-space ensemble (WiSE-FT): (1 - share) x base + share x fine-tuned, tensor by tensor (integer buffers such
+    as position ids are taken from the fine-tuned state)."""
+    return {name: (torch.lerp(base[name], value, share) if value.is_floating_point() else value)
+            for name, value in tuned.items()}
+
+
+def choose_weight_mix(tokenizer: Any, network: PreTrainedModel, base_dir: str, val: pd.DataFrame, settings: FinetuneSettings,
+                      relevant_min_grade: int, gain: GainSpec,
+                      log: Callable[[str], None] = print) -> tuple[PreTrainedModel, dict[str, Any]]:
+    """For a bi-encoder, the mix of base and fine-tuned weights with the best validation nDCG (ties: the larger
+    fine-tuned share). Small data fine-tunes forget part of what the base knew; a mix keeps it where that helps."""
+    if settings.kind != BI_ENCODER or tuple(settings.weight_mixes) == (1.0,):
+        return network, {"share": 1.0, "val_ndcg": None}
+    tuned = copy.deepcopy(network.state_dict())
+    _, base = load_network(base_dir, "cpu", BI_ENCODER)
+    base_state = base.state_dict()
+    quality = {}
+    for share in sorted(set(settings.weight_mixes) | {1.0}):
+        network.load_state_dict(mix_weights(base_state, tuned, share))
+        quality[share] = ranking_quality(val, predict_logits(tokenizer, network, val, settings.max_length, BI_ENCODER),
+                                         settings.eval_k, relevant_min_grade, gain)
+    best = max(quality, key=lambda share: (round(quality[share], 12), share))
+    network.load_state_dict(mix_weights(base_state, tuned, best))
+    network.eval()
+    log(f"  weight mix: fine-tuned share {best:g} (validation nDCG@{settings.eval_k} by share: "
+        + ", ".join(f"{k:g}: {v:.4f}" for k, v in quality.items()) + ")")
+    return network, {"share": best, "val_ndcg": quality[best], "val_ndcg_by_share": {str(k): v for k, v in quality.items()}}
