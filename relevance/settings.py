@@ -321,6 +321,15 @@ class _Mismatch(Exception):
     pass
 
 
+def _mapping_key(kind: Any, key: Any) -> Any:
+    """A mapping's key as `kind`: any key as text; "3" as the integer 3 (JSON's keys are always text)."""
+    if kind is str:
+        return str(key)
+    if kind is int and isinstance(key, str) and key.strip().lstrip("-").isdigit():
+        return int(key)
+    return _convert(kind, key, str(key))
+
+
 def _convert(kind: Any, value: Any, key: str) -> Any:
     """`value` as a `kind`; _Mismatch when it is not one (ConfigError for what lies below a dataclass)."""
     origin, args = typing.get_origin(kind), typing.get_args(kind)
@@ -352,8 +361,7 @@ def _convert(kind: Any, value: Any, key: str) -> Any:
     if origin is dict:
         if not isinstance(value, dict):
             raise _Mismatch
-        return {_convert(args[0], k, key) if args[0] is not str else str(k): _convert(args[1], v, f"{key}.{k}")
-                for k, v in value.items()}
+        return {_mapping_key(args[0], k): _convert(args[1], v, f"{key}.{k}") for k, v in value.items()}
     if kind is bool:
         if isinstance(value, bool):
             return value

@@ -32,7 +32,7 @@ from relevance.pairs import CONFLICT_RULE, MAX_CHARS_PER_WORD, catalog_texts, cl
 from relevance.scoring import population_stability, score_shift, unusable_scores
 from relevance.settings import LabelScheme
 from schemas.tables import CATALOG, JUDGMENTS, MAX_POSITION, QUERY_LOG
-from tests.conftest import DEMO_DS, ROOT, copy_warehouse, make_config, run
+from tests.conftest import DEMO_DS, ROOT, copy_warehouse, make_config, run, settings_of
 from udfs.model import ModelError, load_model_version, save_model_version
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -373,7 +373,7 @@ def test_build_pairs_rejects_what_cannot_be_true_and_survives_bad_text(spark, fr
     assert run_row.rows_rejected == 6
     pairs = table(cfg, "pairs").set_index("product_id")
     assert pairs.loc["NULLS", "product_text"] == "plain lamp"  # no "brand: nan", no "category: nan"
-    assert len(pairs.loc["HUGE", "product_text"]) == int(cfg["pairs"]["product_text_max_words"]) * MAX_CHARS_PER_WORD
+    assert len(pairs.loc["HUGE", "product_text"]) == settings_of(cfg).pairs.product_text_max_words * MAX_CHARS_PER_WORD
     after = row_counts(cfg)
     assert {k: v for k, v in after.items() if k != "pairs"} == before
 

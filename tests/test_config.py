@@ -95,3 +95,12 @@ def test_an_exponent_without_a_dot_is_a_number_in_files_and_overrides(tmp_path):
     settings = load_settings(conf, ["finetune.learning_rate=1e-4", "finetune.version=v1e5"])
     assert settings.finetune.learning_rate == 1e-4 and settings.finetune.version == "v1e5"
     assert load_settings(conf).finetune.learning_rate == 2e-5
+
+
+def test_settings_written_as_json_read_back_the_same(tmp_path):
+    """JSON is YAML, but its keys are always text: a gain mapping {3: 1.0} comes back as {"3": 1.0}."""
+    import json
+
+    conf = tmp_path / "c.json"
+    conf.write_text(json.dumps(load_config(LOCAL)))
+    assert load_settings(conf) == load_settings(LOCAL)

@@ -17,7 +17,7 @@ from jobs.core.delta import Warehouse
 from jobs.core.job import JobError
 from jobs.score import ARROW_BATCH_ROWS
 from schemas.tables import QUERY_LOG, TABLES
-from tests.conftest import DEMO_DS, ROOT, make_config, run
+from tests.conftest import DEMO_DS, ROOT, make_config, run, settings_of
 from udfs.model import load_model_version, resolve_model_dir
 from udfs.scorer import score_pairs
 from udfs.text import build_product_text, normalize_text
@@ -80,7 +80,7 @@ def test_build_pairs_accounts_for_every_event(spark, fresh_warehouse):
     sample = pairs.iloc[0]
     product = catalog.loc[sample.product_id]
     assert sample.product_text == build_product_text(product.title, product.brand, product.category,
-                                                     dict(product.attributes), cfg["pairs"]["product_text_max_words"])
+                                                     dict(product.attributes), settings_of(cfg).pairs.product_text_max_words)
     assert all(q == normalize_text(q) for q in pairs.query_norm)
 
 
@@ -240,7 +240,7 @@ def test_incremental_scoring_reuses_only_scores_of_the_same_precision(spark, fre
     run(spark, cfg, build_pairs)
     run(spark, cfg, score)
     assert set(table(cfg, "relevance").precision) == {"fp32"}
-    int8 = {**cfg, "scoring": {**cfg["scoring"], "precision": "int8"}}
+    int8 = {**cfg, "scoring": {**cfg.get("scoring", {}), "precision": "int8"}}
     first_int8 = run(spark, int8, score)  # fp32 scores of the same model are not int8 scores: all scored again
     assert first_int8.rows_reused == 0 and first_int8.details["pairs_scored"] == first_int8.rows_out
     assert set(table(cfg, "relevance").precision) == {"int8"}
