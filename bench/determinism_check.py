@@ -39,10 +39,10 @@ def main() -> None:
     print(json.dumps({
         "pairs": len(test), "queries": int(test.query_norm.nunique()),
         "max_abs_diff": float(np.abs(scores[0] - scores[1]).max()),
-        "train_seconds": [card["training"]["train_seconds"] for card in cards],
-        "same_data_fingerprint": cards[0]["data_fingerprint"] == cards[1]["data_fingerprint"],
-        "same_calibration": cards[0]["calibration"] == cards[1]["calibration"],
-        "same_threshold": cards[0]["threshold"] == cards[1]["threshold"],
+        "train_seconds": [card.training["train_seconds"] for card in cards],
+        "same_data_fingerprint": cards[0].data_fingerprint == cards[1].data_fingerprint,
+        "same_calibration": cards[0].calibration == cards[1].calibration,
+        "same_threshold": cards[0].threshold == cards[1].threshold,
     }, indent=1))
 
 

@@ -64,7 +64,7 @@ def main() -> None:
     parser.add_argument("--out", default="bench/incremental_results.json")
     args = parser.parse_args()
 
-    from bench.score_bench import make_bench_model
+    from bench.score_inputs import make_bench_model
 
     work = Path(tempfile.mkdtemp(prefix="incremental-bench-"))
     cfg = load_config(ROOT / "conf" / "local.yaml")

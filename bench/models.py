@@ -13,6 +13,7 @@ def make_tiny_model_version(models_root: Path, version: str = "tiny-test") -> Pa
     import torch
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
+    from udfs.card import ModelCard
     from udfs.model import quiet_transformers, resolve_base_model, save_model_version
 
     quiet_transformers()
@@ -22,17 +23,18 @@ def make_tiny_model_version(models_root: Path, version: str = "tiny-test") -> Pa
                         intermediate_size=64, max_position_embeddings=128)
     config.num_labels = 1
     model = BertForSequenceClassification(config)
-    card = {"version": version, "base_model": "tiny-random-bert", "max_length": 64, "threshold": 0.5,
-            "grade_thresholds": {"1": 0.5, "2": 0.6}, "calibration": {"a": 1.0, "b": 0.0}, "relevant_min_grade": 1}
+    card = ModelCard(version=version, base_model="tiny-random-bert", max_length=64, threshold=0.5,
+                     grade_thresholds={"1": 0.5, "2": 0.6}, calibration={"a": 1.0, "b": 0.0}, relevant_min_grade=1)
     return Path(save_model_version(models_root, model, tokenizer, card))
 
 
 def make_base_bi_encoder_version(models_root: Path, version: str = "base-bi-encoder") -> Path:
     """The real base MiniLM as a bi-encoder model version (the shipped kind, before fine-tuning; cosine as logit)."""
+    from udfs.card import ModelCard
     from udfs.model import BI_ENCODER, load_network, quiet_transformers, resolve_base_model, save_model_version
 
     quiet_transformers()
     tokenizer, encoder = load_network(resolve_base_model(BASE_MODEL), "cpu", BI_ENCODER)
-    card = {"version": version, "kind": BI_ENCODER, "base_model": BASE_MODEL, "max_length": 64, "threshold": 0.5,
-            "grade_thresholds": {}, "calibration": {"a": 1.0, "b": 0.0}, "relevant_min_grade": 1}
+    card = ModelCard(version=version, kind=BI_ENCODER, base_model=BASE_MODEL, max_length=64, threshold=0.5,
+                     calibration={"a": 1.0, "b": 0.0}, relevant_min_grade=1)
     return Path(save_model_version(models_root, encoder, tokenizer, card))

@@ -41,7 +41,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from scipy.stats import kendalltau, spearmanr  # noqa: E402
 
-from bench.score_bench import WARMUP_PAIRS, Pairs, make_bench_model, make_pairs  # noqa: E402
+from bench.score_inputs import WARMUP_PAIRS, Pairs, make_bench_model, make_pairs  # noqa: E402
 from udfs.model import WEIGHTS_DIR, LoadedModel, load_model_version  # noqa: E402
 from udfs.quantized import INT8_FILE, ONNX_DIR  # noqa: E402
 from udfs.scorer import score_pairs  # noqa: E402

@@ -33,6 +33,7 @@ if str(ROOT) not in sys.path:  # run as a script from the repository root
 
 from jobs.core.config import load_settings  # noqa: E402
 from relevance.evaluation.intervals import bootstrap_mean_ci  # noqa: E402
+from udfs.model import read_card  # noqa: E402
 
 SYSTEMS = ("model", "zero_shot", "bm25")
 
@@ -96,11 +97,11 @@ def main() -> None:
                                                        "finetune.promote=false"])
         nightly_s = cli(args.conf, "nightly", "--ds", ds, sets=[*args.set, f"model.version={version}"])
         rows = audit_rows(root, ds)
-        card = json.loads(card_path.read_text())
+        card = read_card(card_path.parent)
         report = split_report(rows, args.k, args.bootstrap)
         report.update({"version": version, "ds": ds, "finetune_wall_s": train_s, "nightly_wall_s": round(nightly_s, 1),
-                       "train_seconds": card["training"]["train_seconds"], "epochs_run": len(card["training"]["epochs"]),
-                       "kind": card.get("kind"), "promotion_gate": card.get("promotion", {}).get("decision")})
+                       "train_seconds": card.training["train_seconds"], "epochs_run": len(card.training["epochs"]),
+                       "kind": card.kind, "promotion_gate": card.promotion.get("decision")})
         splits[seed] = report
         per_query = rows[rows.segment.str.startswith("query=") & (rows.metric == f"ndcg@{args.k}")]
         all_rows.append(per_query.assign(split=seed))

@@ -135,7 +135,7 @@ def load(ctx: JobContext) -> AuditInputs:
     return AuditInputs(
         relevance=relevance, rows_in=rows_in, versions=versions, pairs=pairs, judgments=judgments,
         judgments_table=judgments_spec.name, catalog=catalog, model_location=model_location, options=options,
-        threshold=card.get("threshold", 0.5),
+        threshold=card.threshold,
         splits=[read_split(model_dir)] + ([read_split(other_dir)] if other_dir else []),
         other=other,
     )

@@ -41,6 +41,7 @@ from relevance.training.split import data_fingerprint, split_examples, training_
 from relevance.training.weights import choose_weight_mix
 from schemas import conform
 from schemas.tables import CATALOG, JUDGMENTS, REJECTS
+from udfs.card import ModelCard
 from udfs.model import load_network, promote, resolve_base_model, save_model_version
 from udfs.scorer import calibrate
 
@@ -101,20 +102,20 @@ class NewVersion:
 
     tokenizer: Any
     network: PreTrainedModel
-    card: dict[str, Any]
+    card: ModelCard
     split: str
 
     @property
     def name(self) -> str:
-        return str(self.card["version"])
+        return self.card.version
 
     @property
     def promoted(self) -> bool:
-        return bool(self.card["promotion"]["promoted"])
+        return self.card.promoted
 
     @property
     def why(self) -> str:
-        return str(self.card["promotion"]["decision"])
+        return str(self.card.promotion["decision"])
 
 
 def new_version(ctx: JobContext, base_dir: Path, parts: dict[str, Any], fingerprint: str,
@@ -172,7 +173,7 @@ def run(ctx: JobContext) -> JobResult:
     print(f"finetune: {version.why}")
 
     rows_used = int(classified.where(F.col("reason").isNull()).count())
-    history, test_metrics, threshold = version.card["training"], version.card["metrics"]["test"], version.card["threshold"]
+    history, test_metrics, threshold = version.card.training, version.card.metrics["test"], version.card.threshold
     k = settings.audit.ks[-1]
     return JobResult(
         rows_in=rows_in,
@@ -183,7 +184,7 @@ def run(ctx: JobContext) -> JobResult:
         device="cpu",
         details={"model_dir": str(path), "kind": tuning.kind, "unique_pairs": len(examples), "usable_pairs": available,
                  "train_seconds": history["train_seconds"], "test": test_metrics, "threshold": threshold,
-                 "promoted": version.promoted, "promotion": version.card["promotion"]},
+                 "promoted": version.promoted, "promotion": version.card.promotion},
         summary=f"model {version.name} ({tuning.kind}) saved to {path}; held-out nDCG@{k} "
         f"{test_metrics.get(f'ndcg@{k}', float('nan')):.3f}, F1 {test_metrics['f1']:.3f} at threshold {threshold:.3f}; "
         f"trained in {history['train_seconds']:.0f}s; {'promoted' if version.promoted else 'NOT promoted'} ({version.why})",

@@ -28,6 +28,7 @@ from relevance.scoring import (
 from relevance.settings import Settings
 from schemas import conform
 from schemas.tables import PAIRS, REJECTS, RELEVANCE
+from udfs.card import ModelCard
 from udfs.model import (
     fetch_model_version,
     load_model_version,
@@ -50,15 +51,14 @@ def previous_scores(wh, model_version: str, precision: str, ds: str, lookback_da
                        & (F.col("ds") >= since) & (F.col("ds") <= ds))
 
 
-def load_checked_model(settings: Settings) -> tuple[str, dict]:
+def load_checked_model(settings: Settings) -> tuple[str, ModelCard, dict[str, float]]:
     """Locate the model version (a local folder, or its URI on an object store: what executors are handed),
     fetch and load it on the driver as executors will (fetch_model_version) and probe it (probe_model): a broken
-    model stops here."""
+    model stops here. Returns where the version is, its card and the probe's score range."""
     options = storage_options_from_config(settings)
     model_dir = locate_model_version(settings.model.models_root, settings.model.version, options)
     model = load_model_version(fetch_model_version(model_dir, options, settings.model.cache_dir))
-    card = dict(model.card, probe=probe_model(model))
-    return model_dir, card
+    return model_dir, model.card, probe_model(model)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -78,7 +78,7 @@ def run(ctx: JobContext) -> JobResult:
 def score_day(ctx: JobContext) -> JobResult:
     wh, ds, spark = ctx.warehouse, ctx.require_ds(), ctx.spark
     config = ctx.settings.scoring
-    model_dir, card = load_checked_model(ctx.settings)
+    model_dir, card, probe = load_checked_model(ctx.settings)
     pairs = conform(wh.read(PAIRS, {"ds": ds}), PAIRS, wh.path(PAIRS.name)).cache()
     rows_in = pairs.count()
     if rows_in == 0:
@@ -98,7 +98,7 @@ def score_day(ctx: JobContext) -> JobResult:
     classified = classify_pairs(pairs)
     previous = None
     if config.incremental:
-        previous = previous_scores(wh, card["version"], precision, ds, config.reuse_lookback_days)
+        previous = previous_scores(wh, card.version, precision, ds, config.reuse_lookback_days)
         previous = previous.cache() if previous is not None else None
     to_score, reusable = split_reusable(classified.where(F.col("reason").isNull()), previous)
     counters = ScoreCounters(spark.sparkContext)
@@ -110,7 +110,7 @@ def score_day(ctx: JobContext) -> JobResult:
     scoring_seconds = time.time() - started
     bad_scores = unusable_scores(fresh)
     if bad_scores:
-        raise JobError(f"{JOB}: model {card['version']} gave {bad_scores} of {scored} pairs of ds={ds} a score that is NaN, "
+        raise JobError(f"{JOB}: model {card.version} gave {bad_scores} of {scored} pairs of ds={ds} a score that is NaN, "
                        "infinite or outside [0, 1]; relevance was not written")
     relevance = fresh
     reused = 0
@@ -119,7 +119,7 @@ def score_day(ctx: JobContext) -> JobResult:
                                      precision, ctx.run_id)
         relevance = fresh.unionByName(reused_rows)
         reused = reusable.count()
-    shift = score_shift(relevance, card.get("validation_score_deciles"))
+    shift = score_shift(relevance, card.validation_score_deciles)
     max_psi = config.max_score_psi
     written = wh.overwrite_partition(relevance, RELEVANCE, {"ds": ds}, ctx.run_id)
     rejected = classified.where(F.col("reason").isNotNull())
@@ -133,7 +133,7 @@ def score_day(ctx: JobContext) -> JobResult:
         rows_out=written,
         rows_rejected=rejected_count,
         rows_reused=reused,
-        model_version=card["version"],
+        model_version=card.version,
         throughput_per_s=throughput,
         device=device,
         details={
@@ -142,10 +142,10 @@ def score_day(ctx: JobContext) -> JobResult:
             "truncation_rate": round(stats["truncated"] / stats["unique_pairs"], 4) if stats["unique_pairs"] else None,
             "unique_pairs_scored": stats["unique_pairs"], "threads_per_task": settings.threads_per_task,
             "batch_tokens": batch_budget(device, settings.batch_tokens, settings.max_batch_rows)[0],
-            "model_dir": str(model_dir), "precision": precision, **card["probe"],
+            "model_dir": str(model_dir), "precision": precision, **probe,
             "score_psi_vs_validation": shift if shift is not None else "the model card has no validation_score_deciles",
         },
-        summary=f"{written} pairs in relevance with {card['version']}: {scored} scored in {scoring_seconds:.1f}s "
+        summary=f"{written} pairs in relevance with {card.version}: {scored} scored in {scoring_seconds:.1f}s "
         f"({throughput or 0:.0f} pairs/s on {device}, {precision}), {reused} reused from earlier runs"
         + (f"\nwarning: the day's scores are far from the model's validation scores (PSI {shift:.3f} > {max_psi})"
            if shift is not None and shift > max_psi else ""),

@@ -13,8 +13,9 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from relevance.frames import is_blank, raw_json
+from udfs.card import ModelCard
 from udfs.model import LoadedModel, ModelError
-from udfs.runtime import effective_precision
+from udfs.runtime import device_type, effective_precision
 from udfs.scorer import score_pairs
 from udfs.spark_udf import ScoreCounters, ScorerSpec, make_score_udf
 
@@ -37,15 +38,15 @@ def classify_pairs(pairs: DataFrame) -> DataFrame:
     return pairs.withColumn("raw", raw_json(pairs)).withColumn("reason", reason)
 
 
-def relevance_rows(frame: DataFrame, score: Column, scored_at: Column, reused: bool, card: dict, precision: str,
+def relevance_rows(frame: DataFrame, score: Column, scored_at: Column, reused: bool, card: ModelCard, precision: str,
                    run_id: str) -> DataFrame:
     """Shape pairs with a score into `relevance` rows."""
     return frame.withColumn("score", score).select(
         "query_norm",
         "product_id",
         "score",
-        grade_from_score(F.col("score"), card.get("grade_thresholds", {})).alias("grade_pred"),
-        F.lit(card["version"]).alias("model_version"),
+        grade_from_score(F.col("score"), card.grade_thresholds).alias("grade_pred"),
+        F.lit(card.version).alias("model_version"),
         F.lit(precision).alias("precision"),
         "text_fingerprint",
         F.lit(run_id).alias("run_id"),
@@ -55,7 +56,7 @@ def relevance_rows(frame: DataFrame, score: Column, scored_at: Column, reused: b
     )
 
 
-def score_frame(pairs_ok: DataFrame, settings: ScorerSpec, card: dict, precision: str, run_id: str,
+def score_frame(pairs_ok: DataFrame, settings: ScorerSpec, card: ModelCard, precision: str, run_id: str,
                 partitions: int, counters: ScoreCounters | None = None) -> DataFrame:
     """Pure transformation: usable pairs -> relevance rows (scored lazily by the pandas UDF); `precision` is the
     one the tasks compute in (`device_and_precision`)."""
@@ -111,7 +112,7 @@ def unknown_words(tokenizer, words: Sequence[str]) -> list[str]:
     return [w for w, ids in zip(words, encoded) if not ids or (unk is not None and unk in ids)]
 
 
-def probe_model(model: LoadedModel) -> dict:
+def probe_model(model: LoadedModel) -> dict[str, float]:
     """Prove a loaded model sane on PROBE_PAIRS before it writes anything, through `score_pairs` (so every model
     kind is probed the same way): its tokenizer knows the probe words, and its scores are finite and not one
     constant. A ModelError names the version and what is wrong; returns the probe's scores otherwise."""
@@ -170,10 +171,9 @@ def device_and_precision(spark: SparkSession, settings: ScorerSpec) -> tuple[str
 
 
 def expected_device(spark: SparkSession, preference: str) -> str:
-    """What the scoring tasks run on, as far as the driver can tell (recorded in `runs`)."""
+    """What the scoring tasks run on, as far as the driver can tell (recorded in `runs`): the tasks' rule
+    (udfs.runtime.device_type), a GPU counted as assigned where the session gives each task one."""
     import torch
 
-    if preference == "cpu" or not torch.cuda.is_available():
-        return "cpu"
-    gpu_per_task = spark.conf.get("spark.task.resource.gpu.amount", None)
-    return "cuda" if preference == "cuda" or gpu_per_task else "cpu"
+    gpu_per_task = bool(spark.conf.get("spark.task.resource.gpu.amount", None))
+    return device_type(preference, torch.cuda.is_available(), gpu_per_task)

@@ -8,6 +8,7 @@ of the wrong shape. Each test asserts the exit code, the message, the rejects, a
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import itertools
 import json
@@ -465,7 +466,7 @@ def broken_versions(models_root: Path, tiny_model_root: Path) -> None:
     for version, fill in (("nan-weights", float("nan")), ("constant", 0.0)):
         with torch.no_grad():
             head.weight.fill_(fill)
-        save_model_version(models_root, network, model.tokenizer, {**model.card, "version": version})
+        save_model_version(models_root, network, model.tokenizer, dataclasses.replace(model.card, version=version))
 
 
 @pytest.mark.parametrize("version, message", [
@@ -594,14 +595,14 @@ def test_a_ds_that_is_not_a_date_is_refused():
 def test_a_model_version_is_written_whole_with_readable_permissions(tmp_path, tiny_model_root):
     model = load_model_version(tiny_model_root / "tiny-test")
     split = json.dumps({"train": ["a"], "val": ["b"], "test": ["c"]})
-    path = save_model_version(tmp_path, model.torch_network, model.tokenizer, {**model.card, "version": "v1"},
+    path = save_model_version(tmp_path, model.torch_network, model.tokenizer, dataclasses.replace(model.card, version="v1"),
                               extra_files={"split.json": split})
     assert isinstance(path, Path) and (path / "split.json").read_text() == split
     for folder, _, files in os.walk(path):
         assert os.stat(folder).st_mode & 0o777 == 0o755
         assert all(os.stat(os.path.join(folder, f)).st_mode & 0o777 == 0o644 for f in files)
     with pytest.raises(ModelError, match="must be a relative path inside the version"):
-        save_model_version(tmp_path, model.torch_network, model.tokenizer, {**model.card, "version": "v2"},
+        save_model_version(tmp_path, model.torch_network, model.tokenizer, dataclasses.replace(model.card, version="v2"),
                            extra_files={"../escape.json": "{}"})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["v1"]  # no half-written version, no staging folder
 

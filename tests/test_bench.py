@@ -3,7 +3,10 @@
 import numpy as np
 import torch
 
-from bench.score_bench import APPROACHES, REFERENCE, BenchContext, make_bench_model, make_pairs, measure, profile_pairs
+from bench.score_approaches import APPROACHES, REFERENCE, BenchContext
+from bench.score_bench import measure
+from bench.score_inputs import make_bench_model, make_pairs
+from bench.score_profile import profile_pairs
 from relevance.scoring import threads_per_task
 from udfs.model import load_model_version
 

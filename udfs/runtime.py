@@ -38,6 +38,15 @@ def effective_precision(precision: str, device_type: str) -> str:
     return "fp32" if precision in HALF_PRECISION_NAMES and device_type != "cuda" else precision
 
 
+def device_type(preference: str, cuda_available: bool, gpu_assigned: bool) -> str:
+    """`cpu` or `cuda`: what a scoring task runs on. `auto`: the GPU Spark assigned to the task, CPU when none is;
+    `cuda`: a GPU (the assigned one, else the first visible: local mode has no GPU scheduling); `cpu`: the CPU.
+    Without CUDA every preference is the CPU."""
+    if preference == "cpu" or not cuda_available:
+        return "cpu"
+    return "cuda" if gpu_assigned or preference == "cuda" else "cpu"
+
+
 def gpu_ordinal(address: str, visible_devices: str | None, device_count: int) -> int:
     """The CUDA ordinal, in this process, of the GPU Spark assigned by `address` (the cluster's physical index).
 

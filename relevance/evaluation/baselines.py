@@ -26,6 +26,7 @@ import torch
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from udfs.card import ModelCard
 from udfs.lexical import BM25_B, BM25_K1, bm25_tokens, bm25_tokens_udf
 from udfs.model import BI_ENCODER, LoadedModel, load_network
 from udfs.scorer import score_logits
@@ -94,7 +95,7 @@ def base_bi_encoder(base_dir: str | Path, max_length: int = 128) -> LoadedModel:
     """The base checkpoint as what it is, a sentence-embedding bi-encoder, uncalibrated (its logit is the cosine)."""
     tokenizer, encoder = load_network(base_dir, "cpu", BI_ENCODER)
     return LoadedModel("zero-shot", tokenizer, encoder.eval(), torch.device("cpu"),
-                       {"kind": BI_ENCODER, "max_length": max_length})
+                       ModelCard("zero-shot", kind=BI_ENCODER, max_length=max_length))
 
 
 def zero_shot_scores(base_dir: str | Path, queries: Sequence[str], texts: Sequence[str],

@@ -20,10 +20,12 @@ import jinja2
 import numpy as np
 import pandas as pd
 
+from relevance.evaluation.report_format import DASH, fmt_count, fmt_interval, fmt_number, is_missing_value
+from relevance.evaluation.svg_charts import Bars, Chart, Guide, Marker, Series, bar_chart, data_span, xy_chart
+
 __all__ = ["AuditReport", "render_audit_html", "write_html_report"]
 
 MODEL = "model"
-DASH = "–"
 # Okabe-Ito: distinguishable with the common colour-vision deficiencies.
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#000000", "#999999")
 METRIC_COLUMNS = ("system", "segment", "metric", "k", "threshold", "value", "support", "ci_low", "ci_high",
@@ -54,40 +56,6 @@ class AuditReport:
     threshold: float
     target_precision: float
     summary_text: str
-
-
-# ---------------------------------------------------------------------------------------------- formatting
-
-
-def _missing(value: object) -> bool:
-    if value is None:
-        return True
-    try:
-        return bool(pd.isna(value))
-    except (TypeError, ValueError):
-        return False
-
-
-def _fmt(value: Any, digits: int = 3) -> str:
-    if _missing(value):
-        return DASH
-    try:
-        return f"{float(value):.{digits}f}"
-    except (TypeError, ValueError):
-        return str(value)
-
-
-def _fmt_int(value: Any) -> str:
-    if _missing(value):
-        return DASH
-    try:
-        return f"{int(round(float(value))):,}"
-    except (TypeError, ValueError):
-        return str(value)
-
-
-def _fmt_ci(low: object, high: object) -> str:
-    return "" if _missing(low) or _missing(high) else f"[{_fmt(low)}, {_fmt(high)}]"
 
 
 # ---------------------------------------------------------------------------------------------- frames
@@ -175,27 +143,6 @@ class Table:
 
 
 @dataclass(frozen=True)
-class Shape:
-    """One SVG element: tag, attributes, and its text or its hover title (both optional)."""
-
-    tag: str
-    attrs: dict[str, str]
-    text: str = ""
-    tip: str = ""
-
-
-@dataclass(frozen=True)
-class Chart:
-    """An inline SVG chart in a figure: `shapes` in pixel coordinates, drawn in order."""
-
-    title: str
-    width: int
-    height: int
-    shapes: list[Shape]
-    caption: str
-
-
-@dataclass(frozen=True)
 class Definitions:
     """Collapsed metric definitions: (metric, [(segments, text)]); segments is "" when one text fits all."""
 
@@ -221,276 +168,14 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[Cell]]) -> Table | No
     return Table(list(headers), [list(r) for r in rows]) if rows else None
 
 
-# ---------------------------------------------------------------------------------------------- svg charts
-
-
-@dataclass(frozen=True)
-class _Plot:
-    """Pixel geometry of a chart and its data-to-pixel scales."""
-
-    width: float
-    height: float
-    left: float
-    right: float
-    top: float
-    bottom: float
-    x_range: tuple[float, float]
-    y_range: tuple[float, float] = (0.0, 1.0)
-
-    @property
-    def x0(self) -> float:
-        return self.left
-
-    @property
-    def x1(self) -> float:
-        return self.width - self.right
-
-    @property
-    def y0(self) -> float:  # bottom edge of the plot area
-        return self.height - self.bottom
-
-    @property
-    def y1(self) -> float:  # top edge
-        return self.top
-
-    def sx(self, x: float) -> float:
-        lo, hi = self.x_range
-        return self.x0 + (x - lo) / ((hi - lo) or 1.0) * (self.x1 - self.x0)
-
-    def sy(self, y: float) -> float:
-        lo, hi = self.y_range
-        return self.y0 - (y - lo) / ((hi - lo) or 1.0) * (self.y0 - self.y1)
-
-
-@dataclass(frozen=True)
-class _Series:
-    """One line/point/step series of an x-y chart, in data coordinates."""
-
-    name: str
-    x: tuple[float, ...]
-    y: tuple[float, ...]
-    color: str
-    kind: str = "line"  # line | points | linepoints | step (x are bin edges, len(y) + 1)
-    sizes: tuple[float, ...] = ()  # point radii in pixels, for points / linepoints
-    tips: tuple[str, ...] = ()  # hover text per point
-
-
-@dataclass(frozen=True)
-class _Guide:
-    """A reference line in data coordinates (diagonal, target precision...)."""
-
-    x: tuple[float, float]
-    y: tuple[float, float]
-    label: str = ""
-    color: str = "#59636e"
-
-
-@dataclass(frozen=True)
-class _Marker:
-    x: float
-    y: float
-    label: str
-    color: str
-
-
-@dataclass(frozen=True)
-class _Bars:
-    """One system's bars across categories (NaN = no bar)."""
-
-    name: str
-    values: tuple[float, ...]
-    lows: tuple[float, ...]
-    highs: tuple[float, ...]
-    color: str
-    tips: tuple[str, ...] = ()
-
-
-def _n(value: float) -> str:
-    return f"{value:.1f}"
-
-
-def _nice_step(span: float, target: int) -> float:
-    raw = span / max(target, 1)
-    magnitude = 10 ** math.floor(math.log10(raw))
-    return next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw)
-
-
-def _ticks(lo: float, hi: float, target: int = 5) -> list[tuple[float, str]]:
-    if not (math.isfinite(lo) and math.isfinite(hi)) or hi <= lo:
-        return []
-    step = _nice_step(hi - lo, target)
-    decimals = max(0, -math.floor(math.log10(step) + 1e-9)) + (1 if step / 10 ** math.floor(math.log10(step)) == 2.5 else 0)
-    first = math.ceil(lo / step - 1e-9)
-    values = [i * step for i in range(first, int(math.floor(hi / step + 1e-9)) + 1)]
-    return [(v, f"{v:.{decimals}f}") for v in values]
-
-
-def _span(values: Iterable[float], floor: tuple[float, float]) -> tuple[float, float]:
-    """The range covering `floor` and every finite value."""
-    finite = [float(v) for v in values if not _missing(v) and math.isfinite(float(v))]
-    return min([floor[0], *finite]), max([floor[1], *finite])
-
-
-def _shape(tag: str, text: object = "", tip: object = "", **attrs: object) -> Shape:
-    """An SVG element; attributes as keywords, `_` for `-` and `class_` for class; numbers are pixels (to 0.1)."""
-    return Shape(tag, {name.rstrip("_").replace("_", "-"): _n(v) if isinstance(v, (int, float)) else str(v)
-                       for name, v in attrs.items()}, str(text), str(tip))
-
-
-def _text(x: float, y: float, text: str, anchor: str = "start", **attrs: object) -> Shape:
-    return _shape("text", text, x=x, y=y, text_anchor=anchor, **attrs)
-
-
-def _line(x1: float, y1: float, x2: float, y2: float, **attrs: object) -> Shape:
-    return _shape("line", x1=x1, y1=y1, x2=x2, y2=y2, **attrs)
-
-
-def _legend(items: Sequence[tuple[str, str]], width: float, top: float = 6) -> tuple[list[Shape], float]:
-    """Legend entries (name, colour) laid out in rows across the top; returns the shapes and their height."""
-    shapes, x, y = [], 10.0, top
-    for name, color in items:
-        item_width = 28 + 6.5 * len(name)
-        if x + item_width > width - 10 and x > 10:
-            x, y = 10.0, y + 16
-        shapes += [_shape("rect", x=x, y=y + 2, width="14", height="8", fill=color), _text(x + 18, y + 10, name)]
-        x += item_width + 10
-    return shapes, (y - top + 22) if items else 0.0
-
-
-def _x_axis(plot: _Plot, label: str) -> list[Shape]:
-    shapes = [_line(plot.x0, plot.y0, plot.x1, plot.y0, class_="axis")]
-    for value, text in _ticks(*plot.x_range):
-        x = plot.sx(value)
-        shapes += [_line(x, plot.y1, x, plot.y0, class_="grid"), _line(x, plot.y0, x, plot.y0 + 4, class_="axis"),
-                   _text(x, plot.y0 + 16, text, "middle")]
-    return shapes + [_text((plot.x0 + plot.x1) / 2, plot.height - 8, label, "middle")]
-
-
-def _y_axis(plot: _Plot, label: str) -> list[Shape]:
-    shapes = [_line(plot.x0, plot.y1, plot.x0, plot.y0, class_="axis")]
-    for value, text in _ticks(*plot.y_range):
-        y = plot.sy(value)
-        shapes += [_line(plot.x0, y, plot.x1, y, class_="grid"), _line(plot.x0 - 4, y, plot.x0, y, class_="axis"),
-                   _text(plot.x0 - 7, y + 4, text, "end")]
-    cx, cy = 14, (plot.y0 + plot.y1) / 2
-    return shapes + [_text(cx, cy, label, "middle", transform=f"rotate(-90 {_n(cx)} {_n(cy)})")]
-
-
-def _finite_points(series: _Series) -> list[tuple[float, float, int]]:
-    return [(float(x), float(y), i) for i, (x, y) in enumerate(zip(series.x, series.y))
-            if not (_missing(x) or _missing(y)) and math.isfinite(float(x)) and math.isfinite(float(y))]
-
-
-def _series_shapes(plot: _Plot, series: _Series) -> list[Shape]:
-    if series.kind == "step":
-        return _step_shapes(plot, series)
-    points = _finite_points(series)
-    shapes = []
-    if series.kind in ("line", "linepoints") and len(points) > 1:
-        coords = " ".join(f"{_n(plot.sx(x))},{_n(plot.sy(y))}" for x, y, _ in points)
-        shapes.append(_shape("polyline", points=coords, fill="none", stroke=series.color,
-                             stroke_width="2" if series.kind == "line" else "1.2"))
-    if series.kind in ("points", "linepoints"):
-        for x, y, i in points:
-            shapes.append(_shape("circle", tip=series.tips[i] if i < len(series.tips) else "",
-                                 cx=plot.sx(x), cy=plot.sy(y), r=series.sizes[i] if i < len(series.sizes) else 3.5,
-                                 fill=series.color, fill_opacity="0.65", stroke=series.color))
-    return shapes
-
-
-def _step_shapes(plot: _Plot, series: _Series) -> list[Shape]:
-    """A histogram outline: x are bin edges (one more than y), filled lightly."""
-    edges, heights = list(series.x), list(series.y)
-    if len(edges) != len(heights) + 1 or not heights:
-        return []
-    coords = [(edges[0], 0.0)]
-    for i, h in enumerate(heights):
-        h = 0.0 if _missing(h) else float(h)
-        coords += [(edges[i], h), (edges[i + 1], h)]
-    coords.append((edges[-1], 0.0))
-    points = " ".join(f"{_n(plot.sx(x))},{_n(plot.sy(y))}" for x, y in coords)
-    return [_shape("polygon", tip=series.name, points=points, fill=series.color, fill_opacity="0.12",
-                   stroke=series.color, stroke_width="1.6")]
-
-
-def _guide_shapes(plot: _Plot, guide: _Guide) -> list[Shape]:
-    (xa, xb), (ya, yb) = guide.x, guide.y
-    shapes = [_line(plot.sx(xa), plot.sy(ya), plot.sx(xb), plot.sy(yb), stroke=guide.color, stroke_width="1.2",
-                    stroke_dasharray="5 4")]
-    if guide.label:
-        shapes.append(_text(plot.sx(xb) - 4, plot.sy(yb) - 5, guide.label, "end", class_="halo", fill=guide.color))
-    return shapes
-
-
-def _marker_shapes(plot: _Plot, marker: _Marker) -> list[Shape]:
-    x, y = plot.sx(marker.x), plot.sy(marker.y)
-    right_side = x < plot.x0 + 0.6 * (plot.x1 - plot.x0)
-    diamond = f"M{_n(x)},{_n(y - 7)} L{_n(x + 7)},{_n(y)} L{_n(x)},{_n(y + 7)} L{_n(x - 7)},{_n(y)} Z"
-    return [_shape("path", tip=marker.label, d=diamond, fill="#fff", stroke=marker.color, stroke_width="2.2"),
-            _text(x + 10 if right_side else x - 10, y + 18, marker.label, "start" if right_side else "end",
-                  class_="halo", font_weight="600")]
-
-
-def _svg_xy_chart(series: Sequence[_Series], *, title: str, caption: str, x_label: str, y_label: str,
-                  x_range: tuple[float, float], y_range: tuple[float, float], guides: Sequence[_Guide] = (),
-                  markers: Sequence[_Marker] = (), width: float = 540, height: float = 400) -> Chart:
-    """The generic x-y chart: axes with ticks, grid, legend, reference lines, series and markers."""
-    legend, legend_height = _legend([(s.name, s.color) for s in series], width)
-    plot = _Plot(width, height, left=58, right=18, top=legend_height + 12, bottom=44, x_range=x_range, y_range=y_range)
-    shapes = _x_axis(plot, x_label) + _y_axis(plot, y_label)
-    for g in guides:
-        shapes += _guide_shapes(plot, g)
-    for s in series:
-        shapes += _series_shapes(plot, s)
-    for m in markers:
-        shapes += _marker_shapes(plot, m)
-    return Chart(title, round(width), round(height), shapes + legend, caption)
-
-
-def _svg_bar_chart(categories: Sequence[str], series: Sequence[_Bars], *, title: str, caption: str, x_label: str,
-                   x_range: tuple[float, float], width: float = 760) -> Chart:
-    """The generic horizontal grouped bar chart, one group per category, with CI whiskers."""
-    bar, gap = 12.0, 10.0
-    label_width = min(230.0, 16 + 6.5 * max((len(c) for c in categories), default=4))
-    legend, legend_height = _legend([(s.name, s.color) for s in series], width)
-    group = bar * len(series) + gap
-    height = legend_height + 12 + group * len(categories) + 44
-    plot = _Plot(width, height, left=label_width, right=56, top=legend_height + 12, bottom=44, x_range=x_range)
-    shapes = _x_axis(plot, x_label)
-    for c, category in enumerate(categories):
-        top = plot.y1 + c * group + gap / 2
-        shapes.append(_text(plot.x0 - 8, top + bar * len(series) / 2 + 4, category, "end"))
-        for s, bars in enumerate(series):
-            shapes += _bar_shapes(plot, bars, c, top + s * bar, bar)
-    return Chart(title, round(width), round(height), shapes + legend, caption)
-
-
-def _bar_shapes(plot: _Plot, bars: _Bars, index: int, top: float, height: float) -> list[Shape]:
-    value = bars.values[index]
-    if _missing(value):
-        return []
-    start, end = sorted((plot.sx(max(plot.x_range[0], 0.0)), plot.sx(float(value))))
-    shapes = [_shape("rect", tip=bars.tips[index] if index < len(bars.tips) else "", x=start, y=top + 1,
-                     width=max(end - start, 0.5), height=height - 2, fill=bars.color)]
-    low, high, mid = bars.lows[index], bars.highs[index], top + height / 2
-    right = end
-    if not (_missing(low) or _missing(high)):
-        xl, xh = plot.sx(float(low)), plot.sx(float(high))
-        whisker = (f"M{_n(xl)},{_n(mid)} H{_n(xh)} M{_n(xl)},{_n(mid - 4)} V{_n(mid + 4)} "
-                   f"M{_n(xh)},{_n(mid - 4)} V{_n(mid + 4)}")
-        shapes.append(_shape("path", d=whisker, stroke="#1f2328", stroke_width="1.1", fill="none"))
-        right = max(right, xh)
-    return shapes + [_text(right + 4, mid + 4, _fmt(value), fill="#59636e")]
-
-
 # ---------------------------------------------------------------------------------------------- sections
 
 
 def _meta(report: AuditReport) -> list[tuple[str, str]]:
     """The header's (label, value) pairs."""
     return [("ds", str(report.ds)), ("model version", str(report.model_version)), ("run id", str(report.run_id)),
-            ("generated", str(report.created_at)), ("decision threshold", _fmt(report.threshold, 4)),
-            ("target precision", _fmt(report.target_precision, 3))]
+            ("generated", str(report.created_at)), ("decision threshold", fmt_number(report.threshold, 4)),
+            ("target precision", fmt_number(report.target_precision, 3))]
 
 
 def _comparable_rows(metrics: pd.DataFrame) -> pd.DataFrame:
@@ -501,7 +186,7 @@ def _comparable_rows(metrics: pd.DataFrame) -> pd.DataFrame:
 
 def _best_systems(cells: dict[str, pd.Series], metric: str) -> set[str]:
     direction = _higher_is_better(metric)
-    values = {s: float(r.value) for s, r in cells.items() if not _missing(r.value)}
+    values = {s: float(r.value) for s, r in cells.items() if not is_missing_value(r.value)}
     if direction is None or len(values) < 2:
         return set()
     best = max(values.values()) if direction else min(values.values())
@@ -526,8 +211,8 @@ def _systems_section(metrics: pd.DataFrame) -> Section:
             if cell is None:
                 row.append(Cell(DASH, "num"))
             else:
-                row.append(Cell(_fmt(cell.value), "num best" if system in best else "num",
-                                f"{system}: n={_fmt_int(cell.support)}", _fmt_ci(cell.ci_low, cell.ci_high)))
+                row.append(Cell(fmt_number(cell.value), "num best" if system in best else "num",
+                                f"{system}: n={fmt_count(cell.support)}", fmt_interval(cell.ci_low, cell.ci_high)))
         rows.append(row)
     return Section("systems", "Systems compared", note, table=_table(["metric", *systems], rows))
 
@@ -546,28 +231,28 @@ def _segments_section(metrics: pd.DataFrame, colors: dict[str, str]) -> Section:
     segments, systems = _ordered_segments(rows.segment), _ordered_systems(rows.system)
     series = [_system_bars(rows[rows.system == s], s, segments, colors.get(s, "#999999")) for s in systems]
     values = [v for b in series for v in (*b.values, *b.highs, *b.lows)]
-    chart = _svg_bar_chart(segments, series, title=f"{metric} by segment", x_label=metric,
-                           x_range=_span(values, (0.0, 1.0)), caption=f"{metric} per segment and system; whiskers: CI")
+    chart = bar_chart(segments, series, title=f"{metric} by segment", x_label=metric,
+                           x_range=data_span(values, (0.0, 1.0)), caption=f"{metric} per segment and system; whiskers: CI")
     return Section("segments", title, chart=chart)
 
 
-def _system_bars(rows: pd.DataFrame, system: str, segments: Sequence[str], color: str) -> _Bars:
+def _system_bars(rows: pd.DataFrame, system: str, segments: Sequence[str], color: str) -> Bars:
     by_segment = {seg: r for seg, r in zip(rows.segment, rows.itertuples(index=False))}
     picked = [by_segment.get(seg) for seg in segments]
     value = lambda r, name: np.nan if r is None else getattr(r, name)  # noqa: E731
-    tips = tuple(f"{system} · {seg}: {_fmt(value(r, 'value'))} {_fmt_ci(value(r, 'ci_low'), value(r, 'ci_high'))}"
-                 f" (n={_fmt_int(value(r, 'support'))})" for seg, r in zip(segments, picked))
-    return _Bars(system, tuple(value(r, "value") for r in picked), tuple(value(r, "ci_low") for r in picked),
+    tips = tuple(f"{system} · {seg}: {fmt_number(value(r, 'value'))} {fmt_interval(value(r, 'ci_low'), value(r, 'ci_high'))}"
+                 f" (n={fmt_count(value(r, 'support'))})" for seg, r in zip(segments, picked))
+    return Bars(system, tuple(value(r, "value") for r in picked), tuple(value(r, "ci_low") for r in picked),
                  tuple(value(r, "ci_high") for r in picked), color, tips)
 
 
-def _threshold_marker(curve: pd.DataFrame, threshold: float, color: str) -> list[_Marker]:
+def _threshold_marker(curve: pd.DataFrame, threshold: float, color: str) -> list[Marker]:
     curve = curve.dropna(subset=["threshold", "precision", "recall"])
-    if curve.empty or _missing(threshold):
+    if curve.empty or is_missing_value(threshold):
         return []
     point = curve.iloc[int(np.argmin(np.abs(curve.threshold.to_numpy(dtype=float) - float(threshold))))]
-    label = f"threshold {_fmt(threshold)}: P {_fmt(point.precision)}, R {_fmt(point.recall)}"
-    return [_Marker(float(point.recall), float(point.precision), label, color)]
+    label = f"threshold {fmt_number(threshold)}: P {fmt_number(point.precision)}, R {fmt_number(point.recall)}"
+    return [Marker(float(point.recall), float(point.precision), label, color)]
 
 
 def _pr_section(report: AuditReport, colors: dict[str, str]) -> Section:
@@ -577,14 +262,14 @@ def _pr_section(report: AuditReport, colors: dict[str, str]) -> Section:
         return Section("pr-curves", title)
     curves = curves.sort_values(["system", "threshold"], kind="stable")
     systems = _ordered_systems(curves.system)
-    series = [_Series(s, tuple(part.recall), tuple(part.precision), colors.get(s, "#999999"))
+    series = [Series(s, tuple(part.recall), tuple(part.precision), colors.get(s, "#999999"))
               for s in systems for part in [curves[curves.system.astype(str) == s]]]
     model = curves[curves.system.astype(str) == MODEL]
     markers = _threshold_marker(model, report.threshold, colors.get(MODEL, PALETTE[0])) if not model.empty else []
-    guides = [] if _missing(report.target_precision) else [
-        _Guide((0.0, 1.0), (float(report.target_precision),) * 2, f"target precision {_fmt(report.target_precision)}")]
+    guides = [] if is_missing_value(report.target_precision) else [
+        Guide((0.0, 1.0), (float(report.target_precision),) * 2, f"target precision {fmt_number(report.target_precision)}")]
     caption = "one curve per system over score thresholds; ◇ the model at its decision threshold; dashed: target precision"
-    chart = _svg_xy_chart(series, title="precision vs recall", caption=caption, x_label="recall", y_label="precision",
+    chart = xy_chart(series, title="precision vs recall", caption=caption, x_label="recall", y_label="precision",
                           x_range=(0.0, 1.0), y_range=(0.0, 1.0), guides=guides, markers=markers)
     return Section("pr-curves", title, chart=chart)
 
@@ -599,17 +284,17 @@ def _reliability_section(reliability: pd.DataFrame, colors: dict[str, str]) -> S
     series = []
     for system in _ordered_systems(frame.system):
         part = frame[frame.system.astype(str) == system]
-        sizes = tuple(3 + 9 * math.sqrt(max(float(c), 0) / largest) if not _missing(c) else 3.0 for c in part["count"])
-        tips = tuple(f"{system}: mean score {_fmt(m)}, observed {_fmt(o)}, n={_fmt_int(c)}"
+        sizes = tuple(3 + 9 * math.sqrt(max(float(c), 0) / largest) if not is_missing_value(c) else 3.0 for c in part["count"])
+        tips = tuple(f"{system}: mean score {fmt_number(m)}, observed {fmt_number(o)}, n={fmt_count(c)}"
                      for m, o, c in zip(part.mean_score, part.observed_rate, part["count"]))
-        series.append(_Series(system, tuple(part.mean_score), tuple(part.observed_rate), colors.get(system, "#999999"),
+        series.append(Series(system, tuple(part.mean_score), tuple(part.observed_rate), colors.get(system, "#999999"),
                               "linepoints", sizes, tips))
-    x_range = _span(frame.mean_score, (0.0, 1.0))
-    y_range = _span(frame.observed_rate, (0.0, 1.0))
+    x_range = data_span(frame.mean_score, (0.0, 1.0))
+    y_range = data_span(frame.observed_rate, (0.0, 1.0))
     low, high = max(x_range[0], y_range[0]), min(x_range[1], y_range[1])
-    chart = _svg_xy_chart(series, title="reliability diagram", x_label="mean predicted score (bin)",
+    chart = xy_chart(series, title="reliability diagram", x_label="mean predicted score (bin)",
                           y_label="observed relevant rate", x_range=x_range, y_range=y_range,
-                          guides=[_Guide((low, high), (low, high), "perfect calibration")],
+                          guides=[Guide((low, high), (low, high), "perfect calibration")],
                           caption="equal-mass score bins; point area grows with the bin's pairs")
     return Section("reliability", title, chart=chart)
 
@@ -625,13 +310,13 @@ def _histogram_section(histograms: pd.DataFrame) -> Section:
     series = []
     for i, (grade, part) in enumerate(frame.groupby("grade", sort=True)):
         total = float(pd.to_numeric(part["count"], errors="coerce").sum()) or 1.0
-        shares = tuple(float(c) / total if not _missing(c) else 0.0 for c in part["count"])
+        shares = tuple(float(c) / total if not is_missing_value(c) else 0.0 for c in part["count"])
         edges = (*part.bin_low.astype(float), float(part.bin_high.iloc[-1]))
-        series.append(_Series(f"grade {grade} (n={_fmt_int(total)})", edges, shares, PALETTE[i % len(PALETTE)], "step"))
+        series.append(Series(f"grade {grade} (n={fmt_count(total)})", edges, shares, PALETTE[i % len(PALETTE)], "step"))
     heights = [h for s in series for h in s.y]
-    chart = _svg_xy_chart(series, title=f"score distribution per grade ({system})", x_label="score",
+    chart = xy_chart(series, title=f"score distribution per grade ({system})", x_label="score",
                           y_label="share of the grade's pairs",
-                          x_range=_span([*frame.bin_low, *frame.bin_high], (0.0, 0.0)),
+                          x_range=data_span([*frame.bin_low, *frame.bin_high], (0.0, 0.0)),
                           y_range=(0.0, max(heights, default=1.0) * 1.1 or 1.0),
                           caption=f"judged pairs scored by {system}; each grade normalised to its own total")
     return Section("score-distributions", title, chart=chart)
@@ -644,10 +329,10 @@ def _long_metric_table(rows: pd.DataFrame, with_definition: bool) -> Table | Non
     for r in rows.sort_values(["_m", "_s"], kind="stable").itertuples(index=False):
         sign = _sign(r)
         arrow = {"up": "▲ ", "down": "▼ "}.get(sign, "")
-        cells = [Cell(r.metric), Cell(r.segment), Cell(arrow + _fmt(r.value), f"num {sign}".strip()),
-                 Cell(_fmt_ci(r.ci_low, r.ci_high) or DASH, "num"), Cell(_fmt_int(r.support), "num")]
+        cells = [Cell(r.metric), Cell(r.segment), Cell(arrow + fmt_number(r.value), f"num {sign}".strip()),
+                 Cell(fmt_interval(r.ci_low, r.ci_high) or DASH, "num"), Cell(fmt_count(r.support), "num")]
         if with_definition:
-            cells.append(Cell(DASH if _missing(r.definition) else str(r.definition)))
+            cells.append(Cell(DASH if is_missing_value(r.definition) else str(r.definition)))
         out.append(cells)
     headers = ["metric", "segment", "value", "CI", "support"] + (["definition"] if with_definition else [])
     return _table(headers, out)
@@ -655,7 +340,7 @@ def _long_metric_table(rows: pd.DataFrame, with_definition: bool) -> Table | Non
 
 def _sign(row) -> str:
     """For deltas: 'up' / 'down' when the CI excludes zero, else ''."""
-    if not str(row.metric).startswith("delta_") or _missing(row.ci_low) or _missing(row.ci_high):
+    if not str(row.metric).startswith("delta_") or is_missing_value(row.ci_low) or is_missing_value(row.ci_high):
         return ""
     return "up" if row.ci_low > 0 else "down" if row.ci_high < 0 else ""
 
@@ -672,10 +357,10 @@ def _offenders_section(offenders: pd.DataFrame) -> Section:
     if not isinstance(offenders, pd.DataFrame) or offenders.empty:
         return Section("worst-offenders", title, note)
     columns: list[tuple[str, str, Callable[[Any], str], str]] = [
-        ("query_norm", "query", str, ""), ("product_id", "product", str, ""), ("score", "score", _fmt, "num"),
-               ("impressions", "impressions", _fmt_int, "num"), ("clicks", "clicks", _fmt_int, "num"),
-               ("mean_position", "mean position", lambda v: _fmt(v, 1), "num"), ("segment", "segment", str, "")]
-    rows = [[Cell(DASH if _missing(record.get(c)) else fmt(record.get(c)), cls) for c, _, fmt, cls in columns]
+        ("query_norm", "query", str, ""), ("product_id", "product", str, ""), ("score", "score", fmt_number, "num"),
+               ("impressions", "impressions", fmt_count, "num"), ("clicks", "clicks", fmt_count, "num"),
+               ("mean_position", "mean position", lambda v: fmt_number(v, 1), "num"), ("segment", "segment", str, "")]
+    rows = [[Cell(DASH if is_missing_value(record.get(c)) else fmt(record.get(c)), cls) for c, _, fmt, cls in columns]
             for record in offenders.to_dict("records")]
     return Section("worst-offenders", title, note, table=_table([h for _, h, _, _ in columns], rows))
 

@@ -1,4 +1,4 @@
-"""What a fine-tuned model version records: its name, its model card (a dict, saved as model_card.json) and the
+"""What a fine-tuned model version records: its name, its model card (udfs.card.ModelCard) and the
 queries of each split (split.json, so audits can evaluate on queries the model never saw)."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import pandas as pd
 
 from relevance.settings import FinetuneSettings, Settings
 from relevance.training.calibration import ValidationCalibration
-from udfs.model import BI_ENCODER
+from udfs.card import BI_ENCODER, ModelCard
 
 SPLIT_FILE = "split.json"
 # settings that drive the run, not the weights: recorded elsewhere in the card (promotion, version, training
@@ -40,11 +40,11 @@ def split_queries(parts: Mapping[str, pd.DataFrame]) -> str:
 
 def model_card(settings: Settings, version: str, created_at: dt.datetime, run_id: str, fingerprint: str,
                parts: Mapping[str, pd.DataFrame], history: dict[str, Any], calibration: ValidationCalibration,
-               test_metrics: dict[str, float], rivals: Mapping[str, Any], promoted: bool, why: str) -> dict[str, Any]:
+               test_metrics: dict[str, float], rivals: Mapping[str, Any], promoted: bool, why: str) -> ModelCard:
     """The model card of a new version: its base, label scheme, calibration and thresholds, data, settings, training
     history, promotion decision and held-out test metrics."""
     tuning, scheme = settings.finetune, settings.labels.active
-    return {
+    return ModelCard.from_dict({
         "version": version,
         "kind": tuning.kind,
         "base_model": settings.model.base,
@@ -69,4 +69,4 @@ def model_card(settings: Settings, version: str, created_at: dt.datetime, run_id
         "promotion": {"metric": f"val ndcg@{tuning.eval_k}", "new": history["best_val_ndcg"], **rivals,
                       "margin": tuning.promotion_margin, "promoted": promoted, "decision": why},
         "metrics": {"test": test_metrics},
-    }
+    })

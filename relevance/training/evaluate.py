@@ -12,6 +12,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 
 from relevance.evaluation.classifier import confusion_at_threshold
 from relevance.evaluation.ranking import GainSpec, per_query_ranking_metrics
+from udfs.card import ModelCard
 from udfs.model import CROSS_ENCODER, LoadedModel
 from udfs.scorer import score_logits
 
@@ -20,7 +21,7 @@ def predict_logits(tokenizer: Any, network: Any, frame: pd.DataFrame, max_length
                    kind: str = CROSS_ENCODER) -> np.ndarray:
     """The scorer's logits of the frame's (query_norm, product_text) pairs, the network put in eval mode."""
     network.eval()
-    model = LoadedModel("training", tokenizer, network, torch.device("cpu"), {"max_length": max_length, "kind": kind})
+    model = LoadedModel("training", tokenizer, network, torch.device("cpu"), ModelCard("training", kind=kind, max_length=max_length))
     logits, _ = score_logits(model, frame.query_norm.tolist(), frame.product_text.tolist())
     return logits
 

@@ -1,0 +1,93 @@
+"""The model card: what a model version is and how it was made, saved as `model_card.json` next to its weights.
+
+Typed here (no torch, no Spark) for everyone who reads or writes one: fine-tuning writes it, the registry
+(udfs.model) reads it, scoring takes the version, kind, calibration and thresholds from it, the audit its threshold.
+Cards of older versions lack later fields: each has the default those versions meant (a card without `kind` is a
+cross-encoder's). Keys this code does not know are kept in `extra` and written back as they were.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+# What a model version's network is: a cross-encoder reads the pair `[CLS] query [SEP] product [SEP]` and outputs
+# one relevance logit; a bi-encoder embeds query and product apart (mean-pooled, L2-normalized) and its logit is
+# their cosine, so each distinct query and product is embedded once.
+CROSS_ENCODER, BI_ENCODER = "cross_encoder", "bi_encoder"
+MODEL_KINDS = (CROSS_ENCODER, BI_ENCODER)
+
+
+class CardError(ValueError):
+    """A model card that is not one (no version, a field of the wrong type)."""
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    version: str
+    kind: str = CROSS_ENCODER
+    base_model: str | None = None
+    created_at: str | None = None
+    run_id: str | None = None
+    label_scheme: str | None = None
+    grades: dict[str, int] = field(default_factory=dict)
+    relevant_min_grade: int | None = None
+    gain: Any = None  # linear | exponential | {grade: gain}
+    max_length: int = 128  # tokens per text (bi-encoder) or per pair (cross-encoder)
+    product_text_max_words: int | None = None
+    calibration: dict[str, float] = field(default_factory=dict)  # Platt scaling of the logit: sigmoid(a * x + b)
+    validation_score_deciles: list[float] | None = None  # 11 values, min to max: the score-shift (PSI) reference
+    threshold: float = 0.5  # the decision threshold chosen on validation
+    grade_thresholds: dict[str, float] = field(default_factory=dict)  # grade -> lowest score predicted as it
+    threshold_for_target_precision: Any = None
+    data_fingerprint: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)  # pairs and queries per split
+    split: dict[str, Any] = field(default_factory=dict)
+    hyperparameters: dict[str, Any] = field(default_factory=dict)
+    training: dict[str, Any] = field(default_factory=dict)
+    promotion: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)  # keys of newer cards, kept as they are
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.version, str) or not self.version:
+            raise CardError(f"a model card needs a version (text), not {self.version!r}")
+        if self.kind not in MODEL_KINDS:
+            raise CardError(f"model card {self.version}: kind must be one of {', '.join(MODEL_KINDS)}, not {self.kind!r}")
+
+    @property
+    def platt(self) -> tuple[float, float]:
+        """(a, b) of the calibration; (1, 0) for an uncalibrated version."""
+        return float(self.calibration.get("a", 1.0)), float(self.calibration.get("b", 0.0))
+
+    @property
+    def promoted(self) -> bool:
+        return bool(self.promotion.get("promoted", False))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ModelCard:
+        """The card of a `model_card.json` mapping (CardError when it is not one)."""
+        if not isinstance(data, Mapping):
+            raise CardError(f"a model card is a JSON object, not {type(data).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+        values = {key: value for key, value in data.items() if key in known and value is not None}
+        if "version" not in values:
+            raise CardError(f"a model card needs a version (text); this one has {', '.join(sorted(data)) or 'no keys'}")
+        try:
+            for name, kind in (("max_length", int), ("threshold", float)):
+                if name in values:
+                    values[name] = kind(values[name])
+        except (TypeError, ValueError) as exc:
+            raise CardError(f"model card {data.get('version')!r}: {exc}") from None
+        return cls(**values, extra={key: value for key, value in data.items() if key not in known})
+
+    def to_dict(self) -> dict[str, Any]:
+        """The card as `model_card.json` holds it: its fields (those left unset omitted) and the kept extras."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"}
+        return {**{k: v for k, v in out.items() if v is not None and v != {}}, **self.extra}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True, default=str)
