@@ -172,15 +172,11 @@ def fetch_model_version(uri: str | Path, storage_options: Mapping[str, Any] | No
 
 def read_card(model_dir: str | Path, storage_options: Mapping[str, Any] | None = None) -> ModelCard:
     """The model card of a version folder (local, or a URI: read from the store, weights not fetched)."""
-    if storage.is_remote(model_dir):
-        where = storage.join(model_dir, CARD_FILE)
-    else:
-        where = str(storage.local_path(model_dir) / CARD_FILE)
+    remote = storage.is_remote(model_dir)
+    where = storage.join(model_dir, CARD_FILE) if remote else str(storage.local_path(model_dir) / CARD_FILE)
     try:
-        if storage.is_remote(model_dir):
-            text = storage.read_text(where, storage.resolve_storage_options(storage_options))
-        else:
-            text = Path(where).read_text()
+        text = (storage.read_text(where, storage.resolve_storage_options(storage_options)) if remote
+                else Path(where).read_text())
         return ModelCard.from_dict(json.loads(text))
     except (OSError, json.JSONDecodeError, CardError) as exc:
         raise ModelError(f"model card {where} is unreadable: {exc}") from exc
