@@ -3,7 +3,8 @@
 Queries are split into train / validation / test (no query in two splits). Two kinds of
 network (`finetune.kind`): a bi-encoder, the base sentence-embedding model itself fine-tuned
 so that the cosine of query and product orders the pairs by grade (CoSENT loss; it starts
-from the zero-shot quality), or a cross-encoder with a new head that learns graded relevance
+from the zero-shot quality, first trained on pseudo-queries made from the catalog's own
+products, relevance.training.catalog_queries), or a cross-encoder with a new head that learns graded relevance
 (target = grade / top grade). Training runs a fixed number of epochs (the same model for the
 same data, settings and seed, whatever the machine's load); the best epoch by validation
 nDCG@10 is kept; Platt scaling on validation turns logits into the probability that a product
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from pyspark.sql import DataFrame
+from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 from jobs.core.config import set_path
@@ -33,16 +34,18 @@ from relevance.pairs import catalog_texts, classify_judgments
 from relevance.settings import FinetuneSettings, LabelScheme
 from relevance.training.calibration import calibrate_on_validation
 from relevance.training.card import SPLIT_FILE, model_card, split_queries, version_name
+from relevance.training.catalog_queries import distinct_query_batches, pseudo_query_pairs
+from relevance.training.catalog_training import starting_network
 from relevance.training.distributed import train_distributed
 from relevance.training.evaluate import evaluate, predict_logits
-from relevance.training.loop import seed_everything, train_network
+from relevance.training.loop import train_network
 from relevance.training.promotion import promotion_gate, validation_rivals
 from relevance.training.split import data_fingerprint, split_examples, training_examples
 from relevance.training.weights import choose_weight_mix
 from schemas import conform
 from schemas.tables import CATALOG, JUDGMENTS, REJECTS
 from udfs.card import ModelCard
-from udfs.model import load_network, promote, resolve_base_model, save_model_version
+from udfs.model import BI_ENCODER, promote, resolve_base_model, save_model_version
 from udfs.scorer import calibrate
 
 if TYPE_CHECKING:
@@ -75,20 +78,46 @@ def read_judged_pairs(ctx: JobContext) -> DataFrame:
     return classify_judgments(judgments, texts, settings.labels.active).cache()
 
 
-def fine_tune(base_dir: Path, parts: dict[str, Any], tuning: FinetuneSettings,
-              scheme: LabelScheme) -> tuple[Any, PreTrainedModel, dict[str, Any]]:
-    """Compute: train the base on the train split (in `tuning.processes` processes), keep the best epoch and, for a
-    bi-encoder, the best mix with the base weights; returns (tokenizer, network, history)."""
+def read_catalog_products(ctx: JobContext, limit: int, seed: int) -> list[dict[str, Any]]:
+    """Load: up to `limit` catalog products (the latest entry of each, chosen by a hash of seed and product_id) with
+    the fields pseudo-queries are made of and build_pairs' product text, in product_id order."""
+    wh, settings = ctx.warehouse, ctx.settings
+    catalog = conform(wh.read(CATALOG), CATALOG, wh.path(CATALOG.name))
+    latest = Window.partitionBy("product_id").orderBy(F.col("updated_at").desc_nulls_last(), F.col("title"))
+    sample = (catalog.withColumn("_rank", F.row_number().over(latest)).where(F.col("_rank") == 1).drop("_rank")
+              .orderBy(F.xxhash64(F.lit(seed), "product_id"), "product_id").limit(limit))
+    texts, _ = catalog_texts(sample, settings.pairs.product_text_max_words)
+    rows = (sample.join(texts, "product_id").select("product_id", "title", "brand", "category", "attributes", "product_text")
+            .orderBy("product_id").collect())
+    return [row.asDict(recursive=True) for row in rows]
+
+
+def trains_on_catalog(tuning: FinetuneSettings) -> bool:
+    """A bi-encoder with `catalog_steps` trains on the catalog's pseudo-queries first; a cross-encoder does not."""
+    return tuning.kind == BI_ENCODER and tuning.catalog_steps > 0
+
+
+def catalog_batches(products: list[dict[str, Any]], tuning: FinetuneSettings) -> list[list[tuple[str, str]]]:
+    """Compute: the pseudo-query batches of the bi-encoder's catalog stage."""
+    pairs = pseudo_query_pairs(products, tuning.catalog_brand_share, tuning.seed)
+    return distinct_query_batches(pairs, tuning.batch_size, tuning.catalog_steps)
+
+
+def fine_tune(base_dir: Path, parts: dict[str, Any], tuning: FinetuneSettings, scheme: LabelScheme,
+              catalog: list[list[tuple[str, str]]]) -> tuple[Any, PreTrainedModel, dict[str, Any]]:
+    """Compute: for a bi-encoder, train the base on the `catalog` pseudo-query batches first; then on the train split
+    (in `tuning.processes` processes), keep the best epoch and, for a bi-encoder, the best mix with the base weights;
+    returns (tokenizer, network, history)."""
     relevant_min_grade, gain = scheme.relevant_min_grade, scheme.gain
     if tuning.processes > 1:
         tokenizer, network, history = train_distributed(str(base_dir), parts["train"], parts["val"], scheme.top_grade,
-                                                        tuning, relevant_min_grade, gain, tuning.processes)
+                                                        tuning, relevant_min_grade, gain, tuning.processes, catalog)
     else:
-        seed_everything(tuning.seed)
-        tokenizer, network = load_network(str(base_dir), "cpu", tuning.kind)  # a new head is initialised from the seed
+        tokenizer, network, catalog_history = starting_network(str(base_dir), tuning, catalog)
         network, history = train_network(
             tokenizer, network, parts["train"], parts["val"], scheme.top_grade, tuning, relevant_min_grade, gain
         )
+        history["catalog"] = catalog_history
     network, history["weight_mix"] = choose_weight_mix(tokenizer, network, str(base_dir), parts["val"], tuning,
                                                        relevant_min_grade, gain)
     if history["weight_mix"]["val_ndcg"] is not None:  # the validation quality of the weights kept
@@ -118,11 +147,11 @@ class NewVersion:
         return str(self.card.promotion["decision"])
 
 
-def new_version(ctx: JobContext, base_dir: Path, parts: dict[str, Any], fingerprint: str,
-                storage_options: dict[str, str]) -> NewVersion:
+def new_version(ctx: JobContext, base_dir: Path, parts: dict[str, Any], catalog: list[list[tuple[str, str]]],
+                fingerprint: str, storage_options: dict[str, str]) -> NewVersion:
     """Compute: train, calibrate on validation, evaluate on the held-out test queries and decide the promotion."""
     settings, tuning, scheme = ctx.settings, ctx.settings.finetune, ctx.settings.labels.active
-    tokenizer, network, history = fine_tune(base_dir, parts, tuning, scheme)
+    tokenizer, network, history = fine_tune(base_dir, parts, tuning, scheme, catalog)
     val_logits = predict_logits(tokenizer, network, parts["val"], tuning.max_length, tuning.kind)
     calibration = calibrate_on_validation(val_logits, parts["val"].grade.to_numpy(), scheme,
                                           settings.audit.target_precision)
@@ -151,6 +180,8 @@ def run(ctx: JobContext) -> JobResult:
     classified = read_judged_pairs(ctx)
     rows_in = classified.count()
     examples, available = training_examples(classified, tuning.max_examples, tuning.seed)
+    products = (read_catalog_products(ctx, 2 * tuning.catalog_steps * tuning.batch_size, tuning.seed)
+                if trains_on_catalog(tuning) else [])
 
     # compute
     if len(examples) < available:
@@ -160,7 +191,8 @@ def run(ctx: JobContext) -> JobResult:
     fingerprint = data_fingerprint(examples)
     print(f"finetune: {len(examples)} judged pairs ({', '.join(f'{n} {len(p)}' for n, p in parts.items())}) "
           f"from {settings.model.base}, a {tuning.kind}")
-    version = new_version(ctx, base_dir, parts, fingerprint, storage_options)
+    catalog = catalog_batches(products, tuning) if trains_on_catalog(tuning) else []
+    version = new_version(ctx, base_dir, parts, catalog, fingerprint, storage_options)
 
     # write
     path = save_model_version(models_root, version.network, version.tokenizer, version.card,

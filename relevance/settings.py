@@ -188,6 +188,12 @@ class FinetuneSettings:
     weight_mixes: tuple[float, ...] = (0.5, 0.75, 1.0)
     # query: each query's judged products in one batch (a ranking loss compares them) | length: random rows by length
     batching: Literal["query", "length"] = "query"
+    # bi_encoder: weak supervision from the catalog before the judgments: each product's category leaf (else its
+    # product-type attribute, else a short span of its title) as a pseudo-query, other products of the batch as
+    # negatives. 0 steps: off. The same products and order for the same catalog and seed.
+    catalog_steps: int = 300
+    catalog_learning_rate: float = 2e-5
+    catalog_brand_share: float = 0.3  # pseudo-queries prefixed with the product's brand ("acme desks")
     eval_k: int = 10  # validation metric: nDCG@eval_k
     max_examples: int = 200000  # at most this many judged pairs are collected (whole queries, chosen by seed)
     version: str | None = None  # name of the new model version; None: <bi|ce>-<time>-<data fingerprint>
@@ -411,6 +417,9 @@ def validate(settings: Settings) -> Settings:
     if not (0 <= f.val_fraction < 1 and 0 <= f.test_fraction < 1 and f.val_fraction + f.test_fraction < 1):
         raise ConfigError(f"finetune.val_fraction ({f.val_fraction}) + finetune.test_fraction ({f.test_fraction}) "
                           "must leave queries to train on")
+    if f.catalog_steps < 0 or not 0 <= f.catalog_brand_share <= 1:
+        raise ConfigError(f"finetune.catalog_steps ({f.catalog_steps}) must be 0 or more and finetune.catalog_brand_share "
+                          f"({f.catalog_brand_share}) between 0 and 1")
     try:
         check_precision(settings.scoring.precision, settings.scoring.device)
     except ValueError as exc:

@@ -132,7 +132,7 @@ def test_jobs_hold_entry_points_only_and_no_job_imports_another():
 PURE_MODULES = ["relevance.settings", "jobs.core.config", "jobs.core.errors", "udfs.text", "udfs.runtime",
                 "relevance.data.demo", "relevance.evaluation.ranking", "relevance.evaluation.classifier",
                 "relevance.evaluation.intervals", "relevance.evaluation.pair_metrics", "relevance.evaluation.report_html",
-                "relevance.evaluation.svg_charts", "udfs.card"]
+                "relevance.evaluation.svg_charts", "relevance.training.catalog_queries", "udfs.card"]
 
 
 def test_the_pure_modules_import_without_spark_or_torch():

@@ -1,0 +1,107 @@
+"""The bi-encoder's catalog stage: pseudo-queries made from the catalog's own products (pure), and in-batch-negatives
+training on them (a tiny random BERT: seeded, deterministic, bounded by the time limit, skipped for a
+cross-encoder)."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import replace
+
+import pytest
+
+from relevance.settings import FinetuneSettings
+from relevance.training.catalog_queries import (
+    category_leaf,
+    distinct_query_batches,
+    product_type,
+    pseudo_query,
+    pseudo_query_pairs,
+    title_span,
+)
+
+
+def _product(n: int, **fields) -> dict:
+    return {"title": f"item {n}", "brand": None, "category": None, "attributes": None, "product_text": f"text {n}", **fields}
+
+
+def test_the_category_leaf_comes_first_then_the_product_type_then_a_title_span():
+    never_brand = random.Random(0)
+    assert category_leaf("Office > Desks") == "desks" and category_leaf(None) == "" and category_leaf(float("nan")) == ""
+    assert product_type({"Product Type": "Notebook", "colour": "red"}) == "notebook"
+    assert product_type({"device type": "keyboard"}) == "keyboard" and product_type(None) == "" and product_type({}) == ""
+    attributes = {"product type": "notebook"}
+    assert pseudo_query("HP 250 G7 laptop", "HP", "Computers > Laptops", attributes, 0.0, never_brand) == "laptops"
+    assert pseudo_query("HP 250 G7 laptop", "HP", None, attributes, 0.0, never_brand) == "notebook"
+    span = pseudo_query("HP 250 G7 laptop silver", "HP", None, None, 0.0, never_brand)
+    assert span in {"laptop", "silver", "laptop silver"}  # no model code, no brand word
+    assert pseudo_query("HP 250 G7", "HP", None, None, 0.0, never_brand) == ""  # nothing left to ask for
+    assert pseudo_query("a desk", "Acme", "Office > Desks", None, 1.0, never_brand) == "acme desks"
+    assert pseudo_query("a desk", float("nan"), "Office > Desks", None, 1.0, never_brand) == "desks"  # a null brand
+
+
+def test_a_title_span_is_one_to_three_consecutive_title_words_without_digits_or_the_brand():
+    rng = random.Random(3)
+    title = "Kensington gel mouse pad blue 2 pack"
+    for _ in range(50):
+        span = title_span(title, "kensington", rng).split()
+        assert 1 <= len(span) <= 3 and " ".join(span) in "gel mouse pad blue pack"
+    assert title_span(None, "", rng) == ""
+
+
+def test_pseudo_query_pairs_are_seeded_and_skip_products_that_give_none():
+    products = [_product(n, category=f"shop > kind {n % 7}", brand="acme") for n in range(40)]
+    products.append(_product(99, title="X100 9000"))  # digits only: no pseudo-query
+    first = pseudo_query_pairs(products, 0.5, seed=1)
+    assert first == pseudo_query_pairs(products, 0.5, seed=1) != pseudo_query_pairs(products, 0.5, seed=2)
+    assert len(first) == 40 and "text 99" not in {text for _, text in first}
+    branded = [q for q, _ in first if q.startswith("acme ")]
+    assert 0 < len(branded) < 40  # about half prefixed with the brand
+
+
+def test_batches_hold_distinct_pseudo_queries_are_full_and_stop_at_the_step_count():
+    pairs = [(f"kind {n % 5}", f"text {n}") for n in range(100)]
+    batches = distinct_query_batches(pairs, batch_size=4, steps=1000)
+    assert batches and all(len(b) == 4 and len({q for q, _ in b}) == 4 for b in batches)
+    assert len(distinct_query_batches(pairs, batch_size=4, steps=3)) == 3
+    assert distinct_query_batches(pairs[:3], batch_size=4, steps=10) == []  # never a partial batch
+
+
+def test_catalog_steps_must_be_sensible():
+    from relevance.settings import ConfigError
+    from tests.conftest import settings_of
+
+    assert settings_of({"finetune": {"catalog_steps": 0}}).finetune.catalog_steps == 0
+    with pytest.raises(ConfigError, match="catalog_steps"):
+        settings_of({"finetune": {"catalog_steps": -1}})
+    with pytest.raises(ConfigError, match="catalog_brand_share"):
+        settings_of({"finetune": {"catalog_brand_share": 1.5}})
+
+
+def test_catalog_training_is_seeded_changes_the_network_and_stops_at_the_time_limit(tiny_model_root):
+    import torch
+
+    from relevance.training.catalog_training import starting_network
+    from relevance.training.loop import TrainingTimeLimit
+    from udfs.model import WEIGHTS_DIR, load_network, resolve_model_dir
+
+    base = str(resolve_model_dir(tiny_model_root, "tiny-test") / WEIGHTS_DIR)
+    products = [_product(n, title=f"{w} thing {n}", category=f"shop > {w} {n}")
+                for n, w in enumerate(["lamp", "desk", "chair", "rug", "sofa", "mug", "tent", "bike"] * 6)]
+    batches = distinct_query_batches(pseudo_query_pairs(products, 0.3, seed=0), batch_size=8, steps=5)
+    settings = FinetuneSettings(max_length=32, train_precision="fp32", catalog_learning_rate=1e-3)
+
+    def started(seed: int) -> tuple[dict, dict]:
+        _, network, history = starting_network(base, replace(settings, seed=seed), batches, log=lambda _: None)
+        return network.state_dict(), history
+
+    (first, history), (again, _), (other, _) = started(0), started(0), started(1)
+    assert history["steps"] == len(batches) == 5 and history["pairs"] == 40
+    assert all(torch.equal(first[name], again[name]) for name in first)
+    _, base_network = load_network(base, "cpu", "bi_encoder")
+    moved = [name for name, value in base_network.state_dict().items() if not torch.equal(value, first[name])]
+    assert moved and all("word_embeddings" not in name for name in moved)  # frozen words, as in fine-tuning
+    assert any(not torch.equal(first[name], other[name]) for name in first)  # the seed orders dropout
+    _, _, skipped = starting_network(base, replace(settings, kind="cross_encoder"), batches, log=lambda _: None)
+    assert skipped == {"steps": 0}
+    with pytest.raises(TrainingTimeLimit, match="catalog passed finetune.max_train_seconds=0 after 1 of 5 steps"):
+        starting_network(base, replace(settings, max_train_seconds=0.0), batches, log=lambda _: None)
