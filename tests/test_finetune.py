@@ -53,12 +53,14 @@ def test_distributed_training_with_torch_distributor_in_local_mode(spark, tiny_m
     val_queries = set(rng.choice(queries, 4, replace=False))
     train, val = frame[~frame.query_norm.isin(val_queries)], frame[frame.query_norm.isin(val_queries)]
     base = resolve_model_dir(tiny_model_root, "tiny-test") / WEIGHTS_DIR
-    settings = FinetuneSettings(kind="cross_encoder", epochs=2, batch_size=8, max_length=32, learning_rate=1e-3)
+    settings = FinetuneSettings(epochs=2, batch_size=8, max_length=32, learning_rate=1e-3)  # a bi-encoder
+    catalog = [[(kind, f"{color} {kind} product") for kind in ("sofa", "tee", "lamp", "mug")] for color in ("red", "blue")]
     _, network, history = train_distributed(str(base), train.reset_index(drop=True), val.reset_index(drop=True), 2,
-                                            settings, 1, "linear", processes=2)
+                                            settings, 1, "linear", processes=2, catalog_batches=catalog)
     assert history["processes"] == 2 and 1 <= len(history["epochs"]) <= 2
+    assert history["catalog"]["steps"] == 2  # each process ran the catalog stage before the judgments
     assert all(np.isfinite(e["val_ndcg@10"]) for e in history["epochs"])
-    _, start = load_network(str(base))
+    _, start = load_network(str(base), "cpu", "bi_encoder")
     changed = [not torch.equal(a, b) for a, b in zip(network.state_dict().values(), start.state_dict().values())]
     assert any(changed) and not network.training
 
