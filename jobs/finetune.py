@@ -207,6 +207,7 @@ def run(ctx: JobContext) -> JobResult:
     rows_used = int(classified.where(F.col("reason").isNull()).count())
     history, test_metrics, threshold = version.card.training, version.card.metrics["test"], version.card.threshold
     k = settings.audit.ks[-1]
+    catalog_seconds = history.get("catalog", {}).get("seconds", 0.0)
     return JobResult(
         rows_in=rows_in,
         rows_out=rows_used,
@@ -215,9 +216,10 @@ def run(ctx: JobContext) -> JobResult:
         throughput_per_s=len(parts["train"]) * len(history["epochs"]) / max(history["train_seconds"], 1e-9),
         device="cpu",
         details={"model_dir": str(path), "kind": tuning.kind, "unique_pairs": len(examples), "usable_pairs": available,
-                 "train_seconds": history["train_seconds"], "test": test_metrics, "threshold": threshold,
+                 "train_seconds": history["train_seconds"], "catalog_seconds": catalog_seconds, "test": test_metrics, "threshold": threshold,
                  "promoted": version.promoted, "promotion": version.card.promotion},
         summary=f"model {version.name} ({tuning.kind}) saved to {path}; held-out nDCG@{k} "
         f"{test_metrics.get(f'ndcg@{k}', float('nan')):.3f}, F1 {test_metrics['f1']:.3f} at threshold {threshold:.3f}; "
-        f"trained in {history['train_seconds']:.0f}s; {'promoted' if version.promoted else 'NOT promoted'} ({version.why})",
+        f"trained in {history['train_seconds'] + catalog_seconds:.0f}s (the catalog stage {catalog_seconds:.0f}s); "
+        f"{'promoted' if version.promoted else 'NOT promoted'} ({version.why})",
     )
