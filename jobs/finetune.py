@@ -4,8 +4,8 @@ Queries are split into train / validation / test (no query in two splits). Two k
 network (`finetune.kind`): a bi-encoder, the base sentence-embedding model itself fine-tuned
 so that the cosine of query and product orders the pairs by grade (CoSENT loss; it starts
 from the zero-shot quality, first trained on pseudo-queries made from the catalog's own
-products, relevance.training.catalog_queries), or a cross-encoder with a new head that learns graded relevance
-(target = grade / top grade). Training runs a fixed number of epochs (the same model for the
+products: relevance.training.catalog_queries), or a cross-encoder with a new head that
+learns graded relevance (target = grade / top grade). Training runs a fixed number of epochs (the same model for the
 same data, settings and seed, whatever the machine's load); the best epoch by validation
 nDCG@10 is kept; Platt scaling on validation turns logits into the probability that a product
 is relevant; thresholds are chosen on validation and metrics are reported on the held-out test
@@ -98,7 +98,7 @@ def trains_on_catalog(tuning: FinetuneSettings) -> bool:
 
 
 def catalog_batches(products: list[dict[str, Any]], tuning: FinetuneSettings) -> list[list[tuple[str, str]]]:
-    """Compute: the pseudo-query batches of the bi-encoder's catalog stage."""
+    """Compute: the pseudo-query batches of the bi-encoder's catalog stage (none without products)."""
     pairs = pseudo_query_pairs(products, tuning.catalog_brand_share, tuning.seed)
     return distinct_query_batches(pairs, tuning.batch_size, tuning.catalog_steps)
 
@@ -191,7 +191,7 @@ def run(ctx: JobContext) -> JobResult:
     fingerprint = data_fingerprint(examples)
     print(f"finetune: {len(examples)} judged pairs ({', '.join(f'{n} {len(p)}' for n, p in parts.items())}) "
           f"from {settings.model.base}, a {tuning.kind}")
-    catalog = catalog_batches(products, tuning) if trains_on_catalog(tuning) else []
+    catalog = catalog_batches(products, tuning)
     version = new_version(ctx, base_dir, parts, catalog, fingerprint, storage_options)
 
     # write
@@ -216,8 +216,8 @@ def run(ctx: JobContext) -> JobResult:
         throughput_per_s=len(parts["train"]) * len(history["epochs"]) / max(history["train_seconds"], 1e-9),
         device="cpu",
         details={"model_dir": str(path), "kind": tuning.kind, "unique_pairs": len(examples), "usable_pairs": available,
-                 "train_seconds": history["train_seconds"], "catalog_seconds": catalog_seconds, "test": test_metrics, "threshold": threshold,
-                 "promoted": version.promoted, "promotion": version.card.promotion},
+                 "train_seconds": history["train_seconds"], "catalog_seconds": catalog_seconds, "test": test_metrics,
+                 "threshold": threshold, "promoted": version.promoted, "promotion": version.card.promotion},
         summary=f"model {version.name} ({tuning.kind}) saved to {path}; held-out nDCG@{k} "
         f"{test_metrics.get(f'ndcg@{k}', float('nan')):.3f}, F1 {test_metrics['f1']:.3f} at threshold {threshold:.3f}; "
         f"trained in {history['train_seconds'] + catalog_seconds:.0f}s (the catalog stage {catalog_seconds:.0f}s); "
