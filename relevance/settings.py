@@ -189,8 +189,8 @@ class FinetuneSettings:
     # query: each query's judged products in one batch (a ranking loss compares them) | length: random rows by length
     batching: Literal["query", "length"] = "query"
     # bi_encoder: weak supervision from the catalog before the judgments: each product's category leaf (else its
-    # product-type attribute, else a short span of its title) as a pseudo-query, other products of the batch as
-    # negatives. 0 steps: off. The same products and order for the same catalog and seed.
+    # product-type attribute; else none) as a pseudo-query, the other products of the batch as negatives. 0 steps:
+    # off. The same products and order for the same catalog and seed.
     catalog_steps: int = 300
     catalog_learning_rate: float = 2e-5
     catalog_brand_share: float = 0.3  # pseudo-queries prefixed with the product's brand ("acme desks")

@@ -16,7 +16,6 @@ from relevance.training.catalog_queries import (
     product_type,
     pseudo_query,
     pseudo_query_pairs,
-    title_span,
 )
 
 
@@ -24,33 +23,22 @@ def _product(n: int, **fields) -> dict:
     return {"title": f"item {n}", "brand": None, "category": None, "attributes": None, "product_text": f"text {n}", **fields}
 
 
-def test_the_category_leaf_comes_first_then_the_product_type_then_a_title_span():
+def test_the_category_leaf_comes_first_then_the_product_type_and_nothing_else():
     never_brand = random.Random(0)
     assert category_leaf("Office > Desks") == "desks" and category_leaf(None) == "" and category_leaf(float("nan")) == ""
     assert product_type({"Product Type": "Notebook", "colour": "red"}) == "notebook"
     assert product_type({"device type": "keyboard"}) == "keyboard" and product_type(None) == "" and product_type({}) == ""
     attributes = {"product type": "notebook"}
-    assert pseudo_query("HP 250 G7 laptop", "HP", "Computers > Laptops", attributes, 0.0, never_brand) == "laptops"
-    assert pseudo_query("HP 250 G7 laptop", "HP", None, attributes, 0.0, never_brand) == "notebook"
-    span = pseudo_query("HP 250 G7 laptop silver", "HP", None, None, 0.0, never_brand)
-    assert span in {"laptop", "silver", "laptop silver"}  # no model code, no brand word
-    assert pseudo_query("HP 250 G7", "HP", None, None, 0.0, never_brand) == ""  # nothing left to ask for
-    assert pseudo_query("a desk", "Acme", "Office > Desks", None, 1.0, never_brand) == "acme desks"
-    assert pseudo_query("a desk", float("nan"), "Office > Desks", None, 1.0, never_brand) == "desks"  # a null brand
-
-
-def test_a_title_span_is_one_to_three_consecutive_title_words_without_digits_or_the_brand():
-    rng = random.Random(3)
-    title = "Kensington gel mouse pad blue 2 pack"
-    for _ in range(50):
-        span = title_span(title, "kensington", rng).split()
-        assert 1 <= len(span) <= 3 and " ".join(span) in "gel mouse pad blue pack"
-    assert title_span(None, "", rng) == ""
+    assert pseudo_query("HP", "Computers > Laptops", attributes, 0.0, never_brand) == "laptops"
+    assert pseudo_query("HP", None, attributes, 0.0, never_brand) == "notebook"
+    assert pseudo_query("HP", None, {"colour": "silver"}, 0.0, never_brand) == ""  # nothing says what it is
+    assert pseudo_query("Acme", "Office > Desks", None, 1.0, never_brand) == "acme desks"
+    assert pseudo_query(float("nan"), "Office > Desks", None, 1.0, never_brand) == "desks"  # a null brand
 
 
 def test_pseudo_query_pairs_are_seeded_and_skip_products_that_give_none():
     products = [_product(n, category=f"shop > kind {n % 7}", brand="acme") for n in range(40)]
-    products.append(_product(99, title="X100 9000"))  # digits only: no pseudo-query
+    products.append(_product(99))  # no category and no product type: no pseudo-query
     first = pseudo_query_pairs(products, 0.5, seed=1)
     assert first == pseudo_query_pairs(products, 0.5, seed=1) != pseudo_query_pairs(products, 0.5, seed=2)
     assert len(first) == 40 and "text 99" not in {text for _, text in first}

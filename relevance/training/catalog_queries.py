@@ -1,10 +1,11 @@
 """Weak supervision from the catalog: pseudo-queries made from each product's own fields, with no judgment.
 
-A team's catalog is far larger than its judgments. Each product gives one (pseudo-query, product text) pair: the
-leaf of its category ("desks"), else its product-type attribute ("notebook"), else a span of one to three words
-of its title without digits (model codes are left to BM25), some of them prefixed with the brand ("acme desks").
-Batches hold distinct pseudo-queries, so the other products of a batch are its negatives. Pure functions: the
-same products and seed give the same pairs and batches."""
+A team's catalog is far larger than its judgments. Each product that says what it is gives one (pseudo-query,
+product text) pair: the leaf of its category ("desks"), else its product-type attribute ("notebook"), some of them
+prefixed with the brand ("acme desks"). A product with neither gives none: spans of titles were tried as a fallback
+and made the fine-tuned model worse on real ratings (Chorus / Icecat, which has no categories). Batches hold
+distinct pseudo-queries, so the other products of a batch are its negatives. Pure functions: the same products and
+seed give the same pairs and batches."""
 
 from __future__ import annotations
 
@@ -16,7 +17,6 @@ from udfs.text import is_missing, normalize_text
 
 # attributes that name what a product is, in the order they are looked for
 PRODUCT_TYPE_ATTRIBUTES = ("product type", "device type")
-MAX_TITLE_SPAN_WORDS = 3
 
 
 def category_leaf(category: Any) -> str:
@@ -34,34 +34,22 @@ def product_type(attributes: Mapping[str, Any] | None) -> str:
     return next((normalize_text(str(named[key])) for key in PRODUCT_TYPE_ATTRIBUTES if named.get(key)), "")
 
 
-def title_span(title: Any, brand: str, rng: random.Random) -> str:
-    """One to three consecutive title words without digits and other than the brand's ("" when none is left)."""
-    brand_words = set(brand.split())
-    words = [w for w in normalize_text(title).split() if w not in brand_words and not any(c.isdigit() for c in w)]
-    if not words:
-        return ""
-    n = rng.randint(1, min(MAX_TITLE_SPAN_WORDS, len(words)))
-    start = rng.randint(0, len(words) - n)
-    return " ".join(words[start : start + n])
-
-
-def pseudo_query(title: Any, brand: Any, category: Any, attributes: Mapping[str, Any] | None, brand_share: float,
+def pseudo_query(brand: Any, category: Any, attributes: Mapping[str, Any] | None, brand_share: float,
                  rng: random.Random) -> str:
     """A product's pseudo-query (see the module's docstring); "" when the product gives none."""
     brand_text = normalize_text(brand)
-    kind = category_leaf(category) or product_type(attributes) or title_span(title, brand_text, rng)
+    kind = category_leaf(category) or product_type(attributes)
     if kind and brand_text and rng.random() < brand_share:
         return f"{brand_text} {kind}"
     return kind
 
 
 def pseudo_query_pairs(products: Sequence[Mapping[str, Any]], brand_share: float, seed: int) -> list[tuple[str, str]]:
-    """(pseudo-query, product_text) of each product (title, brand, category, attributes, product_text) that gives
-    one, in a seeded random order."""
+    """(pseudo-query, product_text) of each product (brand, category, attributes, product_text) that gives one, in
+    a seeded random order."""
     rng = random.Random(seed)
     pairs = [(query, str(p["product_text"])) for p in products
-             if (query := pseudo_query(p.get("title"), p.get("brand"), p.get("category"), p.get("attributes"),
-                                       brand_share, rng))]
+             if (query := pseudo_query(p.get("brand"), p.get("category"), p.get("attributes"), brand_share, rng))]
     rng.shuffle(pairs)
     return pairs
 
