@@ -23,14 +23,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from pyspark.sql import DataFrame, Window
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from jobs.core.config import set_path
 from jobs.core.job import JobContext, JobResult
 from jobs.core.storage import storage_options_from_config
 from relevance.frames import rejects_frame
-from relevance.pairs import catalog_texts, classify_judgments
+from relevance.pairs import catalog_texts, classify_judgments, latest_entry_first
 from relevance.settings import FinetuneSettings, LabelScheme
 from relevance.training.calibration import calibrate_on_validation
 from relevance.training.card import SPLIT_FILE, model_card, split_queries, version_name
@@ -83,8 +83,7 @@ def read_catalog_products(ctx: JobContext, limit: int, seed: int) -> list[dict[s
     the fields pseudo-queries are made of and build_pairs' product text, in product_id order."""
     wh, settings = ctx.warehouse, ctx.settings
     catalog = conform(wh.read(CATALOG), CATALOG, wh.path(CATALOG.name))
-    latest = Window.partitionBy("product_id").orderBy(F.col("updated_at").desc_nulls_last(), F.col("title"))
-    sample = (catalog.withColumn("_rank", F.row_number().over(latest)).where(F.col("_rank") == 1).drop("_rank")
+    sample = (catalog.withColumn("_rank", F.row_number().over(latest_entry_first())).where(F.col("_rank") == 1).drop("_rank")
               .orderBy(F.xxhash64(F.lit(seed), "product_id"), "product_id").limit(limit))
     texts, _ = catalog_texts(sample, settings.pairs.product_text_max_words)
     rows = (sample.join(texts, "product_id").select("product_id", "title", "brand", "category", "attributes", "product_text")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pyspark.sql import DataFrame, Window
+from pyspark.sql import DataFrame, Window, WindowSpec
 from pyspark.sql import functions as F
 
 from relevance.frames import (
@@ -37,6 +37,11 @@ class BuiltPairs:
 MAX_CHARS_PER_WORD = 32
 
 
+def latest_entry_first() -> WindowSpec:
+    """Each product_id's catalog entries, the latest `updated_at` first (ties: by title): rank 1 is the one used."""
+    return Window.partitionBy("product_id").orderBy(F.col("updated_at").desc_nulls_last(), F.col("title"))
+
+
 def catalog_texts(catalog: DataFrame, max_words: int) -> tuple[DataFrame, DataFrame]:
     """(product_id, product_text) for usable catalog rows (latest `updated_at` wins), and the rejected rows.
 
@@ -52,8 +57,7 @@ def catalog_texts(catalog: DataFrame, max_words: int) -> tuple[DataFrame, DataFr
         .when(F.exists(F.map_keys("attributes"), lambda k: ~F.is_valid_utf8(k)), "an attribute name is not valid UTF-8"),
     )
     usable = with_reason.where(F.col("reason").isNull())
-    latest = Window.partitionBy("product_id").orderBy(F.col("updated_at").desc_nulls_last(), F.col("title"))
-    newest = usable.withColumn("_rank", F.row_number().over(latest))
+    newest = usable.withColumn("_rank", F.row_number().over(latest_entry_first()))
     duplicates = newest.where(F.col("_rank") > 1).withColumn(
         "reason", F.lit("duplicate product_id (an entry with a later updated_at is used)")
     )
