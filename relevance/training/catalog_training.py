@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from relevance.settings import FinetuneSettings
-from relevance.training.loop import TrainingTimeLimit, seed_everything, training_autocast
+from relevance.training.loop import TrainingTimeLimit, freeze_untrained, seed_everything, training_autocast
 from udfs.model import BI_ENCODER, load_network
 from udfs.scorer import collate, encode_texts, mean_pooled
 
@@ -33,10 +33,7 @@ def train_on_catalog(tokenizer: Any, network: Any, batches: Sequence[Sequence[tu
     `max_train_seconds` it raises TrainingTimeLimit."""
     if not batches:
         return {"steps": 0}
-    if settings.freeze_word_embeddings:
-        network.get_input_embeddings().weight.requires_grad_(False)
-    if getattr(network, "pooler", None) is not None:
-        network.pooler.requires_grad_(False)
+    freeze_untrained(network, settings)
     trained = [parameter for parameter in network.parameters() if parameter.requires_grad]
     optimizer = torch.optim.AdamW(trained, lr=settings.catalog_learning_rate, weight_decay=settings.weight_decay)
     autocast = training_autocast(settings.train_precision)

@@ -87,6 +87,15 @@ def batch_loss(model: torch.nn.Module, inputs: TrainingInputs, rows: list[int], 
     return cosent_loss((queries * products).sum(dim=-1), targets[rows], settings.cosent_scale)
 
 
+def freeze_untrained(network: Any, settings: FinetuneSettings) -> None:
+    """Freeze what training leaves as it is: the word embeddings with `freeze_word_embeddings`, and a bi-encoder's
+    [CLS] pooler (mean pooling never uses it, and DDP wants no idle weights)."""
+    if settings.freeze_word_embeddings:
+        network.get_input_embeddings().weight.requires_grad_(False)
+    if settings.kind == BI_ENCODER and getattr(network, "pooler", None) is not None:
+        network.pooler.requires_grad_(False)
+
+
 def train_network(
     tokenizer: Any, network: PreTrainedModel, train: pd.DataFrame, val: pd.DataFrame, top_grade: int,
     settings: FinetuneSettings, relevant_min_grade: int, gain: GainSpec, log: Callable[[str], None] = print,
@@ -99,10 +108,7 @@ def train_network(
     `freeze_word_embeddings` the vocabulary's pretrained vectors stay as they are (words unseen in training keep
     their meaning, and steps are cheaper)."""
     world, rank = _world()
-    if settings.freeze_word_embeddings:
-        network.get_input_embeddings().weight.requires_grad_(False)
-    if settings.kind == BI_ENCODER and getattr(network, "pooler", None) is not None:
-        network.pooler.requires_grad_(False)  # mean pooling never uses the [CLS] pooler (and DDP wants no idle weights)
+    freeze_untrained(network, settings)
     autocast = training_autocast(settings.train_precision)
     model = torch.nn.parallel.DistributedDataParallel(network) if world > 1 else network
     inputs = encode_training_inputs(tokenizer, train, settings.kind, settings.max_length)
