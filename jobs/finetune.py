@@ -96,14 +96,22 @@ def trains_on_catalog(tuning: FinetuneSettings) -> bool:
     return tuning.kind == BI_ENCODER and tuning.catalog_steps > 0
 
 
-def catalog_batches(products: list[dict[str, Any]], tuning: FinetuneSettings) -> list[list[tuple[str, str]]]:
-    """Compute: the pseudo-query batches of the bi-encoder's catalog stage (none without products)."""
+def catalog_batches(products: list[dict[str, Any]],
+                    tuning: FinetuneSettings) -> tuple[list[list[tuple[str, str]]], dict[str, Any]]:
+    """Compute: the pseudo-query batches of the bi-encoder's catalog stage and how the sample covered the catalog;
+    none without products, or when fewer than `catalog_min_coverage` of them say what they are (the plan says so)."""
     pairs = pseudo_query_pairs(products, tuning.catalog_brand_share, tuning.seed)
-    return distinct_query_batches(pairs, tuning.batch_size, tuning.catalog_steps)
+    coverage = len(pairs) / len(products) if products else 0.0
+    plan: dict[str, Any] = {"sampled_products": len(products), "with_pseudo_query": len(pairs), "coverage": round(coverage, 4)}
+    if products and coverage < tuning.catalog_min_coverage:
+        plan["skipped"] = (f"catalog stage skipped: {len(pairs)} of {len(products)} sampled products ({coverage:.0%}) have a "
+                           f"category or product type, under finetune.catalog_min_coverage={tuning.catalog_min_coverage:g}")
+        return [], plan
+    return distinct_query_batches(pairs, tuning.batch_size, tuning.catalog_steps), plan
 
 
 def fine_tune(base_dir: Path, parts: dict[str, Any], tuning: FinetuneSettings, scheme: LabelScheme,
-              catalog: list[list[tuple[str, str]]]) -> tuple[Any, PreTrainedModel, dict[str, Any]]:
+              catalog: list[list[tuple[str, str]]], catalog_plan: dict[str, Any]) -> tuple[Any, PreTrainedModel, dict[str, Any]]:
     """Compute: for a bi-encoder, train the base on the `catalog` pseudo-query batches first; then on the train split
     (in `tuning.processes` processes), keep the best epoch and, for a bi-encoder, the best mix with the base weights;
     returns (tokenizer, network, history)."""
@@ -117,6 +125,7 @@ def fine_tune(base_dir: Path, parts: dict[str, Any], tuning: FinetuneSettings, s
             tokenizer, network, parts["train"], parts["val"], scheme.top_grade, tuning, relevant_min_grade, gain
         )
         history["catalog"] = catalog_history
+    history["catalog"] = {**catalog_plan, **history["catalog"]}
     network, history["weight_mix"] = choose_weight_mix(tokenizer, network, str(base_dir), parts["val"], tuning,
                                                        relevant_min_grade, gain)
     if history["weight_mix"]["val_ndcg"] is not None:  # the validation quality of the weights kept
@@ -147,10 +156,10 @@ class NewVersion:
 
 
 def new_version(ctx: JobContext, base_dir: Path, parts: dict[str, Any], catalog: list[list[tuple[str, str]]],
-                fingerprint: str, storage_options: dict[str, str]) -> NewVersion:
+                catalog_plan: dict[str, Any], fingerprint: str, storage_options: dict[str, str]) -> NewVersion:
     """Compute: train, calibrate on validation, evaluate on the held-out test queries and decide the promotion."""
     settings, tuning, scheme = ctx.settings, ctx.settings.finetune, ctx.settings.labels.active
-    tokenizer, network, history = fine_tune(base_dir, parts, tuning, scheme, catalog)
+    tokenizer, network, history = fine_tune(base_dir, parts, tuning, scheme, catalog, catalog_plan)
     val_logits = predict_logits(tokenizer, network, parts["val"], tuning.max_length, tuning.kind)
     calibration = calibrate_on_validation(val_logits, parts["val"].grade.to_numpy(), scheme,
                                           settings.audit.target_precision)
@@ -190,8 +199,10 @@ def run(ctx: JobContext) -> JobResult:
     fingerprint = data_fingerprint(examples)
     print(f"finetune: {len(examples)} judged pairs ({', '.join(f'{n} {len(p)}' for n, p in parts.items())}) "
           f"from {settings.model.base}, a {tuning.kind}")
-    catalog = catalog_batches(products, tuning)
-    version = new_version(ctx, base_dir, parts, catalog, fingerprint, storage_options)
+    catalog, catalog_plan = catalog_batches(products, tuning)
+    if "skipped" in catalog_plan:
+        print(f"finetune: {catalog_plan['skipped']}")
+    version = new_version(ctx, base_dir, parts, catalog, catalog_plan, fingerprint, storage_options)
 
     # write
     path = save_model_version(models_root, version.network, version.tokenizer, version.card,

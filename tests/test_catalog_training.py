@@ -63,6 +63,22 @@ def test_catalog_steps_must_be_sensible():
         settings_of({"finetune": {"catalog_steps": -1}})
     with pytest.raises(ConfigError, match="catalog_brand_share"):
         settings_of({"finetune": {"catalog_brand_share": 1.5}})
+    with pytest.raises(ConfigError, match="catalog_min_coverage"):
+        settings_of({"finetune": {"catalog_min_coverage": -0.1}})
+
+
+def test_the_catalog_stage_is_skipped_when_few_sampled_products_say_what_they_are():
+    from jobs.finetune import catalog_batches
+
+    tuning = FinetuneSettings(batch_size=4, catalog_steps=5)  # catalog_min_coverage 0.5
+    mostly = [_product(n, category=f"shop > kind {n}") for n in range(30)] + [_product(100 + n) for n in range(10)]
+    batches, plan = catalog_batches(mostly, tuning)
+    assert len(batches) == 5 and plan == {"sampled_products": 40, "with_pseudo_query": 30, "coverage": 0.75}
+    few = [_product(n, attributes={"product type": f"kind {n}"}) for n in range(3)] + [_product(100 + n) for n in range(37)]
+    batches, plan = catalog_batches(few, tuning)
+    assert batches == [] and plan["skipped"].startswith("catalog stage skipped: 3 of 40 sampled products (8%) have")
+    assert len(catalog_batches(few, replace(tuning, catalog_min_coverage=0.0, batch_size=2))[0]) == 1  # a team may insist
+    assert catalog_batches([], tuning) == ([], {"sampled_products": 0, "with_pseudo_query": 0, "coverage": 0.0})
 
 
 def test_catalog_training_is_seeded_changes_the_network_and_stops_at_the_time_limit(tiny_model_root):
