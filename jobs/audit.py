@@ -177,7 +177,7 @@ def compute(ctx: JobContext, inputs: AuditInputs) -> AuditOutcome:
     movement: dict = {}
     if inputs.judgments is not None:
         assert inputs.catalog is not None  # read whenever there are judgments
-        texts = catalog_texts(inputs.catalog, config.pairs.product_text_max_words)[0].cache()  # judged and BM25
+        texts = catalog_texts(inputs.catalog, config.pairs)[0].cache()  # judged and BM25
         candidates, judged, scope = held_out_candidates(
             *judged_candidates(inputs.relevance, inputs.pairs, inputs.catalog, texts, inputs.judgments,
                                config.labels.active),

@@ -74,7 +74,7 @@ def read_judged_pairs(ctx: JobContext) -> DataFrame:
     wh, settings = ctx.warehouse, ctx.settings
     judgments = conform(wh.read(JUDGMENTS), JUDGMENTS, wh.path(JUDGMENTS.name))
     catalog = conform(wh.read(CATALOG), CATALOG, wh.path(CATALOG.name))
-    texts, _ = catalog_texts(catalog, settings.pairs.product_text_max_words)
+    texts, _ = catalog_texts(catalog, settings.pairs)
     return classify_judgments(judgments, texts, settings.labels.active).cache()
 
 
@@ -85,7 +85,7 @@ def read_catalog_products(ctx: JobContext, limit: int, seed: int) -> list[dict[s
     catalog = conform(wh.read(CATALOG), CATALOG, wh.path(CATALOG.name))
     sample = (catalog.withColumn("_rank", F.row_number().over(latest_entry_first())).where(F.col("_rank") == 1).drop("_rank")
               .orderBy(F.xxhash64(F.lit(seed), "product_id"), "product_id").limit(limit))
-    texts, _ = catalog_texts(sample, settings.pairs.product_text_max_words)
+    texts, _ = catalog_texts(sample, settings.pairs)
     rows = (sample.join(texts, "product_id").select("product_id", "title", "brand", "category", "attributes", "product_text")
             .orderBy("product_id").collect())
     return [row.asDict(recursive=True) for row in rows]

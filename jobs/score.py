@@ -18,6 +18,7 @@ from relevance.scoring import (
     device_and_precision,
     optional_int,
     probe_model,
+    product_text_mismatch,
     relevance_rows,
     score_frame,
     score_shift,
@@ -58,6 +59,9 @@ def load_checked_model(settings: Settings) -> tuple[str, ModelCard, dict[str, fl
     options = storage_options_from_config(settings)
     model_dir = locate_model_version(settings.model.models_root, settings.model.version, options)
     model = load_model_version(fetch_model_version(model_dir, options, settings.model.cache_dir))
+    mismatch = product_text_mismatch(model.card, settings.pairs)
+    if mismatch:
+        raise JobError(f"{JOB}: {mismatch}")
     return model_dir, model.card, probe_model(model)
 
 

@@ -30,13 +30,14 @@ def _as_mapping(value) -> Mapping[str, str]:
     return dict(value)
 
 
-def product_text_udf(max_words: int):
+def product_text_udf(max_words: int, description_words: int = 0):
     @pandas_udf(StringType())  # type: ignore[call-overload]  # pyspark's stubs lack the type-hinted form
-    def product_text(titles: pd.Series, brands: pd.Series, categories: pd.Series, attributes: pd.Series) -> pd.Series:
+    def product_text(titles: pd.Series, brands: pd.Series, categories: pd.Series, descriptions: pd.Series,
+                     attributes: pd.Series) -> pd.Series:
         return pd.Series(
             [
-                build_product_text(t, b, c, _as_mapping(a), max_words)
-                for t, b, c, a in zip(titles, brands, categories, attributes)
+                build_product_text(t, b, c, _as_mapping(a), max_words, d, description_words)
+                for t, b, c, d, a in zip(titles, brands, categories, descriptions, attributes)
             ],
             index=titles.index,
         )

@@ -42,12 +42,14 @@ def latest_entry_first() -> WindowSpec:
     return Window.partitionBy("product_id").orderBy(F.col("updated_at").desc_nulls_last(), F.col("title"))
 
 
-def catalog_texts(catalog: DataFrame, max_words: int) -> tuple[DataFrame, DataFrame]:
-    """(product_id, product_text) for usable catalog rows (latest `updated_at` wins), and the rejected rows.
+def catalog_texts(catalog: DataFrame, settings: PairsSettings) -> tuple[DataFrame, DataFrame]:
+    """(product_id, product_text) for usable catalog rows (latest `updated_at` wins), and the rejected rows. The text
+    is `build_product_text` with the settings' word budgets (`product_text_max_words`, `product_text_description_words`).
 
     Rejected: no product_id, a blank title (whitespace of any kind counts as blank), a product_id, title or
     attribute name that is not valid UTF-8, and older duplicates of a product_id. Brand, category and attribute
-    values that are not valid UTF-8 are repaired (U+FFFD); a null brand, category or attributes is left out."""
+    values that are not valid UTF-8 are repaired (U+FFFD); a null brand, category, description or attributes is left
+    out."""
     with_reason = catalog.withColumn("raw", raw_json(catalog)).withColumn(
         "reason",
         F.when(is_blank("product_id"), "catalog row without product_id")
@@ -61,9 +63,10 @@ def catalog_texts(catalog: DataFrame, max_words: int) -> tuple[DataFrame, DataFr
     duplicates = newest.where(F.col("_rank") > 1).withColumn(
         "reason", F.lit("duplicate product_id (an entry with a later updated_at is used)")
     )
-    text = product_text_udf(max_words)(
+    max_words = settings.product_text_max_words
+    text = product_text_udf(max_words, settings.product_text_description_words)(
         F.make_valid_utf8("title"), F.make_valid_utf8("brand"), F.make_valid_utf8("category"),
-        F.transform_values("attributes", lambda _, value: F.make_valid_utf8(value)),
+        F.make_valid_utf8("description"), F.transform_values("attributes", lambda _, value: F.make_valid_utf8(value)),
     )
     texts = newest.where(F.col("_rank") == 1).select(
         "product_id", F.substring(text, 1, max_words * MAX_CHARS_PER_WORD).alias("product_text"))
@@ -184,7 +187,7 @@ def build_pairs(
 ) -> BuiltPairs:
     """The whole transformation, no I/O: events + catalog (+ judgments graded by the label `scheme`) -> pairs and
     rejects."""
-    texts, catalog_rejects = catalog_texts(catalog, settings.product_text_max_words)
+    texts, catalog_rejects = catalog_texts(catalog, settings)
     events = classify_events(events, texts)
     events_ok = events.where(F.col("reason").isNull())
     rejects = {QUERY_LOG.name: events.where(F.col("reason").isNotNull()), CATALOG.name: catalog_rejects}
@@ -228,7 +231,7 @@ def offline_pairs(catalog: DataFrame, judgments: DataFrame, settings: PairsSetti
     """Offline evaluation, for a team with a catalog and judgments but no query log: every usable judged
     (query, product) is a candidate pair, without behavior counts or a frequency segment. `events_accepted`
     holds the judgments used."""
-    texts, catalog_rejects = catalog_texts(catalog, settings.product_text_max_words)
+    texts, catalog_rejects = catalog_texts(catalog, settings)
     judged = classify_judgments(judgments, texts, scheme)
     judged_ok = judged.where(F.col("reason").isNull())
     pairs = judged_candidate_pairs(judged_ok).withColumn("query_searches", F.lit(None).cast("long")) \

@@ -13,6 +13,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from relevance.frames import is_blank, raw_json
+from relevance.settings import PairsSettings
 from udfs.card import ModelCard
 from udfs.model import LoadedModel, ModelError
 from udfs.runtime import device_type, effective_precision
@@ -103,6 +104,18 @@ PROBE_PAIRS = (
 )
 MAX_UNKNOWN_PROBE_WORDS = 0.1  # share of probe words the tokenizer may map to [UNK]
 MIN_PROBE_SPREAD = 1e-6        # probe scores closer together than this are one constant
+
+
+def product_text_mismatch(card: ModelCard, pairs: PairsSettings) -> str | None:
+    """Why a model version must not score the pairs' product texts, or None: a card that records the word budgets of
+    the text it was trained on (`pairs.product_text_*` then) must find the same ones now (older cards record none)."""
+    trained = {"product_text_max_words": card.product_text_max_words,
+               "product_text_description_words": card.product_text_description_words}
+    now = {name: getattr(pairs, name) for name in trained}
+    differ = [f"pairs.{name}={now[name]} (trained with {value})" for name, value in trained.items()
+              if value is not None and value != now[name]]
+    return (f"model {card.version} was trained on other product texts than these settings build: {', '.join(differ)}"
+            if differ else None)
 
 
 def unknown_words(tokenizer, words: Sequence[str]) -> list[str]:

@@ -134,6 +134,8 @@ class PairsSettings:
     head_share: float = 0.5  # head queries: the most frequent ones making up the first 50% of searches
     torso_share: float = 0.3  # torso: the next 30%; tail: the rest
     product_text_max_words: int = PRODUCT_TEXT_MAX_WORDS
+    # words of the catalog description in the product text, after the category (0: none; conf/chorus.yaml: 32)
+    product_text_description_words: int = 0
 
 
 @dataclass(frozen=True)
@@ -424,6 +426,10 @@ def validate(settings: Settings) -> Settings:
         raise ConfigError(f"finetune.catalog_steps ({f.catalog_steps}) must be 0 or more, and finetune.catalog_brand_share "
                           f"({f.catalog_brand_share}) and finetune.catalog_min_coverage ({f.catalog_min_coverage}) "
                           "between 0 and 1")
+    pairs = settings.pairs
+    if pairs.product_text_max_words < 1 or pairs.product_text_description_words < 0:
+        raise ConfigError(f"pairs.product_text_max_words ({pairs.product_text_max_words}) must be 1 or more and "
+                          f"pairs.product_text_description_words ({pairs.product_text_description_words}) 0 or more")
     try:
         check_precision(settings.scoring.precision, settings.scoring.device)
     except ValueError as exc:

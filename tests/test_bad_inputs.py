@@ -31,7 +31,7 @@ from jobs.core.errors import InputError, WarehouseError, one_line
 from relevance.data.importers import read_tsv, wands_judgments
 from relevance.pairs import CONFLICT_RULE, MAX_CHARS_PER_WORD, catalog_texts, classify_judgments
 from relevance.scoring import population_stability, score_shift, unusable_scores
-from relevance.settings import LabelScheme
+from relevance.settings import LabelScheme, PairsSettings
 from schemas.tables import CATALOG, JUDGMENTS, MAX_POSITION, QUERY_LOG
 from tests.conftest import DEMO_DS, ROOT, copy_warehouse, make_config, run, settings_of
 from udfs.model import ModelError, load_model_version, save_model_version
@@ -384,7 +384,7 @@ def test_catalog_texts_of_bad_rows(spark):
             ("4", "Lamp", None, "A > B", {"color": None, "size": "xl"}), (None, "x", "b", "c", {})]
     catalog = spark.createDataFrame([(pid, title, "", brand, category, attributes, NOW)
                                      for pid, title, brand, category, attributes in rows], CATALOG.schema)
-    texts, rejected = catalog_texts(catalog, 64)
+    texts, rejected = catalog_texts(catalog, PairsSettings())
     assert dict(texts.collect()) == {"1": "sofa", "4": "lamp | category: a > b | size: xl"}
     assert sorted(r.reason for r in rejected.collect()) == ["catalog row without product_id", "catalog row without title",
                                                             "catalog row without title"]

@@ -43,3 +43,17 @@ def test_read_card_names_the_file_of_a_card_that_is_not_one(tmp_path):
     (tmp_path / "model_card.json").write_text(json.dumps({"kind": "cross_encoder"}))
     with pytest.raises(ModelError, match=f"model card {tmp_path / 'model_card.json'} is unreadable: .*needs a version"):
         read_card(tmp_path)
+
+
+def test_a_model_scores_only_the_product_text_it_was_trained_on():
+    from relevance.scoring import product_text_mismatch
+    from relevance.settings import PairsSettings
+
+    trained = ModelCard("v1", product_text_max_words=64, product_text_description_words=32)
+    assert product_text_mismatch(trained, PairsSettings(product_text_description_words=32)) is None
+    assert product_text_mismatch(trained, PairsSettings()) == (
+        "model v1 was trained on other product texts than these settings build: "
+        "pairs.product_text_description_words=0 (trained with 32)")
+    assert "pairs.product_text_max_words=48 (trained with 64)" in product_text_mismatch(
+        trained, PairsSettings(product_text_max_words=48, product_text_description_words=32))
+    assert product_text_mismatch(ModelCard("old"), PairsSettings(product_text_max_words=8)) is None  # recorded nothing

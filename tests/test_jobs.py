@@ -191,11 +191,15 @@ def test_finetune_saves_a_versioned_model_that_score_uses(spark, fresh_warehouse
                 "hyperparameters", "metrics", "training"):
         assert key in card
     assert 0 < card["threshold"] < 1 and "ndcg@10" in card["metrics"]["test"]
+    assert (card["product_text_max_words"], card["product_text_description_words"]) == (64, 0)  # the text it trained on
     assert card["data"]["train"]["queries"] > 0 and card["data"]["test"]["queries"] > 0
     assert (Path(cfg["model"]["models_root"]) / "PROMOTED").read_text().strip() == "ft-test"
     run(spark, cfg, build_pairs)
     scored = run(spark, cfg, score)
     assert scored.model_version == "ft-test"
+    other_text = make_config(root, root / "models", **{"model.version": "ft-test", "pairs.product_text_description_words": 8})
+    with pytest.raises(JobError, match=r"ft-test was trained on other product texts .*product_text_description_words=8 \(trained with 0\)"):
+        run(spark, other_text, score)  # before it writes: the model would score texts it never saw
 
 
 def test_split_by_query_never_shares_a_query():
@@ -285,7 +289,7 @@ def test_training_sees_exactly_the_text_and_token_ids_that_scoring_sees(spark, f
     cfg = fresh_warehouse
     run(spark, cfg, build_pairs)
     wh = Warehouse(spark, cfg["warehouse"]["root"], "delta-rs")
-    texts, _ = catalog_texts(wh.read(TABLES["catalog"]), settings_from_mapping(cfg).pairs.product_text_max_words)
+    texts, _ = catalog_texts(wh.read(TABLES["catalog"]), settings_from_mapping(cfg).pairs)
     examples, _ = training_examples(classify_judgments(wh.read(TABLES["judgments"]), texts), 200_000, seed=13)
     served = table(cfg, "pairs").query("ds == @DEMO_DS")[["query_norm", "product_id", "product_text"]]
     both = examples.merge(served, on=["query_norm", "product_id"], suffixes=("_train", "_serve"))

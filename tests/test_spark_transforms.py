@@ -24,6 +24,7 @@ from relevance.pairs import (
     query_segments,
 )
 from relevance.scoring import classify_pairs, grade_from_score, split_reusable, unusable_scores
+from relevance.settings import PairsSettings
 from schemas.tables import CATALOG, PAIRS, QUERY_LOG, REJECTS
 
 UTC = dt.timezone.utc
@@ -62,7 +63,7 @@ def test_catalog_texts_latest_updated_at_wins_and_older_duplicates_are_rejected(
         {"product_id": "P3", "title": "A Lamp", "updated_at": None},
         {"product_id": "P3", "title": "Z Lamp", "updated_at": dt.datetime(2024, 6, 1, tzinfo=UTC)},
     ])
-    texts, rejected = catalog_texts(catalog, 64)
+    texts, rejected = catalog_texts(catalog, PairsSettings())
     assert sorted(texts.columns) == ["product_id", "product_text"]
     assert dict(texts.collect()) == {"P1": "new sofa | brand: acme", "P2": "oak desk", "P3": "z lamp"}
     assert rejected.columns == ["reason", "raw"]
@@ -75,10 +76,10 @@ def test_catalog_texts_leave_out_null_parts_and_cut_at_max_words(spark):
         {"product_id": "P1", "title": "Gray Sofa", "category": "Home > Living Room > Sofas",
          "attributes": {"weight": "10kg", "Color": "Gray"}, "description": "a soft sofa"},
         {"product_id": "P2", "title": "Oak Desk", "brand": "Acme", "description": None},
-        {"product_id": "P3", "title": "Plain Lamp", "description": "never part of the text"},
+        {"product_id": "P3", "title": "Plain Lamp", "description": "never part of the text by default"},
         {"product_id": "P4", "title": "one two three four five six", "brand": "Acme"},
     ])
-    texts, rejected = catalog_texts(catalog, 4)
+    texts, rejected = catalog_texts(catalog, PairsSettings(product_text_max_words=4))
     assert dict(texts.collect()) == {
         "P1": "gray sofa | category:",  # the first 4 words of the whole text ("|" counts as a word)
         "P2": "oak desk | brand:",
@@ -86,8 +87,16 @@ def test_catalog_texts_leave_out_null_parts_and_cut_at_max_words(spark):
         "P4": "one two three four",
     }
     assert rejected.count() == 0
-    texts64, _ = catalog_texts(catalog, 64)
+    texts64, _ = catalog_texts(catalog, PairsSettings())
     assert {r.product_id: r.product_text for r in texts64.collect()}["P1"] == "gray sofa | category: living room > sofas | color: gray, weight: 10kg"
+    # with pairs.product_text_description_words the description's first words follow the category; a null one is left out
+    described, _ = catalog_texts(catalog, PairsSettings(product_text_description_words=2))
+    assert dict(described.collect()) == {
+        "P1": "gray sofa | category: living room > sofas | a soft | color: gray, weight: 10kg",
+        "P2": "oak desk | brand: acme",
+        "P3": "plain lamp | never part",
+        "P4": "one two three four five six | brand: acme",
+    }
 
 
 def test_classify_events_gives_each_problem_its_reason(spark):

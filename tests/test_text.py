@@ -29,3 +29,14 @@ def test_build_product_text_handles_sparse_products_and_word_budget():
     assert build_product_text("Lamp", "", None, None) == "lamp"
     long_title = " ".join(f"word{i}" for i in range(100))
     assert len(build_product_text(long_title, "b", "c", {}, max_words=10).split(" ")) == 10
+
+
+def test_build_product_text_takes_the_description_only_when_asked():
+    title, brand, attributes = "HP 564 Photo Original Photo black", "HP", {"colour": "Black"}
+    without = "hp 564 photo original photo black | brand: hp | colour: black"
+    assert build_product_text(title, brand, None, attributes, description="564 Photo Ink Cartridge") == without
+    assert build_product_text(title, brand, "Ink", attributes, description="564 Photo Ink-Cartridge, 2-pack!",
+                              description_words=4) == (
+        "hp 564 photo original photo black | brand: hp | category: ink | 564 photo ink-cartridge 2-pack | colour: black")
+    for missing in (None, float("nan"), "", "!!"):  # a null (NaN from pandas) or empty description is left out
+        assert build_product_text(title, brand, None, attributes, description=missing, description_words=4) == without

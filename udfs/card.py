@@ -38,6 +38,7 @@ class ModelCard:
     gain: Any = None  # linear | exponential | {grade: gain}
     max_length: int = 128  # tokens per text (bi-encoder) or per pair (cross-encoder)
     product_text_max_words: int | None = None
+    product_text_description_words: int | None = None
     calibration: dict[str, float] = field(default_factory=dict)  # Platt scaling of the logit: sigmoid(a * x + b)
     validation_score_deciles: list[float] | None = None  # 11 values, min to max: the score-shift (PSI) reference
     threshold: float = 0.5  # the decision threshold chosen on validation

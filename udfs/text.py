@@ -65,11 +65,14 @@ def build_product_text(
     category: str | None,
     attributes: Mapping[str, str] | None,
     max_words: int = PRODUCT_TEXT_MAX_WORDS,
+    description: str | None = None,
+    description_words: int = 0,
 ) -> str:
-    """The product side of a (query, product) pair: title, brand, category, key attributes.
+    """The product side of a (query, product) pair: title, brand, category, the first `description_words` words of
+    the description (0: none, the default), key attributes.
 
     Capped at `max_words` words (the tokenizer's token budget truncates further). A missing part
-    (None or NaN: real catalogs have products without brand, category or attributes) is left out.
+    (None or NaN: real catalogs have products without brand, category, description or attributes) is left out.
     """
     parts = [normalize_text(title)]
     brand_norm = normalize_text(brand)
@@ -80,6 +83,8 @@ def build_product_text(
     levels = [level for level in levels if level]
     if levels:
         parts.append("category: " + " > ".join(levels[-2:]))
+    if description_words > 0:
+        parts.append(_truncate_words(normalize_text(description), description_words))
     attrs = _ordered_attributes(attributes)
     if attrs:
         parts.append(", ".join(f"{k}: {v}" for k, v in attrs))

@@ -56,6 +56,7 @@ def model_card(settings: Settings, version: str, created_at: dt.datetime, run_id
         "gain": scheme.gain,
         "max_length": tuning.max_length,
         "product_text_max_words": settings.pairs.product_text_max_words,
+        "product_text_description_words": settings.pairs.product_text_description_words,
         "calibration": calibration.platt,
         "validation_score_deciles": [float(q) for q in np.quantile(calibration.scores, np.linspace(0.0, 1.0, 11))],
         "threshold": float(calibration.threshold),
