@@ -1,3 +1,5 @@
+from typing import Any
+
 from udfs.text import build_product_text, normalize_text
 
 
@@ -38,5 +40,6 @@ def test_build_product_text_takes_the_description_only_when_asked():
     assert build_product_text(title, brand, "Ink", attributes, description="564 Photo Ink-Cartridge, 2-pack!",
                               description_words=4) == (
         "hp 564 photo original photo black | brand: hp | category: ink | 564 photo ink-cartridge 2-pack | colour: black")
+    missing: Any
     for missing in (None, float("nan"), "", "!!"):  # a null (NaN from pandas) or empty description is left out
         assert build_product_text(title, brand, None, attributes, description=missing, description_words=4) == without
