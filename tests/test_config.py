@@ -38,6 +38,7 @@ def test_included_files_are_overridden_by_the_including_one():
     settings = load_settings(ROOT / "conf" / "chorus.yaml")
     assert settings.labels.scheme == "chorus" and settings.warehouse.root == "./warehouse-chorus"
     assert settings.imports.catalog.attribute_prefixes == ("attr_t_", "attr_n_", "attr_b_")
+    assert settings.pairs.product_text_description_words == 32
     cluster = load_settings(ROOT / "conf" / "cluster.yaml")
     assert cluster.warehouse.writer == "delta-spark" and cluster.spark.conf["spark.task.resource.gpu.amount"] == 1
 
@@ -51,6 +52,8 @@ def test_included_files_are_overridden_by_the_including_one():
     ("finetune.test_fraction=0.9", "must leave queries to train on"),
     ("labels.schemes.bad={grades: {a: 1}}", "settings under 'labels.schemes.bad' are incomplete"),
     ("imports.judgments.scheme=nope", "label scheme 'nope' is not defined"),
+    ("pairs.product_text_description_words=-1", "pairs.product_text_description_words (-1) 0 or more"),
+    ("pairs.product_text_max_words=0", "pairs.product_text_max_words (0) must be 1 or more"),
 ])
 def test_a_setting_that_does_not_fit_is_a_config_error_naming_it(override, message):
     if message is None:
