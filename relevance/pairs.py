@@ -47,9 +47,9 @@ def catalog_texts(catalog: DataFrame, settings: PairsSettings) -> tuple[DataFram
     is `build_product_text` with the settings' word budgets (`product_text_max_words`, `product_text_description_words`).
 
     Rejected: no product_id, a blank title (whitespace of any kind counts as blank), a product_id, title or
-    attribute name that is not valid UTF-8, and older duplicates of a product_id. Brand, category and attribute
-    values that are not valid UTF-8 are repaired (U+FFFD); a null brand, category, description or attributes is left
-    out."""
+    attribute name that is not valid UTF-8, and older duplicates of a product_id. Brand, category, description and
+    attribute values that are not valid UTF-8 are repaired (U+FFFD); a null brand, category, description or
+    attributes is left out."""
     with_reason = catalog.withColumn("raw", raw_json(catalog)).withColumn(
         "reason",
         F.when(is_blank("product_id"), "catalog row without product_id")
@@ -63,10 +63,12 @@ def catalog_texts(catalog: DataFrame, settings: PairsSettings) -> tuple[DataFram
     duplicates = newest.where(F.col("_rank") > 1).withColumn(
         "reason", F.lit("duplicate product_id (an entry with a later updated_at is used)")
     )
-    max_words = settings.product_text_max_words
-    text = product_text_udf(max_words, settings.product_text_description_words)(
+    max_words, description_words = settings.product_text_max_words, settings.product_text_description_words
+    # descriptions travel to the UDF only when the text takes them (they are the catalog's longest field)
+    description = F.make_valid_utf8("description") if description_words > 0 else F.lit(None).cast("string")
+    text = product_text_udf(max_words, description_words)(
         F.make_valid_utf8("title"), F.make_valid_utf8("brand"), F.make_valid_utf8("category"),
-        F.make_valid_utf8("description"), F.transform_values("attributes", lambda _, value: F.make_valid_utf8(value)),
+        description, F.transform_values("attributes", lambda _, value: F.make_valid_utf8(value)),
     )
     texts = newest.where(F.col("_rank") == 1).select(
         "product_id", F.substring(text, 1, max_words * MAX_CHARS_PER_WORD).alias("product_text"))
