@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import pandas as pd
 import torch
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
@@ -41,7 +42,7 @@ from relevance.training.evaluate import evaluate, predict_logits
 from relevance.training.loop import train_network
 from relevance.training.promotion import promotion_gate, validation_rivals
 from relevance.training.split import data_fingerprint, split_examples, training_examples
-from relevance.training.weights import choose_weight_mix
+from relevance.training.weights import apply_weight_mix, choose_weight_mix
 from schemas import conform
 from schemas.tables import CATALOG, JUDGMENTS, REJECTS
 from udfs.card import ModelCard
@@ -133,6 +134,19 @@ def fine_tune(base_dir: Path, parts: dict[str, Any], tuning: FinetuneSettings, s
     return tokenizer, network, history
 
 
+def refit_with_validation(base_dir: Path, parts: dict[str, Any], tuning: FinetuneSettings, scheme: LabelScheme,
+                          catalog: list[list[tuple[str, str]]], share: float) -> tuple[PreTrainedModel, dict[str, Any]]:
+    """Compute (`finetune.refit`): train the starting network again on the train and validation pairs for
+    `tuning.epochs` epochs, keep the last and mix it with the base at the `share` validation chose; returns
+    (network, history). Its validation nDCG is in-sample, logged only."""
+    tokenizer, network, _ = starting_network(str(base_dir), tuning, catalog)
+    both = pd.concat([parts["train"], parts["val"]], ignore_index=True)
+    network, history = train_network(tokenizer, network, both, parts["val"], scheme.top_grade, tuning,
+                                     scheme.relevant_min_grade, scheme.gain, keep_last=True)
+    return apply_weight_mix(network, str(base_dir), share), {
+        "pairs": len(both), "epochs": history["epochs"], "train_seconds": history["train_seconds"], "share": share}
+
+
 @dataclass
 class NewVersion:
     """What the compute step made: the version's files (network, tokenizer, card, split) and whether to promote it."""
@@ -163,6 +177,9 @@ def new_version(ctx: JobContext, base_dir: Path, parts: dict[str, Any], catalog:
     val_logits = predict_logits(tokenizer, network, parts["val"], tuning.max_length, tuning.kind)
     calibration = calibrate_on_validation(val_logits, parts["val"].grade.to_numpy(), scheme,
                                           settings.audit.target_precision)
+    if tuning.refit:  # calibrated above on the scores of a model that never saw the validation pairs
+        network, history["refit"] = refit_with_validation(base_dir, parts, tuning, scheme, catalog,
+                                                          history["weight_mix"]["share"])
     test_logits = predict_logits(tokenizer, network, parts["test"], tuning.max_length, tuning.kind)
     test_scores = calibrate(test_logits, calibration.platt["a"], calibration.platt["b"])
     test_metrics = evaluate(parts["test"], test_scores, calibration.threshold, scheme.relevant_min_grade, scheme.gain,

@@ -200,6 +200,10 @@ class FinetuneSettings:
     # pseudo-queries from a sliver of the catalog made the model worse on real ratings (Chorus / Icecat: 8%)
     catalog_min_coverage: float = 0.5
     eval_k: int = 10  # validation metric: nDCG@eval_k
+    # true: once validation has chosen the weight mix (and served the promotion gate and the calibration), train again
+    # from the start on train + validation pairs for `epochs` epochs, keep the last and apply that mix: more judged
+    # queries to learn from, twice the training time (one process only)
+    refit: bool = False
     max_examples: int = 200000  # at most this many judged pairs are collected (whole queries, chosen by seed)
     version: str | None = None  # name of the new model version; None: <bi|ce>-<time>-<data fingerprint>
 
@@ -426,6 +430,8 @@ def validate(settings: Settings) -> Settings:
         raise ConfigError(f"finetune.catalog_steps ({f.catalog_steps}) must be 0 or more, and finetune.catalog_brand_share "
                           f"({f.catalog_brand_share}) and finetune.catalog_min_coverage ({f.catalog_min_coverage}) "
                           "between 0 and 1")
+    if f.refit and f.processes > 1:
+        raise ConfigError(f"finetune.refit trains in one process: set finetune.processes to 1 (not {f.processes})")
     pairs = settings.pairs
     if pairs.product_text_max_words < 1 or pairs.product_text_description_words < 0:
         raise ConfigError(f"pairs.product_text_max_words ({pairs.product_text_max_words}) must be 1 or more and "

@@ -64,6 +64,12 @@ def test_a_setting_that_does_not_fit_is_a_config_error_naming_it(override, messa
     assert message in str(error.value) and "\n" not in str(error.value)
 
 
+def test_refit_in_several_processes_is_refused_where_the_settings_are_read():
+    with pytest.raises(ConfigError, match=r"finetune.refit trains in one process: set finetune.processes to 1 \(not 2\)"):
+        load_settings(LOCAL, ["finetune.refit=true", "finetune.processes=2"])
+    assert load_settings(LOCAL, ["finetune.refit=true"]).finetune.refit is True
+
+
 def test_int8_on_cuda_is_refused_where_the_settings_are_read():
     with pytest.raises(ConfigError, match="int8.*CPU only"):
         load_settings(LOCAL, ["scoring.precision=int8", "scoring.device=cuda"])

@@ -135,6 +135,37 @@ def test_training_is_the_same_for_the_same_seed_and_passes_no_time_limit_quietly
                       log=lambda _: None)
 
 
+def test_refit_trains_on_train_and_validation_keeps_the_last_epoch_and_applies_the_chosen_mix(tiny_model_root):
+    """`finetune.refit`: a fresh start trained on train + validation pairs for every epoch (no early stopping), mixed
+    with the base at the share given; the same inputs give the same weights."""
+    from jobs.finetune import refit_with_validation
+    from relevance.settings import LabelScheme
+    from relevance.training.loop import seed_everything
+    from relevance.training.weights import mix_weights
+    from udfs.model import BI_ENCODER, WEIGHTS_DIR, load_network, resolve_model_dir
+
+    frame = _toy_pairs()
+    train, val = frame[frame.query_norm.str.startswith("red")], frame[frame.query_norm.str.startswith("blue")]
+    base = resolve_model_dir(tiny_model_root, "tiny-test") / WEIGHTS_DIR
+    settings = FinetuneSettings(epochs=2, batch_size=8, max_length=32, learning_rate=1e-3, train_precision="fp32",
+                                patience=1, catalog_steps=0)
+    scheme = LabelScheme(grades={"irrelevant": 0, "partial": 1, "exact": 2}, relevant_min_grade=1)
+
+    def refit(parts: dict, share: float) -> tuple[dict, dict]:
+        seed_everything(0)
+        network, history = refit_with_validation(base, parts, settings, scheme, [], share)
+        return network.state_dict(), history
+
+    whole, history = refit({"train": train, "val": val}, 1.0)
+    assert history["pairs"] == len(frame) and [e["epoch"] for e in history["epochs"]] == [1, 2] and history["share"] == 1.0
+    again, _ = refit({"train": train, "val": val}, 1.0)
+    assert all(torch.equal(whole[name], again[name]) for name in whole)
+    half, _ = refit({"train": train, "val": val}, 0.5)
+    _, base_network = load_network(str(base), "cpu", BI_ENCODER)
+    expected = mix_weights(base_network.state_dict(), whole, 0.5)
+    assert all(torch.allclose(half[name], expected[name]) for name in half)
+
+
 def test_cosent_loss_is_small_when_cosines_follow_the_grades_and_large_otherwise():
     from relevance.training.loop import cosent_loss
 
@@ -236,7 +267,7 @@ def test_card_hyperparameters_are_the_settings_that_decide_the_weights():
                 "test_fraction": 0.35, "max_train_seconds": 1800.0, "eval_k": 10, "train_precision": "auto",
                 "freeze_word_embeddings": True, "patience": 2, "cosent_scale": 20.0, "weight_mixes": (0.5, 0.75, 1.0),
                 "batching": "query", "max_examples": 200_000, "catalog_steps": 300, "catalog_learning_rate": 2e-5,
-                "catalog_brand_share": 0.3, "catalog_min_coverage": 0.5}
+                "catalog_brand_share": 0.3, "catalog_min_coverage": 0.5, "refit": False}
     assert hyperparameters(FinetuneSettings()) == expected
     driven = replace(FinetuneSettings(), threads=4, processes=2, promote=False, promotion_margin=0.1, force_promote=True,
                      version="v1")

@@ -181,7 +181,7 @@ def test_finetune_saves_a_versioned_model_that_score_uses(spark, fresh_warehouse
         "model.base": str(tiny_model_root / "tiny-test" / "model"),  # any local HF BERT folder works as a base
         "model.version": "promoted",
         "finetune.epochs": 1, "finetune.batch_size": 16, "finetune.max_length": 48, "finetune.version": "ft-test",
-        "finetune.force_promote": True,
+        "finetune.force_promote": True, "finetune.refit": True,
     })
     result = run(spark, cfg, finetune, ds=None)
     assert result.model_version == "ft-test" and result.rows_in == result.rows_out + result.rows_rejected
@@ -193,6 +193,8 @@ def test_finetune_saves_a_versioned_model_that_score_uses(spark, fresh_warehouse
     assert 0 < card["threshold"] < 1 and "ndcg@10" in card["metrics"]["test"]
     assert (card["product_text_max_words"], card["product_text_description_words"]) == (64, 0)  # the text it trained on
     assert card["data"]["train"]["queries"] > 0 and card["data"]["test"]["queries"] > 0
+    data = card["data"]
+    assert card["training"]["refit"]["pairs"] == data["train"]["pairs"] + data["val"]["pairs"]  # saved: the refit
     assert (Path(cfg["model"]["models_root"]) / "PROMOTED").read_text().strip() == "ft-test"
     run(spark, cfg, build_pairs)
     scored = run(spark, cfg, score)

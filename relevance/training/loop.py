@@ -99,9 +99,11 @@ def freeze_untrained(network: Any, settings: FinetuneSettings) -> None:
 def train_network(
     tokenizer: Any, network: PreTrainedModel, train: pd.DataFrame, val: pd.DataFrame, top_grade: int,
     settings: FinetuneSettings, relevant_min_grade: int, gain: GainSpec, log: Callable[[str], None] = print,
+    keep_last: bool = False,
 ) -> tuple[PreTrainedModel, dict[str, Any]]:
     """Fine-tune `network` (of `settings.kind`) on the training pairs for `settings.epochs` epochs; returns (the best
-    network by validation nDCG, history).
+    network by validation nDCG, history), or with `keep_last` the network after the last epoch (no early stopping:
+    for a refit whose training pairs include the validation pairs).
 
     The schedule depends on the data and settings only (never on time), so the same seed gives the same model on a
     busy machine; past `max_train_seconds` it raises TrainingTimeLimit instead of quietly training less. With
@@ -146,7 +148,9 @@ def train_network(
         history.append({"epoch": epoch + 1, "train_loss": float(np.mean(losses)), f"val_ndcg@{settings.eval_k}": val_ndcg,
                         "seconds": round(time.time() - started, 1)})
         log(f"  epoch {epoch + 1}: train loss {np.mean(losses):.4f}, val nDCG@{settings.eval_k} {val_ndcg:.4f}")
-        if val_ndcg > best_ndcg:
+        if keep_last:
+            best_ndcg, best_state = val_ndcg, network.state_dict()
+        elif val_ndcg > best_ndcg:
             best_ndcg, best_state, stale = val_ndcg, copy.deepcopy(network.state_dict()), 0
         else:
             stale += 1

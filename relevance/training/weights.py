@@ -25,6 +25,15 @@ def mix_weights(base: dict[str, torch.Tensor], tuned: dict[str, torch.Tensor], s
             for name, value in tuned.items()}
 
 
+def apply_weight_mix(network: PreTrainedModel, base_dir: str, share: float) -> PreTrainedModel:
+    """`network` with its weights mixed with the base's at fine-tuned `share` (1: as it is)."""
+    if share != 1.0:
+        _, base = load_network(base_dir, "cpu", BI_ENCODER)
+        network.load_state_dict(mix_weights(base.state_dict(), network.state_dict(), share))
+    network.eval()
+    return network
+
+
 def choose_weight_mix(tokenizer: Any, network: PreTrainedModel, base_dir: str, val: pd.DataFrame, settings: FinetuneSettings,
                       relevant_min_grade: int, gain: GainSpec,
                       log: Callable[[str], None] = print) -> tuple[PreTrainedModel, dict[str, Any]]:
