@@ -102,6 +102,7 @@ def main() -> None:
         report.update({"version": version, "ds": ds, "finetune_wall_s": train_s, "nightly_wall_s": round(nightly_s, 1),
                        "train_seconds": card.training["train_seconds"], "epochs_run": len(card.training["epochs"]),
                        "catalog_seconds": card.training.get("catalog", {}).get("seconds", 0.0),
+                       "refit_seconds": card.training.get("refit", {}).get("train_seconds", 0.0),
                        "kind": card.kind, "promotion_gate": card.promotion.get("decision")})
         splits[seed] = report
         per_query = rows[rows.segment.str.startswith("query=") & (rows.metric == f"ndcg@{args.k}")]
