@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -137,12 +137,11 @@ def fine_tune(base_dir: Path, parts: dict[str, Any], tuning: FinetuneSettings, s
 def refit_with_validation(base_dir: Path, parts: dict[str, Any], tuning: FinetuneSettings, scheme: LabelScheme,
                           catalog: list[list[tuple[str, str]]], share: float) -> tuple[PreTrainedModel, dict[str, Any]]:
     """Compute (`finetune.refit`): train the starting network again on the train and validation pairs for
-    `tuning.refit_epochs` epochs (default `tuning.epochs`), keep the last and mix it with the base at the `share`
-    validation chose; returns (network, history). Its validation nDCG is in-sample, logged only."""
+    `tuning.epochs` epochs, keep the last and mix it with the base at the `share` validation chose; returns
+    (network, history). Its validation nDCG is in-sample, logged only."""
     tokenizer, network, _ = starting_network(str(base_dir), tuning, catalog)
     both = pd.concat([parts["train"], parts["val"]], ignore_index=True)
-    refit_tuning = replace(tuning, epochs=tuning.refit_epochs or tuning.epochs)
-    network, history = train_network(tokenizer, network, both, parts["val"], scheme.top_grade, refit_tuning,
+    network, history = train_network(tokenizer, network, both, parts["val"], scheme.top_grade, tuning,
                                      scheme.relevant_min_grade, scheme.gain, keep_last=True)
     return apply_weight_mix(network, str(base_dir), share), {
         "pairs": len(both), "epochs": history["epochs"], "train_seconds": history["train_seconds"], "share": share}

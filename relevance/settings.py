@@ -204,7 +204,6 @@ class FinetuneSettings:
     # from the start on train + validation pairs for `epochs` epochs, keep the last and apply that mix: more judged
     # queries to learn from, twice the training time (one process only)
     refit: bool = False
-    refit_epochs: int | None = None  # the refit's epochs (it keeps the last); None: finetune.epochs
     max_examples: int = 200000  # at most this many judged pairs are collected (whole queries, chosen by seed)
     version: str | None = None  # name of the new model version; None: <bi|ce>-<time>-<data fingerprint>
 
@@ -433,8 +432,6 @@ def validate(settings: Settings) -> Settings:
                           "between 0 and 1")
     if f.refit and f.processes > 1:
         raise ConfigError(f"finetune.refit trains in one process: set finetune.processes to 1 (not {f.processes})")
-    if f.refit_epochs is not None and f.refit_epochs < 1:
-        raise ConfigError(f"finetune.refit_epochs must be 1 or more, or null for finetune.epochs (not {f.refit_epochs})")
     pairs = settings.pairs
     if pairs.product_text_max_words < 1 or pairs.product_text_description_words < 0:
         raise ConfigError(f"pairs.product_text_max_words ({pairs.product_text_max_words}) must be 1 or more and "

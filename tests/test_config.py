@@ -68,9 +68,6 @@ def test_refit_in_several_processes_is_refused_where_the_settings_are_read():
     with pytest.raises(ConfigError, match=r"finetune.refit trains in one process: set finetune.processes to 1 \(not 2\)"):
         load_settings(LOCAL, ["finetune.refit=true", "finetune.processes=2"])
     assert load_settings(LOCAL, ["finetune.refit=true"]).finetune.refit is True
-    with pytest.raises(ConfigError, match=r"finetune.refit_epochs must be 1 or more, or null for finetune.epochs \(not 0\)"):
-        load_settings(LOCAL, ["finetune.refit_epochs=0"])
-    assert load_settings(LOCAL, ["finetune.refit_epochs=5"]).finetune.refit_epochs == 5
 
 
 def test_int8_on_cuda_is_refused_where_the_settings_are_read():
