@@ -7,8 +7,9 @@ from the zero-shot quality, first trained on pseudo-queries made from the catalo
 products: relevance.training.catalog_queries), or a cross-encoder with a new head that
 learns graded relevance (target = grade / top grade). Training runs a fixed number of epochs (the same model for the
 same data, settings and seed, whatever the machine's load); the best epoch by validation
-nDCG@10 is kept; Platt scaling on validation turns logits into the probability that a product
-is relevant; thresholds are chosen on validation and metrics are reported on the held-out test
+nDCG@10 is kept; with `finetune.lexical_weights`, validation also chooses how much BM25 (the
+catalog's statistics frozen into the version) is added to the logit; Platt scaling on
+validation turns logits into the probability that a product is relevant; thresholds are chosen on validation and metrics are reported on the held-out test
 queries. The new version is promoted only when it beats the promoted version and the zero-shot
 base on validation by `finetune.promotion_margin` (`--force-promote` overrides).
 """
@@ -30,6 +31,7 @@ from pyspark.sql import functions as F
 from jobs.core.config import set_path
 from jobs.core.job import JobContext, JobResult
 from jobs.core.storage import storage_options_from_config
+from relevance.evaluation.baselines import bm25_corpus_stats
 from relevance.frames import rejects_frame
 from relevance.pairs import catalog_texts, classify_judgments, latest_entry_first
 from relevance.settings import FinetuneSettings, LabelScheme
@@ -42,10 +44,11 @@ from relevance.training.evaluate import evaluate, predict_logits
 from relevance.training.loop import train_network
 from relevance.training.promotion import promotion_gate, validation_rivals
 from relevance.training.split import data_fingerprint, split_examples, training_examples
-from relevance.training.weights import apply_weight_mix, choose_weight_mix
+from relevance.training.weights import apply_weight_mix, choose_lexical_weight, choose_weight_mix
 from schemas import conform
 from schemas.tables import CATALOG, JUDGMENTS, REJECTS
 from udfs.card import ModelCard
+from udfs.lexical import LEXICAL_FILE, Bm25Stats, bm25_pair_scores
 from udfs.model import BI_ENCODER, promote, resolve_base_model, save_model_version
 from udfs.scorer import calibrate
 
@@ -70,13 +73,23 @@ def apply_arguments(cfg: dict, args: argparse.Namespace) -> None:
         set_path(cfg, "finetune.force_promote", True)
 
 
+def read_catalog_texts(ctx: JobContext) -> DataFrame:
+    """Load: (product_id, product_text) of every usable catalog product (build_pairs' texts)."""
+    wh = ctx.warehouse
+    catalog = conform(wh.read(CATALOG), CATALOG, wh.path(CATALOG.name))
+    return catalog_texts(catalog, ctx.settings.pairs)[0]
+
+
 def read_judged_pairs(ctx: JobContext) -> DataFrame:
     """Load: the judgments classified against the catalog's product texts (build_pairs' texts), cached."""
-    wh, settings = ctx.warehouse, ctx.settings
+    wh = ctx.warehouse
     judgments = conform(wh.read(JUDGMENTS), JUDGMENTS, wh.path(JUDGMENTS.name))
-    catalog = conform(wh.read(CATALOG), CATALOG, wh.path(CATALOG.name))
-    texts, _ = catalog_texts(catalog, settings.pairs)
-    return classify_judgments(judgments, texts, settings.labels.active).cache()
+    return classify_judgments(judgments, read_catalog_texts(ctx), ctx.settings.labels.active).cache()
+
+
+def weighs_bm25(tuning: FinetuneSettings) -> bool:
+    """Whether validation may add BM25 to the logit (a weight above 0 in `finetune.lexical_weights`)."""
+    return any(weight > 0 for weight in tuning.lexical_weights)
 
 
 def read_catalog_products(ctx: JobContext, limit: int, seed: int) -> list[dict[str, Any]]:
@@ -155,6 +168,13 @@ class NewVersion:
     network: PreTrainedModel
     card: ModelCard
     split: str
+    lexical: Bm25Stats | None  # the frozen BM25 statistics the card's lexical weight scores with
+
+    @property
+    def extra_files(self) -> dict[str, str]:
+        """The version's files besides weights, tokenizer and card: its split, and its BM25 statistics when used."""
+        lexical = {LEXICAL_FILE: self.lexical.to_json()} if self.card.lexical_weight and self.lexical else {}
+        return {SPLIT_FILE: self.split, **lexical}
 
     @property
     def name(self) -> str:
@@ -170,17 +190,28 @@ class NewVersion:
 
 
 def new_version(ctx: JobContext, base_dir: Path, parts: dict[str, Any], catalog: list[list[tuple[str, str]]],
-                catalog_plan: dict[str, Any], fingerprint: str, storage_options: dict[str, str]) -> NewVersion:
-    """Compute: train, calibrate on validation, evaluate on the held-out test queries and decide the promotion."""
+                catalog_plan: dict[str, Any], fingerprint: str, storage_options: dict[str, str],
+                bm25_stats: Bm25Stats | None) -> NewVersion:
+    """Compute: train, choose the BM25 weight (given `bm25_stats`), calibrate on validation, evaluate on the held-out
+    test queries and decide the promotion."""
     settings, tuning, scheme = ctx.settings, ctx.settings.finetune, ctx.settings.labels.active
     tokenizer, network, history = fine_tune(base_dir, parts, tuning, scheme, catalog, catalog_plan)
     val_logits = predict_logits(tokenizer, network, parts["val"], tuning.max_length, tuning.kind)
+    lexical: tuple[float, Bm25Stats | None] = (0.0, None)
+    if bm25_stats is not None:
+        val = parts["val"]
+        val_bm25 = bm25_pair_scores(bm25_stats, val.query_norm.tolist(), val.product_text.tolist())
+        history["lexical"] = choose_lexical_weight(val, val_logits, val_bm25, tuning, scheme.relevant_min_grade,
+                                                   scheme.gain)
+        history["best_val_ndcg"] = history["lexical"]["val_ndcg"]
+        lexical = (history["lexical"]["weight"], bm25_stats)
+        val_logits = predict_logits(tokenizer, network, val, tuning.max_length, tuning.kind, lexical)
     calibration = calibrate_on_validation(val_logits, parts["val"].grade.to_numpy(), scheme,
                                           settings.audit.target_precision)
     if tuning.refit:  # calibrated above on the scores of a model that never saw the validation pairs
         network, history["refit"] = refit_with_validation(base_dir, parts, tuning, scheme, catalog,
                                                           history["weight_mix"]["share"])
-    test_logits = predict_logits(tokenizer, network, parts["test"], tuning.max_length, tuning.kind)
+    test_logits = predict_logits(tokenizer, network, parts["test"], tuning.max_length, tuning.kind, lexical)
     test_scores = calibrate(test_logits, calibration.platt["a"], calibration.platt["b"])
     test_metrics = evaluate(parts["test"], test_scores, calibration.threshold, scheme.relevant_min_grade, scheme.gain,
                             list(settings.audit.ks))
@@ -191,7 +222,7 @@ def new_version(ctx: JobContext, base_dir: Path, parts: dict[str, Any], catalog:
     now = dt.datetime.now(dt.timezone.utc)
     card = model_card(settings, version_name(tuning, fingerprint, now), now, ctx.run_id, fingerprint, parts, history,
                       calibration, test_metrics, rivals, promoted, why)
-    return NewVersion(tokenizer, network, card, split_queries(parts))
+    return NewVersion(tokenizer, network, card, split_queries(parts), bm25_stats)
 
 
 def run(ctx: JobContext) -> JobResult:
@@ -207,6 +238,7 @@ def run(ctx: JobContext) -> JobResult:
     examples, available = training_examples(classified, tuning.max_examples, tuning.seed)
     products = (read_catalog_products(ctx, 2 * tuning.catalog_steps * tuning.batch_size, tuning.seed)
                 if trains_on_catalog(tuning) else [])
+    bm25_stats = bm25_corpus_stats(read_catalog_texts(ctx)) if weighs_bm25(tuning) else None
 
     # compute
     if len(examples) < available:
@@ -219,11 +251,11 @@ def run(ctx: JobContext) -> JobResult:
     catalog, catalog_plan = catalog_batches(products, tuning)
     if "skipped" in catalog_plan:
         print(f"finetune: {catalog_plan['skipped']}")
-    version = new_version(ctx, base_dir, parts, catalog, catalog_plan, fingerprint, storage_options)
+    version = new_version(ctx, base_dir, parts, catalog, catalog_plan, fingerprint, storage_options, bm25_stats)
 
     # write
     path = save_model_version(models_root, version.network, version.tokenizer, version.card,
-                              extra_files={SPLIT_FILE: version.split}, storage_options=storage_options)
+                              extra_files=version.extra_files, storage_options=storage_options)
     rejected = classified.where(F.col("reason").isNotNull())
     wh.overwrite_partition(rejects_frame(rejected, JOB, JUDGMENTS.name, ctx.run_id, ctx.ds or "all"), REJECTS,
                            {"job": JOB, "ds": ctx.ds or "all"}, ctx.run_id)
@@ -244,7 +276,8 @@ def run(ctx: JobContext) -> JobResult:
         device="cpu",
         details={"model_dir": str(path), "kind": tuning.kind, "unique_pairs": len(examples), "usable_pairs": available,
                  "train_seconds": history["train_seconds"], "catalog_seconds": catalog_seconds, "test": test_metrics,
-                 "threshold": threshold, "promoted": version.promoted, "promotion": version.card.promotion},
+                 "threshold": threshold, "lexical_weight": version.card.lexical_weight, "promoted": version.promoted,
+                 "promotion": version.card.promotion},
         summary=f"model {version.name} ({tuning.kind}) saved to {path}; held-out nDCG@{k} "
         f"{test_metrics.get(f'ndcg@{k}', float('nan')):.3f}, F1 {test_metrics['f1']:.3f} at threshold {threshold:.3f}; "
         f"trained in {history['train_seconds'] + catalog_seconds:.0f}s (the catalog stage {catalog_seconds:.0f}s); "

@@ -188,6 +188,9 @@ class FinetuneSettings:
     force_promote: bool = False  # --force-promote: promote even when the gate says no
     # bi_encoder: fine-tuned shares of a base/fine-tuned weight mix (WiSE-FT); the best on validation is kept
     weight_mixes: tuple[float, ...] = (0.5, 0.75, 1.0)
+    # weights of BM25 (the catalog's statistics frozen into the version) added to the fine-tuned logit; the best on
+    # validation is kept (ties: the smaller). (0,): the network's logit alone
+    lexical_weights: tuple[float, ...] = (0.0,)
     # query: each query's judged products in one batch (a ranking loss compares them) | length: random rows by length
     batching: Literal["query", "length"] = "query"
     # bi_encoder: weak supervision from the catalog before the judgments: each product's category leaf (else its
@@ -430,6 +433,8 @@ def validate(settings: Settings) -> Settings:
         raise ConfigError(f"finetune.catalog_steps ({f.catalog_steps}) must be 0 or more, and finetune.catalog_brand_share "
                           f"({f.catalog_brand_share}) and finetune.catalog_min_coverage ({f.catalog_min_coverage}) "
                           "between 0 and 1")
+    if not f.lexical_weights or not all(0 <= w < float("inf") for w in f.lexical_weights):
+        raise ConfigError(f"finetune.lexical_weights ({list(f.lexical_weights)}) must list weights of 0 or more")
     if f.refit and f.processes > 1:
         raise ConfigError(f"finetune.refit trains in one process: set finetune.processes to 1 (not {f.processes})")
     pairs = settings.pairs

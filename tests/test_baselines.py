@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from relevance.evaluation.baselines import bm25_scores, bm25_scores_spark, zero_shot_scores
+from relevance.evaluation.baselines import bm25_corpus_stats, bm25_scores, bm25_scores_spark, zero_shot_scores
 
 CORPUS = {
     "p1": "red leather sofa three seater living room",
@@ -92,3 +92,19 @@ def test_zero_shot_uses_the_real_base_model_semantics():
     assert scores[1] > scores[2]  # "couch" is closer to a sofa than to a table, with no shared word
     assert scores[5] > max(scores[3], scores[4])
     assert zero_shot_scores(base, ["couch"], [CORPUS["p2"]])[0] == pytest.approx(scores[0], abs=1e-5)
+
+
+def test_frozen_bm25_statistics_from_spark_score_single_pairs_as_bm25s_does(spark):
+    """A version that adds BM25 to its logit scores each pair alone with the catalog's statistics frozen by Spark;
+    every pair scores what bm25s gives with the whole catalog indexed, and the statistics survive their file."""
+    from udfs.lexical import Bm25Stats, bm25_pair_scores
+
+    texts = spark.createDataFrame(list(CATALOG.items()), "product_id string, product_text string")
+    stats = Bm25Stats.from_json(bm25_corpus_stats(texts).to_json())
+    pairs = [(q, p) for q in QUERIES for p in CATALOG]
+    got = bm25_pair_scores(stats, [q for q, _ in pairs], [CATALOG[p] for _, p in pairs])
+    expected = bm25_scores(CATALOG, [q for q, _ in pairs], [p for _, p in pairs])
+    assert stats.documents == len(CATALOG) and sum(expected > 0) > 30
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-9)
+    assert bm25_pair_scores(stats, ["zyxel router"], ["zyxel router with four ports"])[0] > 0
+    assert stats.idf("zyxel") > max(map(stats.idf, stats.doc_freq))  # a token no product had weighs as the rarest

@@ -4,6 +4,7 @@ import math
 from dataclasses import replace
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -322,3 +323,20 @@ def test_validation_calibration_turns_logits_into_probabilities_and_rising_grade
     assert target["target"] == 0.9 and target["precision"] >= 0.9
     assert target["precision"] == pytest.approx((grades[chosen] >= 1).mean())  # the precision at that threshold
     assert target["recall"] == pytest.approx(chosen[grades >= 1].mean())
+
+
+def test_lexical_weight_is_the_one_validation_prefers_and_zero_when_bm25_does_not_help():
+    from relevance.training.weights import choose_lexical_weight
+
+    val = pd.DataFrame({"query_norm": ["a"] * 4 + ["b"] * 4, "product_id": list("wxyzwxyz"),
+                        "grade": [2, 0, 1, 0, 0, 2, 0, 1]})
+    logits = np.array([0.1, 0.3, 0.2, 0.0, 0.5, 0.4, 0.1, 0.0])  # each query's best product ranked second or third
+    bm25 = np.array([3.0, 0.0, 1.0, 0.0, 0.0, 2.0, 0.0, 0.5])
+    settings = FinetuneSettings(lexical_weights=(0.05, 0.2, 1.0))
+    quiet = lambda _: None  # noqa: E731
+    chosen = choose_lexical_weight(val, logits, bm25, settings, 1, "exponential", log=quiet)
+    by_weight = chosen["val_ndcg_by_weight"]
+    assert chosen["weight"] == 1.0 and by_weight["0.0"] < by_weight["0.05"] < by_weight["0.2"] < by_weight["1.0"]
+    perfect = val.grade.to_numpy(dtype=float)  # the network alone ranks perfectly; small weights tie with it
+    kept = choose_lexical_weight(val, perfect, bm25[::-1], settings, 1, "exponential", log=quiet)
+    assert kept["weight"] == 0.0 and kept["val_ndcg"] == 1.0 and kept["val_ndcg_by_weight"]["1.0"] < 1.0

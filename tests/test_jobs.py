@@ -181,7 +181,7 @@ def test_finetune_saves_a_versioned_model_that_score_uses(spark, fresh_warehouse
         "model.base": str(tiny_model_root / "tiny-test" / "model"),  # any local HF BERT folder works as a base
         "model.version": "promoted",
         "finetune.epochs": 1, "finetune.batch_size": 16, "finetune.max_length": 48, "finetune.version": "ft-test",
-        "finetune.force_promote": True, "finetune.refit": True,
+        "finetune.force_promote": True, "finetune.refit": True, "finetune.lexical_weights": [0.02, 0.2, 2.0],
     })
     result = run(spark, cfg, finetune, ds=None)
     assert result.model_version == "ft-test" and result.rows_in == result.rows_out + result.rows_rejected
@@ -196,9 +196,18 @@ def test_finetune_saves_a_versioned_model_that_score_uses(spark, fresh_warehouse
     data = card["data"]
     assert card["training"]["refit"]["pairs"] == data["train"]["pairs"] + data["val"]["pairs"]  # saved: the refit
     assert (Path(cfg["model"]["models_root"]) / "PROMOTED").read_text().strip() == "ft-test"
+    lexical = card["training"]["lexical"]  # chosen on validation; the catalog's BM25 statistics saved with it
+    best = max(lexical["val_ndcg_by_weight"].values())
+    assert lexical["weight"] > 0  # the tiny random network ranks the demo worse than BM25 does
+    assert card["lexical_weight"] == lexical["weight"] and lexical["val_ndcg_by_weight"][str(lexical["weight"])] == best
+    assert card["promotion"]["new"] == best  # the gate weighs the logit that is served
+    assert (model_dir / "bm25_stats.json").is_file() == (lexical["weight"] > 0)
     run(spark, cfg, build_pairs)
     scored = run(spark, cfg, score)
     assert scored.model_version == "ft-test"
+    served = table(cfg, "relevance").merge(table(cfg, "pairs"), on=["query_norm", "product_id"]).head(40)
+    expected, _ = score_pairs(load_model_version(model_dir), served.query_norm.tolist(), served.product_text.tolist())
+    np.testing.assert_allclose(served.score.to_numpy(), expected, atol=1e-5)
     other_text = make_config(root, root / "models", **{"model.version": "ft-test", "pairs.product_text_description_words": 8})
     with pytest.raises(JobError, match=r"ft-test was trained on other product texts .*product_text_description_words=8 \(trained with 0\)"):
         run(spark, other_text, score)  # before it writes: the model would score texts it never saw

@@ -217,3 +217,30 @@ def test_the_device_rule_is_the_same_for_every_preference_on_driver_and_task():
     assert [device_type(p, True, True) for p in ("auto", "cuda", "cpu")] == ["cuda", "cuda", "cpu"]
     assert [device_type(p, True, False) for p in ("auto", "cuda", "cpu")] == ["cpu", "cuda", "cpu"]
     assert {device_type(p, False, assigned) for p in ("auto", "cuda", "cpu") for assigned in (True, False)} == {"cpu"}
+
+
+def test_a_version_that_weighs_bm25_adds_it_to_the_logit_and_will_not_load_without_its_statistics(tiny_model_root, tmp_path):
+    """A card with a lexical weight: the logit is the network's plus weight x BM25 under the version's frozen
+    statistics (the calibrated score follows); without the statistics file the version does not load."""
+    import json
+    import shutil
+
+    from udfs.lexical import LEXICAL_FILE, Bm25Stats, bm25_pair_scores
+    from udfs.scorer import calibrate, score_logits
+
+    plain = load_model_version(resolve_model_dir(tiny_model_root, "tiny-test"))
+    version = tmp_path / "tiny-lexical"
+    shutil.copytree(tiny_model_root / "tiny-test", version)
+    card = json.loads((version / "model_card.json").read_text())
+    (version / "model_card.json").write_text(json.dumps({**card, "version": "tiny-lexical", "lexical_weight": 0.25}))
+    with pytest.raises(ModelError, match=rf"BM25 x 0.25 to the logit but {LEXICAL_FILE} does not load"):
+        load_model_version(version)
+    stats = Bm25Stats(documents=40, mean_length=9.0, doc_freq={"sofa": 3, "gray": 5, "red": 9, "laptop": 2, "tee": 4})
+    (version / LEXICAL_FILE).write_text(stats.to_json())
+    lexical = load_model_version(version)
+    network, _ = score_logits(plain, QUERIES, TEXTS)
+    bm25 = bm25_pair_scores(stats, QUERIES, TEXTS)
+    logits, _ = score_logits(lexical, QUERIES, TEXTS)
+    assert bm25[0] > 0 and bm25[4] == 0  # "gray sofa" matches its text; "sneakers" shares no token with trainers
+    np.testing.assert_allclose(logits, network + 0.25 * bm25, atol=1e-6)
+    np.testing.assert_allclose(score_pairs(lexical, QUERIES, TEXTS)[0], calibrate(logits, *lexical.calibration), atol=1e-6)

@@ -39,6 +39,9 @@ class ModelCard:
     max_length: int = 128  # tokens per text (bi-encoder) or per pair (cross-encoder)
     product_text_max_words: int | None = None
     product_text_description_words: int | None = None
+    # the logit is the network's plus this weight x BM25 of the pair under the version's frozen corpus statistics
+    # (udfs.lexical.LEXICAL_FILE); 0: the network's alone
+    lexical_weight: float = 0.0
     calibration: dict[str, float] = field(default_factory=dict)  # Platt scaling of the logit: sigmoid(a * x + b)
     validation_score_deciles: list[float] | None = None  # 11 values, min to max: the score-shift (PSI) reference
     threshold: float = 0.5  # the decision threshold chosen on validation
@@ -78,7 +81,7 @@ class ModelCard:
         if "version" not in values:
             raise CardError(f"a model card needs a version (text); this one has {', '.join(sorted(data)) or 'no keys'}")
         try:
-            for name, kind in (("max_length", int), ("threshold", float)):
+            for name, kind in (("max_length", int), ("threshold", float), ("lexical_weight", float)):
                 if name in values:
                     values[name] = kind(values[name])
         except (TypeError, ValueError) as exc:

@@ -1,12 +1,18 @@
 """BM25's tokens (bm25s: lowercased words of 2+ characters, English stop words dropped, Snowball-stemmed), for
-the in-memory and the Spark BM25 baselines alike. A module of its own, so that executors tokenizing a catalog
+the in-memory and the Spark BM25 baselines alike, and BM25 of single pairs under frozen corpus statistics (the
+lexical term a model version may add to its logit). A module of its own, so that executors tokenizing a catalog
 import bm25s and not torch."""
 
 from __future__ import annotations
 
+import json
+import math
+from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import bm25s
+import numpy as np
 import pandas as pd
 import Stemmer
 from pyspark.sql.functions import pandas_udf
@@ -26,3 +32,50 @@ def bm25_tokens(texts: Sequence[str]) -> list[list[str]]:
 def bm25_tokens_udf(texts: pd.Series) -> pd.Series:
     """bm25_tokens of a column of texts, computed on executors."""
     return pd.Series(bm25_tokens(texts.tolist()), index=texts.index)
+
+
+LEXICAL_FILE = "bm25_stats.json"  # a model version's frozen BM25 corpus statistics, when its card weighs BM25
+
+
+@dataclass(frozen=True)
+class Bm25Stats:
+    """BM25's corpus statistics, frozen: the number of documents, their mean length in tokens and each token's
+    document frequency. With them BM25 of a (query, product text) pair is a function of the pair alone, so a model
+    version that adds it to its logit scores a pair the same on any executor and any night."""
+
+    documents: int
+    mean_length: float
+    doc_freq: dict[str, int]
+
+    def idf(self, token: str) -> float:
+        """Lucene's idf (bm25s's `lucene` method); a token no document had counts as in none."""
+        df = self.doc_freq.get(token, 0)
+        return math.log(1.0 + (self.documents - df + 0.5) / (df + 0.5))
+
+    def to_json(self) -> str:
+        return json.dumps({"documents": self.documents, "mean_length": self.mean_length, "k1": BM25_K1, "b": BM25_B,
+                           "doc_freq": dict(sorted(self.doc_freq.items()))})
+
+    @classmethod
+    def from_json(cls, text: str) -> Bm25Stats:
+        data = json.loads(text)
+        if (data.get("k1"), data.get("b")) != (BM25_K1, BM25_B):
+            raise ValueError(f"BM25 statistics for k1={data.get('k1')}, b={data.get('b')}; this code uses "
+                             f"k1={BM25_K1}, b={BM25_B}")
+        return cls(int(data["documents"]), float(data["mean_length"]), {str(k): int(v) for k, v in data["doc_freq"].items()})
+
+
+def bm25_pair_scores(stats: Bm25Stats, queries: Sequence[str], texts: Sequence[str]) -> np.ndarray:
+    """BM25 (bm25s's Lucene variant) of each (query, product text) pair under the frozen corpus `stats`; equal to
+    bm25s's score when `stats` are those of the corpus it indexed. Each distinct text is tokenized once."""
+    if len(queries) != len(texts):
+        raise ValueError(f"{len(queries)} queries but {len(texts)} product texts")
+    distinct = list(dict.fromkeys([*queries, *texts]))
+    tokens = dict(zip(distinct, bm25_tokens(distinct)))
+    counts = {text: Counter(tokens[text]) for text in dict.fromkeys(texts)}
+    scores = np.zeros(len(queries))
+    for row, (query, text) in enumerate(zip(queries, texts)):
+        tf, length = counts[text], len(tokens[text])
+        norm = BM25_K1 * (1 - BM25_B + BM25_B * length / stats.mean_length) if stats.mean_length else BM25_K1
+        scores[row] = sum(stats.idf(t) * tf[t] / (tf[t] + norm) for t in tokens[query] if tf[t])
+    return scores

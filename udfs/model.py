@@ -6,6 +6,8 @@ A model version is a directory:
         model/            Hugging Face weights + config + tokenizer (save_pretrained)
         model_card.json   version, base model, label/gain mapping, threshold(s),
                           calibration, training data fingerprint, hyperparameters, metrics
+        split.json        the queries of each split
+        bm25_stats.json   frozen BM25 corpus statistics, when the card's lexical_weight is not 0
 
 `<models_root>/PROMOTED` names the version that `score` uses by default.
 
@@ -32,6 +34,7 @@ from transformers import AutoModel, AutoModelForSequenceClassification, AutoToke
 
 from jobs.core import storage
 from udfs.card import BI_ENCODER, CROSS_ENCODER, MODEL_KINDS, CardError, ModelCard
+from udfs.lexical import LEXICAL_FILE, Bm25Stats
 from udfs.runtime import check_precision, device_type, effective_precision, gpu_ordinal
 
 __all__ = ["BI_ENCODER", "CROSS_ENCODER", "MODEL_KINDS", "ModelCard"]  # the model kinds and card, from udfs.card
@@ -281,6 +284,7 @@ class LoadedModel:
     device: torch.device
     card: ModelCard
     precision: str = "fp32"
+    lexical: Bm25Stats | None = None  # the frozen BM25 statistics, for a card with a lexical weight
 
     @property
     def max_length(self) -> int:
@@ -350,7 +354,20 @@ def load_model_version(model_dir: str | Path, device: torch.device | str = "cpu"
         from udfs.quantized import OnnxNetwork, int8_onnx_path
 
         network = OnnxNetwork(int8_onnx_path(model_dir, model_dir / WEIGHTS_DIR, network))
-    return LoadedModel(card.version, tokenizer, network, device, card, precision)
+    return LoadedModel(card.version, tokenizer, network, device, card, precision, read_lexical_stats(model_dir, card))
+
+
+def read_lexical_stats(model_dir: Path, card: ModelCard) -> Bm25Stats | None:
+    """The version's frozen BM25 statistics when its card weighs BM25 (ModelError when they are missing or
+    unreadable: its scores would not be the ones it was calibrated for); None when it does not."""
+    if not card.lexical_weight:
+        return None
+    path = model_dir / LEXICAL_FILE
+    try:
+        return Bm25Stats.from_json(path.read_text())
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ModelError(f"model version {model_dir}: its card adds BM25 x {card.lexical_weight:g} to the logit but "
+                         f"{LEXICAL_FILE} does not load ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
 
 
 def quiet_transformers() -> None:

@@ -16,7 +16,8 @@ import numpy as np
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from udfs.model import BI_ENCODER, HALF_PRECISIONS, LoadedModel
+from udfs.lexical import bm25_pair_scores
+from udfs.model import BI_ENCODER, HALF_PRECISIONS, LoadedModel, ModelError
 from udfs.runtime import batch_budget
 
 
@@ -151,10 +152,23 @@ def score_logits(
     max_batch_rows: int | None = None,
     cache: EmbeddingCache | None = None,
 ) -> tuple[np.ndarray, ScoreStats]:
-    """The network's relevance logit for each (query, product text) pair, in input order. Batches: see
-    `batch_budget` (None: the device's default). A bi-encoder reuses and fills `cache`."""
+    """The model's relevance logit for each (query, product text) pair, in input order: the network's, plus the
+    card's lexical weight x BM25 under the version's frozen statistics when it has one. Batches: see `batch_budget`
+    (None: the device's default). A bi-encoder reuses and fills `cache`."""
     if len(queries) != len(texts):
         raise ValueError(f"{len(queries)} queries but {len(texts)} product texts")
+    logits, stats = _network_logits(model, queries, texts, batch_tokens, max_batch_rows, cache)
+    if model.card.lexical_weight:
+        if model.lexical is None:
+            raise ModelError(f"model {model.version}: its card adds BM25 x {model.card.lexical_weight:g} to the logit "
+                             "but it was loaded without the BM25 statistics")
+        logits = logits + model.card.lexical_weight * bm25_pair_scores(model.lexical, queries, texts)
+    return logits, stats
+
+
+def _network_logits(model: LoadedModel, queries: Sequence[str], texts: Sequence[str], batch_tokens: int | None,
+                    max_batch_rows: int | None, cache: EmbeddingCache | None) -> tuple[np.ndarray, ScoreStats]:
+    """The network's logit of each pair: a bi-encoder's cosine, a cross-encoder's head."""
     if model.kind == BI_ENCODER:
         return _cosine_logits(model, queries, texts, batch_tokens, max_batch_rows, cache)
     keys = list(zip(queries, texts))

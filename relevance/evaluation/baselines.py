@@ -5,7 +5,8 @@
   with corpus statistics from the whole catalog. The audit uses ``bm25_scores_spark``, which
   computes the corpus statistics and the scores with Spark (tokenizing with bm25s on
   executors), so nothing on the driver grows with the catalog or the candidates;
-  ``bm25_scores`` is the same score in memory with bm25s itself.
+  ``bm25_scores`` is the same score in memory with bm25s itself. ``bm25_corpus_stats`` freezes the
+  corpus statistics for a model version that adds BM25 to its logit (udfs.lexical).
 * ``zero_shot``: the base checkpoint without fine-tuning, used the way it was trained (a
   sentence-embedding bi-encoder): cosine of the mean-pooled embeddings of query and
   product text.
@@ -27,7 +28,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from udfs.card import ModelCard
-from udfs.lexical import BM25_B, BM25_K1, bm25_tokens, bm25_tokens_udf
+from udfs.lexical import BM25_B, BM25_K1, Bm25Stats, bm25_tokens, bm25_tokens_udf
 from udfs.model import BI_ENCODER, LoadedModel, load_network
 from udfs.scorer import score_logits
 
@@ -52,6 +53,22 @@ def bm25_scores(corpus: dict[str, str], queries: Sequence[str], product_ids: Seq
     ])
 
 
+def _corpus_documents(texts: DataFrame) -> tuple[DataFrame, int, float]:
+    """The corpus's (product_id, tokens), its size and mean document length (empty documents count in both)."""
+    docs = texts.select("product_id", bm25_tokens_udf("product_text").alias("tokens"))
+    n_docs, avgdl = docs.agg(F.count("*"), F.avg(F.size("tokens"))).collect()[0]
+    return docs, int(n_docs), float(avgdl or 0.0)
+
+
+def bm25_corpus_stats(texts: DataFrame) -> Bm25Stats:
+    """The frozen BM25 statistics of a corpus, computed with Spark: texts are (product_id, product_text) of the whole
+    catalog, one row per product. Each distinct token's document frequency reaches the driver."""
+    docs, n_docs, avgdl = _corpus_documents(texts)
+    doc_freq = (docs.select("product_id", F.explode(F.array_distinct("tokens")).alias("term"))
+                .groupBy("term").agg(F.count("*").alias("df")).collect())
+    return Bm25Stats(n_docs, avgdl, {row.term: int(row.df) for row in doc_freq})
+
+
 def bm25_scores_spark(texts: DataFrame, candidates: DataFrame) -> DataFrame:
     """BM25 (bm25s's Lucene variant) of candidates, computed with Spark; the same scores as `bm25_scores`.
 
@@ -67,8 +84,7 @@ def bm25_scores_spark(texts: DataFrame, candidates: DataFrame) -> DataFrame:
         .select("query_norm", F.explode(bm25_tokens_udf("query_norm")).alias("term"))
         .groupBy("query_norm", "term").agg(F.count("*").alias("qtf"))
     )
-    docs = texts.select("product_id", bm25_tokens_udf("product_text").alias("tokens"))
-    n_docs, avgdl = docs.agg(F.count("*"), F.avg(F.size("tokens"))).collect()[0]  # empty documents count in both
+    docs, n_docs, avgdl = _corpus_documents(texts)
     occurrences = (
         docs.select("product_id", F.size("tokens").alias("dl"), F.explode("tokens").alias("term"))
         .join(query_terms.select("term").distinct(), "term", "left_semi")

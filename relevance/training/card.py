@@ -55,6 +55,7 @@ def model_card(settings: Settings, version: str, created_at: dt.datetime, run_id
         "relevant_min_grade": scheme.relevant_min_grade,
         "gain": scheme.gain,
         "max_length": tuning.max_length,
+        "lexical_weight": history.get("lexical", {}).get("weight", 0.0),
         "product_text_max_words": settings.pairs.product_text_max_words,
         "product_text_description_words": settings.pairs.product_text_description_words,
         "calibration": calibration.platt,

@@ -13,15 +13,18 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 from relevance.evaluation.classifier import confusion_at_threshold
 from relevance.evaluation.ranking import GainSpec, per_query_ranking_metrics
 from udfs.card import ModelCard
+from udfs.lexical import Bm25Stats
 from udfs.model import CROSS_ENCODER, LoadedModel
 from udfs.scorer import score_logits
 
 
 def predict_logits(tokenizer: Any, network: Any, frame: pd.DataFrame, max_length: int,
-                   kind: str = CROSS_ENCODER) -> np.ndarray:
-    """The scorer's logits of the frame's (query_norm, product_text) pairs, the network put in eval mode."""
+                   kind: str = CROSS_ENCODER, lexical: tuple[float, Bm25Stats | None] = (0.0, None)) -> np.ndarray:
+    """The scorer's logits of the frame's (query_norm, product_text) pairs, the network put in eval mode; `lexical`
+    (weight, frozen BM25 statistics) adds weight x BM25 as a version with that card would."""
     network.eval()
-    model = LoadedModel("training", tokenizer, network, torch.device("cpu"), ModelCard("training", kind=kind, max_length=max_length))
+    card = ModelCard("training", kind=kind, max_length=max_length, lexical_weight=lexical[0])
+    model = LoadedModel("training", tokenizer, network, torch.device("cpu"), card, lexical=lexical[1])
     logits, _ = score_logits(model, frame.query_norm.tolist(), frame.product_text.tolist())
     return logits
 

@@ -1,4 +1,5 @@
-"""Weight-space ensembles of the base and the fine-tuned bi-encoder (WiSE-FT), the mix chosen on validation."""
+"""What validation chooses after training: the weight-space ensemble of the base and the fine-tuned bi-encoder
+(WiSE-FT), and the weight of BM25 added to the logit."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import copy
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -55,3 +57,16 @@ def choose_weight_mix(tokenizer: Any, network: PreTrainedModel, base_dir: str, v
     log(f"  weight mix: fine-tuned share {best:g} (validation nDCG@{settings.eval_k} by share: "
         + ", ".join(f"{k:g}: {v:.4f}" for k, v in quality.items()) + ")")
     return network, {"share": best, "val_ndcg": quality[best], "val_ndcg_by_share": {str(k): v for k, v in quality.items()}}
+
+
+def choose_lexical_weight(val: pd.DataFrame, logits: np.ndarray, bm25: np.ndarray, settings: FinetuneSettings,
+                          relevant_min_grade: int, gain: GainSpec, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """The weight of BM25 added to the network's validation `logits` with the best validation nDCG among
+    `finetune.lexical_weights` and 0 (ties: the smaller weight). The fine-tuned network ranks by meaning; on real
+    catalogs an exact model number or brand in the text still tells, and a little BM25 puts it back."""
+    quality = {weight: ranking_quality(val, logits + weight * bm25, settings.eval_k, relevant_min_grade, gain)
+               for weight in sorted(set(settings.lexical_weights) | {0.0})}
+    best = max(quality, key=lambda weight: (round(quality[weight], 12), -weight))
+    log(f"  lexical weight: BM25 x {best:g} (validation nDCG@{settings.eval_k} by weight: "
+        + ", ".join(f"{k:g}: {v:.4f}" for k, v in quality.items()) + ")")
+    return {"weight": best, "val_ndcg": quality[best], "val_ndcg_by_weight": {str(k): v for k, v in quality.items()}}
