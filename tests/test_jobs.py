@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -166,6 +167,20 @@ def test_missing_model_stops_score_before_writing(spark, fresh_warehouse):
     run(spark, cfg, build_pairs)
     cfg = {**cfg, "model": {**cfg["model"], "version": "no-such-model"}}
     with pytest.raises(JobError, match="model version 'no-such-model' not found"):
+        run(spark, cfg, score)
+    assert not (Path(cfg["warehouse"]["root"]) / "relevance").exists()
+
+
+def test_a_version_that_weighs_bm25_without_its_statistics_stops_score_before_writing(spark, fresh_warehouse,
+                                                                                      tiny_model_root, tmp_path):
+    cfg = fresh_warehouse
+    run(spark, cfg, build_pairs)
+    version = tmp_path / "tiny-lexical"
+    shutil.copytree(tiny_model_root / "tiny-test", version)
+    card = json.loads((version / "model_card.json").read_text())
+    (version / "model_card.json").write_text(json.dumps({**card, "version": "tiny-lexical", "lexical_weight": 0.05}))
+    cfg = {**cfg, "model": {**cfg["model"], "version": str(version)}}
+    with pytest.raises(JobError, match="adds BM25 x 0.05 to the logit but bm25_stats.json does not load"):
         run(spark, cfg, score)
     assert not (Path(cfg["warehouse"]["root"]) / "relevance").exists()
 
