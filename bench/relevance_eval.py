@@ -103,7 +103,8 @@ def main() -> None:
                        "train_seconds": card.training["train_seconds"], "epochs_run": len(card.training["epochs"]),
                        "catalog_seconds": card.training.get("catalog", {}).get("seconds", 0.0),
                        "refit_seconds": card.training.get("refit", {}).get("train_seconds", 0.0),
-                       "kind": card.kind, "promotion_gate": card.promotion.get("decision")})
+                       "kind": card.kind, "lexical_weight": card.lexical_weight,
+                       "promotion_gate": card.promotion.get("decision")})
         splits[seed] = report
         per_query = rows[rows.segment.str.startswith("query=") & (rows.metric == f"ndcg@{args.k}")]
         all_rows.append(per_query.assign(split=seed))

@@ -9,9 +9,10 @@ learns graded relevance (target = grade / top grade). Training runs a fixed numb
 same data, settings and seed, whatever the machine's load); the best epoch by validation
 nDCG@10 is kept; with `finetune.lexical_weights`, validation also chooses how much BM25 (the
 catalog's statistics frozen into the version) is added to the logit; Platt scaling on
-validation turns logits into the probability that a product is relevant; thresholds are chosen on validation and metrics are reported on the held-out test
-queries. The new version is promoted only when it beats the promoted version and the zero-shot
-base on validation by `finetune.promotion_margin` (`--force-promote` overrides).
+validation turns logits into the probability that a product is relevant; thresholds are chosen
+on validation and metrics are reported on the held-out test queries. The new version is
+promoted only when it beats the promoted version and the zero-shot base on validation by
+`finetune.promotion_margin` (`--force-promote` overrides).
 """
 
 from __future__ import annotations

@@ -70,6 +70,8 @@ def bm25_pair_scores(stats: Bm25Stats, queries: Sequence[str], texts: Sequence[s
     bm25s's score when `stats` are those of the corpus it indexed. Each distinct text is tokenized once."""
     if len(queries) != len(texts):
         raise ValueError(f"{len(queries)} queries but {len(texts)} product texts")
+    if not queries:
+        return np.zeros(0)
     distinct = list(dict.fromkeys([*queries, *texts]))
     tokens = dict(zip(distinct, bm25_tokens(distinct)))
     counts = {text: Counter(tokens[text]) for text in dict.fromkeys(texts)}
