@@ -40,8 +40,8 @@ class ModelCard:
     product_text_max_words: int | None = None
     product_text_description_words: int | None = None
     # the logit is the network's plus this weight x BM25 of the pair under the version's frozen corpus statistics
-    # (udfs.lexical.LEXICAL_FILE); 0: the network's alone
-    lexical_weight: float = 0.0
+    # (udfs.lexical.LEXICAL_FILE); 0, or None in cards older than the setting: the network's alone
+    lexical_weight: float | None = None
     calibration: dict[str, float] = field(default_factory=dict)  # Platt scaling of the logit: sigmoid(a * x + b)
     validation_score_deciles: list[float] | None = None  # 11 values, min to max: the score-shift (PSI) reference
     threshold: float = 0.5  # the decision threshold chosen on validation
