@@ -70,6 +70,13 @@ def test_refit_in_several_processes_is_refused_where_the_settings_are_read():
     assert load_settings(LOCAL, ["finetune.refit=true"]).finetune.refit is True
 
 
+@pytest.mark.parametrize("weights", ["[]", "[-0.1]", "[0, .inf]"])
+def test_lexical_weights_must_be_a_list_of_finite_weights_of_zero_or_more(weights):
+    with pytest.raises(ConfigError, match=r"finetune.lexical_weights \(.*\) must list weights of 0 or more"):
+        load_settings(LOCAL, [f"finetune.lexical_weights={weights}"])
+    assert load_settings(LOCAL, ["finetune.lexical_weights=[0, 0.02]"]).finetune.lexical_weights == (0.0, 0.02)
+
+
 def test_int8_on_cuda_is_refused_where_the_settings_are_read():
     with pytest.raises(ConfigError, match="int8.*CPU only"):
         load_settings(LOCAL, ["scoring.precision=int8", "scoring.device=cuda"])

@@ -267,7 +267,7 @@ def test_card_hyperparameters_are_the_settings_that_decide_the_weights():
                 "weight_decay": 0.01, "warmup_fraction": 0.1, "max_length": 64, "val_fraction": 0.15,
                 "test_fraction": 0.35, "max_train_seconds": 1800.0, "eval_k": 10, "train_precision": "auto",
                 "freeze_word_embeddings": True, "patience": 2, "cosent_scale": 20.0, "weight_mixes": (0.5, 0.75, 1.0),
-                "batching": "query", "max_examples": 200_000, "catalog_steps": 300, "catalog_learning_rate": 2e-5,
+                "lexical_weights": (0.0,), "batching": "query", "max_examples": 200_000, "catalog_steps": 300, "catalog_learning_rate": 2e-5,
                 "catalog_brand_share": 0.3, "catalog_min_coverage": 0.5, "refit": False}
     assert hyperparameters(FinetuneSettings()) == expected
     driven = replace(FinetuneSettings(), threads=4, processes=2, promote=False, promotion_margin=0.1, force_promote=True,
