@@ -27,6 +27,7 @@ SPARK_HOME = Path(pyspark.__file__).parent
 START_TIMEOUT_S = 180
 WORKER_MEMORY = "3g"
 EXECUTOR_MEMORY = "2g"
+EXECUTOR_LOGS = ("stdout", "stderr")
 
 
 def free_port() -> int:
@@ -91,9 +92,11 @@ class StandaloneCluster:
                 process.wait()
 
     def remove_environments(self) -> None:
-        """Delete the executors' copies of the environment archive and their unpacked environments (GBs each)."""
-        for heavy in (p for work in self.worker_dirs for p in (work / "work").glob("app-*/*/env*")):
-            shutil.rmtree(heavy, ignore_errors=True) if heavy.is_dir() else heavy.unlink(missing_ok=True)
+        """Delete what the executors fetched: the unpacked environment (GBs each), the jars (0.7 GB with hadoop-aws'
+        SDK bundle) and the code zip; their logs stay."""
+        for fetched in (p for per in self.executor_dirs() for executor in per for p in executor.iterdir()
+                        if p.name not in EXECUTOR_LOGS):
+            shutil.rmtree(fetched, ignore_errors=True) if fetched.is_dir() else fetched.unlink(missing_ok=True)
 
     def executor_dirs(self) -> list[list[Path]]:
         """Per worker, the folders of the executors it ran (`<work>/app-*/<executor id>`)."""
@@ -116,6 +119,9 @@ def spark_submit(master_url: str, env_archive: Path, py_files: Path, writer: str
     packages = [DELTA_SPARK_PACKAGE, HADOOP_AWS_PACKAGE] if writer == "delta-spark" else [HADOOP_AWS_PACKAGE]
     conf = {"spark.pyspark.python": "./env/bin/python", "spark.pyspark.driver.python": sys.executable,
             "spark.executor.cores": "1", "spark.executor.memory": EXECUTOR_MEMORY,
+            # The fetch cache keeps a second copy of the 3 GB archive in each worker's local folder, for other
+            # executors of the application on that machine; here there are none, and the disk is shared by all.
+            "spark.files.useFetchCache": "false",
             **({k: v for k, v in delta_spark_settings().items() if k != "spark.jars.packages"}
                if writer == "delta-spark" else {}),
             **{f"spark.executorEnv.{k}": v for k, v in executor_env.items()}}

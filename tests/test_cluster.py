@@ -109,7 +109,8 @@ def test_nightly_on_a_standalone_cluster_with_an_archived_environment(spark, clu
     output = done.stdout + done.stderr
     if done.returncode != 0 and "unresolved dependency" in output.lower():
         pytest.skip(f"Spark's Ivy could not fetch the packages: {output[-500:]}")
-    assert done.returncode == 0, (f"exit {done.returncode} after {time.perf_counter() - started:.0f}s:\n"
+    assert done.returncode == 0, (f"exit {done.returncode} after {time.perf_counter() - started:.0f}s, "
+                                  f"{shutil.disk_usage(tmp_path).free / 2**30:.1f} GiB free under {tmp_path}:\n"
                                   f"{done.stdout[-3000:]}\n{done.stderr[-3000:]}\n{executor_errors(cluster)}")
     summary = re.search(r"\[nightly\] run \S+: in (\d+), out (\d+), rejected (\d+)", output)
     assert summary, output[-3000:]
