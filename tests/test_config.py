@@ -74,6 +74,9 @@ def test_refit_in_several_processes_is_refused_where_the_settings_are_read():
 def test_lexical_weights_must_be_a_list_of_finite_weights_of_zero_or_more(weights):
     with pytest.raises(ConfigError, match=r"finetune.lexical_weights \(.*\) must list weights of 0 or more"):
         load_settings(LOCAL, [f"finetune.lexical_weights={weights}"])
+
+
+def test_lexical_weights_are_read_as_a_tuple_of_floats():
     assert load_settings(LOCAL, ["finetune.lexical_weights=[0, 0.02]"]).finetune.lexical_weights == (0.0, 0.02)
 
 
