@@ -33,7 +33,7 @@ test: $(STAMP)
 
 ## static checks: ruff (pyflakes, pycodestyle, import order, bugbear) and mypy, configured in pyproject.toml
 lint: $(STAMP)
-	$(BIN)/ruff check jobs relevance udfs schemas tests bench
+	$(BIN)/ruff check plumbing jobs relevance udfs schemas tests bench
 	$(BIN)/python -m mypy
 
 ## scoring throughput benchmark: naive UDF, CrossEncoder, predict_batch_udf, our scorer, our score job

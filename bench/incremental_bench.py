@@ -32,9 +32,9 @@ import pandas as pd  # noqa: E402
 
 from jobs import build_pairs, generate, score  # noqa: E402
 from jobs.core.config import load_config, set_path  # noqa: E402
-from jobs.core.delta import Warehouse  # noqa: E402
 from jobs.core.job import JobContext, run_job  # noqa: E402
-from jobs.core.spark import build_spark  # noqa: E402
+from jobs.core.spark import build_spark, open_warehouse  # noqa: E402
+from plumbing.delta import Warehouse  # noqa: E402
 from relevance.settings import settings_from_mapping  # noqa: E402
 from schemas.tables import TABLES  # noqa: E402
 
@@ -43,7 +43,7 @@ DS = "2025-01-07"
 
 def run(spark, cfg: dict, module, ds: str | None = DS):
     settings = settings_from_mapping(copy.deepcopy(cfg))
-    ctx = JobContext(job=module.JOB, settings=settings, spark=spark, warehouse=Warehouse.of(spark, settings), ds=ds)
+    ctx = JobContext(job=module.JOB, settings=settings, spark=spark, warehouse=open_warehouse(spark, settings), ds=ds)
     started = time.perf_counter()
     result = run_job(ctx, module.run)
     return result, time.perf_counter() - started

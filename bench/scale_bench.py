@@ -134,9 +134,8 @@ def run_one_size(pairs: int, work: Path, sample: int, rounds: int) -> dict[str, 
     from bench.models import make_tiny_model_version
     from jobs import audit, build_pairs, generate_scale, score
     from jobs.core.config import load_config, set_path
-    from jobs.core.delta import Warehouse
     from jobs.core.job import JobContext
-    from jobs.core.spark import build_spark
+    from jobs.core.spark import build_spark, open_warehouse
     from relevance.settings import settings_from_mapping
 
     cfg = load_config(ROOT / "conf" / "local.yaml")
@@ -148,7 +147,7 @@ def run_one_size(pairs: int, work: Path, sample: int, rounds: int) -> dict[str, 
     set_path(cfg, "generate_scale.pairs", pairs)
     settings = settings_from_mapping(cfg)
     spark = build_spark(settings)
-    ctx = JobContext(job="scale-bench", settings=settings, spark=spark, warehouse=Warehouse.of(spark, settings), ds=DS)
+    ctx = JobContext(job="scale-bench", settings=settings, spark=spark, warehouse=open_warehouse(spark, settings), ds=DS)
     modules = {"generate_scale": generate_scale, "build_pairs": build_pairs, "score": score, "audit": audit}
     jobs = {name: measured_job(ctx, module) for name, module in modules.items()}
     result = {"pairs": jobs["build_pairs"]["rows_out"], "jobs": jobs,

@@ -15,8 +15,8 @@ if __package__ in (None, ""):  # run as a file by spark-submit: make the project
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from jobs.core.config import ConfigError, load_config, set_path  # noqa: E402
-from jobs.core.errors import one_line  # noqa: E402
 from jobs.core.job import JobContext, JobError, run_job  # noqa: E402
+from plumbing.errors import one_line  # noqa: E402
 from relevance.settings import settings_from_mapping  # noqa: E402
 
 
@@ -85,12 +85,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
-    from jobs.core.delta import Warehouse
-    from jobs.core.spark import build_spark
+    from jobs.core.spark import build_spark, open_warehouse
 
     try:
         spark = build_spark(settings)
-        warehouse = Warehouse.of(spark, settings)
+        warehouse = open_warehouse(spark, settings)
         ctx = JobContext(job=args.job, settings=settings, spark=spark, warehouse=warehouse, ds=args.ds)
         result = run_job(ctx, module.run)
     except (JobError, ConfigError) as exc:

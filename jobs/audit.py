@@ -25,29 +25,27 @@ import pandas as pd
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from jobs.core import storage
-from jobs.core.config import set_path
+from jobs.core.config import set_path, storage_options
 from jobs.core.job import JobContext, JobError, JobResult
-from jobs.core.storage import storage_options_from_config
+from plumbing import storage
 from relevance.evaluation.audit_rows import (
     AuditSettings,
     audit_rows,
     audit_settings,
-    behavior_per_query,
     curve_rows,
     curves,
     judged_evaluation,
     log_only_rows,
-    worst_offenders,
 )
 from relevance.evaluation.baselines import ZERO_SHOT, baseline_scores
+from relevance.evaluation.behavior import behavior_per_query, worst_offenders
 from relevance.evaluation.compare import compare_rows, movement_line, regression_failure
 from relevance.evaluation.held_out import held_out_candidates, judged_candidates
 from relevance.evaluation.summary import audit_summary, markdown_report, report_metrics, thresholds_document
 from relevance.frames import to_spark
 from relevance.pairs import catalog_texts
-from schemas import conform
 from schemas.tables import CATALOG, JUDGMENTS, PAIRS, RELEVANCE, RELEVANCE_AUDIT
+from schemas.validate import conform
 
 if TYPE_CHECKING:
     from udfs.model import LoadedModel
@@ -123,7 +121,7 @@ def load(ctx: JobContext) -> AuditInputs:
     if rows_in == 0:
         raise FileNotFoundError(f"relevance has no rows for ds={ds} in {wh.path(RELEVANCE.name)} (run score first)")
     versions = [r[0] for r in relevance.select("model_version").distinct().collect()]
-    options, cache_dir, models_root = storage_options_from_config(settings), settings.model.cache_dir, settings.model.models_root
+    options, cache_dir, models_root = storage_options(settings), settings.model.cache_dir, settings.model.models_root
     model_location = locate_model_version(models_root, versions[0], options)
     model_dir = fetch_model_version(model_location, options, cache_dir)
     card = read_card(model_dir)

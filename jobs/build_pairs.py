@@ -13,8 +13,8 @@ from pyspark.sql import DataFrame
 from jobs.core.job import JobContext, JobResult
 from relevance.frames import rejects_frame
 from relevance.pairs import BuiltPairs, build_pairs, offline_pairs
-from schemas import conform
 from schemas.tables import CATALOG, JUDGMENTS, PAIRS, QUERY_LOG, REJECTS
+from schemas.validate import conform
 
 JOB = "build_pairs"
 def write_rejects(ctx: JobContext, built: BuiltPairs) -> dict[str, int]:

@@ -29,9 +29,8 @@ import torch
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from jobs.core.config import set_path
+from jobs.core.config import set_path, storage_options
 from jobs.core.job import JobContext, JobResult
-from jobs.core.storage import storage_options_from_config
 from relevance.evaluation.baselines import bm25_corpus_stats
 from relevance.frames import rejects_frame
 from relevance.pairs import catalog_texts, classify_judgments, latest_entry_first
@@ -46,12 +45,11 @@ from relevance.training.loop import train_network
 from relevance.training.promotion import promotion_gate, validation_rivals
 from relevance.training.split import data_fingerprint, split_examples, training_examples
 from relevance.training.weights import apply_weight_mix, choose_lexical_weight, choose_weight_mix
-from schemas import conform
 from schemas.tables import CATALOG, JUDGMENTS, REJECTS
-from udfs.card import ModelCard
+from schemas.validate import conform
+from udfs.card import ModelCard, calibrate
 from udfs.lexical import LEXICAL_FILE, Bm25Stats, bm25_pair_scores
 from udfs.model import BI_ENCODER, promote, resolve_base_model, save_model_version
-from udfs.scorer import calibrate
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -230,7 +228,7 @@ def run(ctx: JobContext) -> JobResult:
     settings, tuning, wh = ctx.settings, ctx.settings.finetune, ctx.warehouse
     base_dir = resolve_base_model(settings.model.base)
     models_root = settings.model.models_root
-    storage_options = storage_options_from_config(settings)
+    options = storage_options(settings)
     torch.set_num_threads(tuning.threads or os.cpu_count() or 1)
 
     # load
@@ -252,16 +250,16 @@ def run(ctx: JobContext) -> JobResult:
     catalog, catalog_plan = catalog_batches(products, tuning)
     if "skipped" in catalog_plan:
         print(f"finetune: {catalog_plan['skipped']}")
-    version = new_version(ctx, base_dir, parts, catalog, catalog_plan, fingerprint, storage_options, bm25_stats)
+    version = new_version(ctx, base_dir, parts, catalog, catalog_plan, fingerprint, options, bm25_stats)
 
     # write
     path = save_model_version(models_root, version.network, version.tokenizer, version.card,
-                              extra_files=version.extra_files, storage_options=storage_options)
+                              extra_files=version.extra_files, storage_options=options)
     rejected = classified.where(F.col("reason").isNotNull())
     wh.overwrite_partition(rejects_frame(rejected, JOB, JUDGMENTS.name, ctx.run_id, ctx.ds or "all"), REJECTS,
                            {"job": JOB, "ds": ctx.ds or "all"}, ctx.run_id)
     if version.promoted:
-        promote(models_root, version.name, storage_options)
+        promote(models_root, version.name, options)
     print(f"finetune: {version.why}")
 
     rows_used = int(classified.where(F.col("reason").isNull()).count())

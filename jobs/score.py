@@ -9,9 +9,9 @@ import time
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from jobs.core.config import storage_options
 from jobs.core.job import JobContext, JobError, JobResult
 from jobs.core.spark import session_setting
-from jobs.core.storage import storage_options_from_config
 from relevance.frames import rejects_frame
 from relevance.scoring import (
     classify_pairs,
@@ -27,8 +27,8 @@ from relevance.scoring import (
     unusable_scores,
 )
 from relevance.settings import Settings
-from schemas import conform
 from schemas.tables import PAIRS, REJECTS, RELEVANCE
+from schemas.validate import conform
 from udfs.card import ModelCard
 from udfs.model import (
     fetch_model_version,
@@ -56,7 +56,7 @@ def load_checked_model(settings: Settings) -> tuple[str, ModelCard, dict[str, fl
     """Locate the model version (a local folder, or its URI on an object store: what executors are handed),
     fetch and load it on the driver as executors will (fetch_model_version) and probe it (probe_model): a broken
     model stops here. Returns where the version is, its card and the probe's score range."""
-    options = storage_options_from_config(settings)
+    options = storage_options(settings)
     model_dir = locate_model_version(settings.model.models_root, settings.model.version, options)
     model = load_model_version(fetch_model_version(model_dir, options, settings.model.cache_dir))
     mismatch = product_text_mismatch(model.card, settings.pairs)
@@ -95,7 +95,7 @@ def score_day(ctx: JobContext) -> JobResult:
         batch_tokens=optional_int(config.batch_tokens),
         max_batch_rows=optional_int(config.max_batch_rows),
         precision=config.precision,
-        storage_options=storage_options_from_config(ctx.settings),
+        storage_options=storage_options(ctx.settings),
         cache_dir=ctx.settings.model.cache_dir,
     )
     device, precision = device_and_precision(spark, settings)

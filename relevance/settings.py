@@ -19,6 +19,8 @@ from typing import Any, Literal
 from udfs.runtime import check_precision
 from udfs.text import PRODUCT_TEXT_MAX_WORDS
 
+# purity: no pyspark torch transformers
+
 
 class ConfigError(ValueError):
     """The configuration is missing, unreadable or inconsistent."""

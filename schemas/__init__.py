@@ -1,6 +1,2 @@
-"""Table contracts (Spark schemas) and input validation."""
-
-from schemas.tables import TABLES, TableSpec
-from schemas.validate import SchemaError, check_schema, conform
-
-__all__ = ["TABLES", "TableSpec", "SchemaError", "check_schema", "conform"]
+"""Table contracts (`schemas.tables`: Spark schemas), input validation (`schemas.validate`) and the limits of an
+input row (`schemas.limits`)."""

@@ -21,13 +21,15 @@ from pyspark.sql.types import (
     TimestampType,
 )
 
+from schemas.limits import MAX_EVENT_LEAD_DAYS, MAX_POSITION, MIN_EVENT_TIME  # noqa: F401  (part of the contract)
+
 
 @dataclass(frozen=True)
 class TableSpec:
     """A warehouse table: its schema, its partition columns and which columns an input must have.
 
     `may_be_emptied`: a replace may leave it (or a partition) without rows (rejects: a clean rerun has none);
-    every other table holding rows is never replaced by none without --allow-empty (jobs.core.delta)."""
+    every other table holding rows is never replaced by none without --allow-empty (plumbing.delta)."""
 
     name: str
     schema: StructType
@@ -47,9 +49,6 @@ def _struct(*fields: tuple[str, DataType]) -> StructType:
 S, L, I, D, T = StringType(), LongType(), IntegerType(), DoubleType(), TimestampType()  # noqa: E741 (I: IntegerType)
 
 # Plausible values of query_log events; importers and build_pairs reject events outside them.
-MAX_POSITION = 10_000            # a 1-based rank beyond this is not a position a user saw
-MIN_EVENT_TIME = "2000-01-01"    # UTC; earlier timestamps (epoch 0, -1) are placeholders, not events
-MAX_EVENT_LEAD_DAYS = 1          # an event more than a day after the import ran lies in the future
 
 QUERY_LOG = TableSpec(
     "query_log",

@@ -21,7 +21,8 @@ from pathlib import Path
 
 import pyspark
 
-from jobs.core.spark import DELTA_SPARK_PACKAGE, HADOOP_AWS_PACKAGE, delta_spark_settings
+from jobs.core.spark import HADOOP_AWS_PACKAGE, delta_spark_settings
+from plumbing.delta import DELTA_SPARK_PACKAGE
 
 SPARK_HOME = Path(pyspark.__file__).parent
 START_TIMEOUT_S = 180

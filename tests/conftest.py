@@ -40,8 +40,9 @@ def spark():
     where the jars cannot be fetched (no network, no Ivy cache) a plain one, and the delta-spark cases skip."""
     import warnings
 
-    from jobs.core.errors import one_line
-    from jobs.core.spark import DELTA_SPARK_PACKAGE, build_spark
+    from jobs.core.spark import build_spark
+    from plumbing.delta import DELTA_SPARK_PACKAGE
+    from plumbing.errors import one_line
 
     cfg = {"spark": {"master": "local[2]", "shuffle_partitions": 2, "driver_memory": "2g", "app_name": "relevance-tests"},
            "warehouse": {"writer": "delta-spark"}}
@@ -83,11 +84,11 @@ def make_config(warehouse: Path, models_root: Path, **overrides) -> dict:
 
 def run(spark, cfg: dict, module, ds: str | None = DEMO_DS):
     """Run one job module through the same path as the CLI (records to `runs`)."""
-    from jobs.core.delta import Warehouse
     from jobs.core.job import JobContext, run_job
+    from jobs.core.spark import open_warehouse
 
     settings = settings_from_mapping(copy.deepcopy(cfg))
-    ctx = JobContext(job=module.JOB, settings=settings, spark=spark, warehouse=Warehouse.of(spark, settings), ds=ds)
+    ctx = JobContext(job=module.JOB, settings=settings, spark=spark, warehouse=open_warehouse(spark, settings), ds=ds)
     return run_job(ctx, module.run)
 
 

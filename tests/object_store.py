@@ -52,7 +52,7 @@ class S3Server:
         return "/".join([f"s3://{self.bucket}", *(p.strip("/") for p in parts if p.strip("/"))])
 
     def storage_options(self, **extra: str) -> dict[str, str]:
-        """delta-rs storage options for this server (also what jobs.core.storage.filesystem takes).
+        """delta-rs storage options for this server (also what plumbing.storage.filesystem takes).
 
         AWS_CONDITIONAL_PUT=etag: delta-rs commits a version with PutObject `If-None-Match: *`, so of two
         writers of one version exactly one succeeds (no AWS_S3_ALLOW_UNSAFE_RENAME, no DynamoDB lock).

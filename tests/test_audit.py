@@ -10,11 +10,10 @@ import pytest
 from relevance.evaluation.audit_rows import (
     AuditSettings,
     audit_rows,
-    behavior_per_query,
     judged_evaluation,
     log_only_rows,
-    worst_offenders,
 )
+from relevance.evaluation.behavior import behavior_per_query, worst_offenders
 from relevance.evaluation.compare import compare_rows, regression_failure
 
 ROOT = Path(__file__).resolve().parent.parent

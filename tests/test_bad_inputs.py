@@ -26,8 +26,8 @@ from pyspark.sql import functions as F
 from jobs import build_pairs, score
 from jobs.__main__ import main
 from jobs.core.config import set_path
-from jobs.core.delta import Warehouse
-from jobs.core.errors import InputError, WarehouseError, one_line
+from plumbing.delta import Warehouse
+from plumbing.errors import InputError, WarehouseError, one_line
 from relevance.data.importers import read_tsv, wands_judgments
 from relevance.pairs import CONFLICT_RULE, MAX_CHARS_PER_WORD, catalog_texts, classify_judgments
 from relevance.scoring import population_stability, score_shift, unusable_scores

@@ -20,9 +20,9 @@ import pytest
 import yaml
 from deltalake import DeltaTable
 
-from jobs.core import storage
 from jobs.core.config import set_path
 from jobs.core.package import build_env_archive, build_py_files_zip
+from plumbing import storage
 from tests.cluster import StandaloneCluster, spark_submit, standalone_cluster
 from tests.conftest import DEMO_DS, ROOT, make_config, run
 from tests.object_store import S3Server, s3_root, s3_server

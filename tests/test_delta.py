@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 from deltalake import DeltaTable
 
-from jobs.core.delta import WRITERS, Warehouse, delta_spark_available
-from jobs.core.errors import WarehouseError
-from jobs.core.spark import DELTA_SPARK_PACKAGE, session_settings
+from jobs.core.spark import session_settings
+from plumbing.delta import DELTA_SPARK_PACKAGE, WRITERS, Warehouse, delta_spark_available
+from plumbing.errors import WarehouseError
 from schemas.tables import JUDGMENTS, QUERY_LOG, REJECTS
 from tests.conftest import settings_of
 

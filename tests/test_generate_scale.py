@@ -7,7 +7,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from jobs import build_pairs, generate_scale
-from jobs.core.delta import Warehouse
+from plumbing.delta import Warehouse
 from relevance.data import scale as scale_data
 from relevance.frames import with_normalized_query
 from schemas.tables import CATALOG, JUDGMENTS, PAIRS, QUERY_LOG, REJECTS

@@ -12,7 +12,7 @@ from deltalake import DeltaTable
 from jobs import build_pairs, import_esci, import_ubi, import_wands
 from jobs.__main__ import main
 from jobs.core.config import set_path
-from jobs.core.delta import Warehouse
+from plumbing.delta import Warehouse
 from relevance.data.importers import (
     EVENTS,
     QUERIES,

@@ -14,9 +14,9 @@ from deltalake import DeltaTable, write_deltalake
 
 from jobs import build_pairs, finetune, nightly, score
 from jobs.__main__ import main
-from jobs.core.delta import Warehouse
 from jobs.core.job import JobError
 from jobs.score import ARROW_BATCH_ROWS
+from plumbing.delta import Warehouse
 from schemas.tables import QUERY_LOG, TABLES
 from tests.conftest import DEMO_DS, ROOT, make_config, run, settings_of
 from udfs.model import load_model_version, resolve_model_dir

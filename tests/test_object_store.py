@@ -22,8 +22,8 @@ from deltalake import Schema as DeltaSchema
 from deltalake.exceptions import CommitFailedError
 from deltalake.transaction import AddAction, create_table_with_add_actions
 
-from jobs.core import storage
-from jobs.core.config import ConfigError
+from jobs.core.config import ConfigError, storage_options
+from plumbing import storage
 from tests.conftest import settings_of
 from tests.object_store import S3Server, s3_root, s3_server
 from udfs.model import (
@@ -80,8 +80,8 @@ def test_storage_options_take_the_config_first_then_the_aws_environment():
         "aws_s3_addressing_style": "path",  # unknown here: passed to delta-rs as it is
         "AWS_REGION": "eu-west-3", "AWS_ACCESS_KEY_ID": "env-key", "AWS_SECRET_ACCESS_KEY": "env-secret"}
     cfg = {"warehouse": {"root": "s3a://b/w", "storage_options": {"region": "us-west-2"}}}
-    assert storage.storage_options_from_config(settings_of(cfg), {}) == {"AWS_REGION": "us-west-2"}
-    assert storage.storage_options_from_config(settings_of({"warehouse": {}}), {}) == {}
+    assert storage_options(settings_of(cfg), {}) == {"AWS_REGION": "us-west-2"}
+    assert storage_options(settings_of({"warehouse": {}}), {}) == {}
     with pytest.raises(ConfigError, match="setting 'warehouse.storage_options' must be a mapping"):
         settings_of({"warehouse": {"storage_options": "AWS_REGION=x"}})
 
@@ -122,7 +122,7 @@ def test_helpers_round_trip_bytes_and_parquet(where, s3_server: S3Server, s3_roo
     options = s3_server.storage_options() if where == "s3" else {}
     base = s3_root if where == "s3" else str(tmp_path / "store")
 
-    def raw(uri: str) -> bytes:  # the stored bytes, read without jobs.core.storage
+    def raw(uri: str) -> bytes:  # the stored bytes, read without plumbing.storage
         if where == "s3":
             key = uri.removeprefix(f"s3://{s3_server.bucket}/")
             return s3_server.client().get_object(Bucket=s3_server.bucket, Key=key)["Body"].read()
@@ -333,7 +333,7 @@ def _tree(folder: Path) -> dict[str, bytes]:
 
 @pytest.fixture()
 def downloads(monkeypatch) -> list[str]:
-    """The folders fetch_model_version downloads (counted where udfs.model calls jobs.core.storage)."""
+    """The folders fetch_model_version downloads (counted where udfs.model calls plumbing.storage)."""
     calls: list[str] = []
     original = storage.download_folder
 

@@ -17,10 +17,10 @@ import pytest
 import yaml
 from deltalake import DeltaTable
 
-from jobs.core import storage
 from jobs.core.config import set_path
-from jobs.core.delta import Warehouse
 from jobs.core.spark import HADOOP_AWS_PACKAGE, session_settings
+from plumbing import storage
+from plumbing.delta import Warehouse
 from schemas.tables import REJECTS
 from tests.conftest import DEMO_DS, ROOT, make_config, run, settings_of
 from tests.object_store import S3Server, s3_root, s3_server

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pyspark.sql.pandas.types import to_arrow_schema
 
-from jobs.core.errors import InputError
+from plumbing.errors import InputError
 from relevance.data.importers import (
     esci_judgments_from_ratings,
     iter_ubi_records,

@@ -6,7 +6,7 @@ import json
 import pandas as pd
 import pytest
 
-from jobs.core.errors import InputError
+from plumbing.errors import InputError
 from relevance.data.readers import (
     CatalogMapping,
     catalog_from_records,

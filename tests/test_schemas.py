@@ -1,8 +1,8 @@
 import pytest
 from pyspark.sql.types import IntegerType, StringType, StructField, StructType, TimestampType
 
-from schemas import SchemaError, check_schema, conform
 from schemas.tables import QUERY_LOG, TABLES
+from schemas.validate import SchemaError, check_schema, conform
 
 
 def struct(**types):

@@ -225,8 +225,9 @@ def test_a_version_that_weighs_bm25_adds_it_to_the_logit_and_will_not_load_witho
     import json
     import shutil
 
+    from udfs.card import calibrate
     from udfs.lexical import LEXICAL_FILE, Bm25Stats, bm25_pair_scores
-    from udfs.scorer import calibrate, score_logits
+    from udfs.scorer import score_logits
 
     plain = load_model_version(resolve_model_dir(tiny_model_root, "tiny-test"))
     version = tmp_path / "tiny-lexical"

@@ -13,8 +13,8 @@ import pytest
 from deltalake import DeltaTable
 from pyspark.sql.types import StructType
 
-from jobs.core.delta import WRITERS, Warehouse
-from jobs.core.errors import WarehouseError
+from plumbing.delta import WRITERS, Warehouse
+from plumbing.errors import WarehouseError
 from schemas.tables import RELEVANCE, TableSpec
 from tests.test_delta import warehouse
 

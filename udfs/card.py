@@ -14,6 +14,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
+# purity: no pyspark torch transformers
+
 # What a model version's network is: a cross-encoder reads the pair `[CLS] query [SEP] product [SEP]` and outputs
 # one relevance logit; a bi-encoder embeds query and product apart (mean-pooled, L2-normalized) and its logit is
 # their cosine, so each distinct query and product is embedded once.
@@ -95,3 +99,8 @@ class ModelCard:
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True, default=str)
+
+
+def calibrate(logits: np.ndarray, a: float, b: float) -> np.ndarray:
+    """Platt scaling with a card's calibration: probability of relevance = sigmoid(a * logit + b)."""
+    return 1.0 / (1.0 + np.exp(-(a * logits + b)))

@@ -1,7 +1,7 @@
 """BM25's tokens (bm25s: lowercased words of 2+ characters, English stop words dropped, Snowball-stemmed), for
 the in-memory and the Spark BM25 baselines alike, and BM25 of single pairs under frozen corpus statistics (the
 lexical term a model version may add to its logit). A module of its own, so that executors tokenizing a catalog
-import bm25s and not torch."""
+import bm25s and not torch; its Spark UDF is `udfs.spark_udf.bm25_tokens_udf`."""
 
 from __future__ import annotations
 
@@ -13,10 +13,9 @@ from dataclasses import dataclass
 
 import bm25s
 import numpy as np
-import pandas as pd
 import Stemmer
-from pyspark.sql.functions import pandas_udf
-from pyspark.sql.types import ArrayType, StringType
+
+# purity: no pyspark torch transformers
 
 BM25_K1, BM25_B = 1.5, 0.75
 BM25_STOPWORDS, BM25_STEMMER = "en", "english"
@@ -26,12 +25,6 @@ def bm25_tokens(texts: Sequence[str]) -> list[list[str]]:
     """bm25s's tokens of each text."""
     return bm25s.tokenize(list(texts), stopwords=BM25_STOPWORDS, stemmer=Stemmer.Stemmer(BM25_STEMMER),
                           return_ids=False, show_progress=False)
-
-
-@pandas_udf(ArrayType(StringType()))  # type: ignore[call-overload]  # pyspark's stubs lack the type-hinted form
-def bm25_tokens_udf(texts: pd.Series) -> pd.Series:
-    """bm25_tokens of a column of texts, computed on executors."""
-    return pd.Series(bm25_tokens(texts.tolist()), index=texts.index)
 
 
 LEXICAL_FILE = "bm25_stats.json"  # a model version's frozen BM25 corpus statistics, when its card weighs BM25

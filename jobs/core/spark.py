@@ -10,14 +10,11 @@ from collections.abc import Iterator
 
 from pyspark.sql import SparkSession
 
-from jobs.core import storage
+from jobs.core.config import storage_options
+from plumbing import storage
+from plumbing.delta import DELTA_SPARK_EXTENSION, DELTA_SPARK_PACKAGE, Warehouse
 from relevance.settings import Settings
 
-# Delta Lake's Spark jars for pyspark 4.1 (Scala 2.13). delta-spark 4.1.0 and 4.2.0, also built on Spark 4.1.0, fail on
-# pyspark 4.1.4 (NoClassDefFoundError: org/apache/spark/sql/catalyst/plans/logical/IgnoreCachedData in the DeltaTable
-# API and ALTER TABLE); 4.3.1 runs on it. 4.4.0 is built on Spark 4.2.
-DELTA_SPARK_PACKAGE = "io.delta:delta-spark_2.13:4.3.1"
-DELTA_SPARK_EXTENSION = "io.delta.sql.DeltaSparkSessionExtension"
 # Hadoop's S3A connector (s3a:// reads) of the hadoop-client pyspark 4.1.4 bundles (3.4.2); it brings the AWS SDK v2
 # `bundle` jar (about 640 MB, fetched once by Spark's Ivy into ~/.ivy2.5.2).
 HADOOP_AWS_PACKAGE = "org.apache.hadoop:hadoop-aws:3.4.2"
@@ -48,7 +45,7 @@ def object_store_settings(settings: Settings) -> dict[str, str]:
     {} where neither root is on an object store."""
     if not uses_object_store(settings):
         return {}
-    return storage.hadoop_s3a_settings(storage.storage_options_from_config(settings))
+    return storage.hadoop_s3a_settings(storage_options(settings))
 
 
 def session_settings(config: Settings, submitted: bool) -> dict[str, str]:
@@ -117,3 +114,10 @@ def session_setting(spark: SparkSession, key: str, value: str) -> Iterator[None]
             spark.conf.unset(key)
         else:
             spark.conf.set(key, previous)
+
+
+def open_warehouse(spark: SparkSession, settings: Settings) -> Warehouse:
+    """The warehouse the settings name (`warehouse.*`)."""
+    return Warehouse(spark, settings.warehouse.root, settings.warehouse.writer,
+                     allow_empty_replace=settings.warehouse.allow_empty_replace,
+                     storage_options=storage_options(settings))

@@ -20,9 +20,11 @@ from typing import Any, TypeGuard
 
 import pandas as pd
 
-from jobs.core.errors import InputError
-from schemas.tables import MAX_EVENT_LEAD_DAYS, MAX_POSITION, MIN_EVENT_TIME
+from plumbing.errors import InputError
+from schemas.limits import MAX_EVENT_LEAD_DAYS, MAX_POSITION, MIN_EVENT_TIME
 from udfs.text import is_missing
+
+# purity: no pyspark torch transformers
 
 REJECT_COLUMNS = ["reason", "raw"]
 CATEGORY_SEPARATOR = " > "

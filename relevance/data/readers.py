@@ -18,7 +18,7 @@ from typing import Any
 
 import pandas as pd
 
-from jobs.core.errors import InputError
+from plumbing.errors import InputError
 from relevance.data.importers import (
     CATEGORY_SEPARATOR,
     LINE,
@@ -30,6 +30,8 @@ from relevance.data.importers import (
     split_by_reason,
 )
 from udfs.text import is_missing
+
+# purity: no pyspark torch transformers
 
 RECORD_FORMATS = ("json", "jsonl", "csv", "parquet")
 JUDGMENT_FORMATS = ("quepid", "trec", "rre", "csv", "parquet")

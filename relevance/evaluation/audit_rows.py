@@ -5,8 +5,8 @@ baselines (`bm25`, `zero_shot`) and the production ranking seen in the logs (`lo
 mean impression position). Segments: all, head / torso / tail (query log frequency),
 category=<top category>, query_len=1..4+, and query=<query_norm> for the per-query nDCG rows.
 Log-only rows need no judgments: how much of what users saw, clicked or bought the model calls
-irrelevant. Pure functions of pandas frames, except `behavior_per_query` and `worst_offenders`,
-which aggregate a Spark DataFrame so that only one row per query (or `limit` rows) reaches the driver.
+irrelevant. Pure functions of pandas frames; the Spark aggregations that feed the log-only rows are in
+`relevance.evaluation.behavior`.
 """
 
 from __future__ import annotations
@@ -16,8 +16,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from pyspark.sql import DataFrame
-from pyspark.sql import functions as F
 
 from relevance.evaluation import pair_metrics
 from relevance.evaluation.classifier import (
@@ -30,7 +28,10 @@ from relevance.evaluation.intervals import bootstrap_ci, bootstrap_grouped_ci, b
 from relevance.evaluation.ranking import GainSpec, per_query_ranking_metrics
 from relevance.settings import AuditConfig, LabelScheme
 
+# purity: no pyspark torch transformers
+
 MODEL, LOGGED = "model", "logged_position"
+BM25, ZERO_SHOT = "bm25", "zero_shot"  # the baselines (relevance.evaluation.baselines)
 FREQUENCY_SEGMENTS = ("all", "head", "torso", "tail")
 CURVE_PREFIXES = ("pr_curve_", "reliability_")
 QUERY_SEGMENT = "query="
@@ -115,25 +116,10 @@ def log_only_measures(ks: Iterable[int]) -> dict[str, tuple[str, int | None]]:
     return measures
 
 
-def behavior_per_query(behavior: DataFrame, threshold: float, ks: Iterable[int]) -> DataFrame:
-    """Per (query_norm, segment), a Spark aggregation over the day's scored, logged pairs: for each log-only measure,
-    the events on pairs scored below `threshold` (`flagged:<metric>`) and all its events (`all:<metric>`).
-
-    `behavior` has one row per pair with query_norm, segment, score, impressions, clicks, purchases and
-    mean_position. One row per query comes out, so the driver never holds the day's pairs."""
-    flagged = F.col("score") < threshold
-    sums = []
-    for metric, (events, k) in log_only_measures(ks).items():
-        counted = F.col(events) if k is None else F.when(F.col("mean_position") <= k, F.col(events))
-        sums += [F.sum(F.when(flagged, counted).otherwise(0)).cast("double").alias(f"flagged:{metric}"),
-                 F.sum(F.coalesce(counted, F.lit(0))).cast("double").alias(f"all:{metric}")]
-    return behavior.groupBy("query_norm", "segment").agg(*sums)
-
-
 def log_only_rows(per_query: pd.DataFrame, settings: AuditSettings) -> pd.DataFrame:
     """Audits from the logs alone: how much of what users saw, clicked or bought the model calls irrelevant.
 
-    `per_query` is `behavior_per_query`'s output. Shares are weighted by events; CIs resample queries."""
+    `per_query` is `relevance.evaluation.behavior.behavior_per_query`'s output. Shares are weighted by events; CIs resample queries."""
     rows = []
     for segment in FREQUENCY_SEGMENTS:
         in_segment = per_query if segment == "all" else per_query[per_query.segment == segment]
@@ -149,16 +135,6 @@ def log_only_rows(per_query: pd.DataFrame, settings: AuditSettings) -> pd.DataFr
                          "ci_high": high, "definition": f"{events} on pairs scored below the threshold / all {events}"
                          + (f" at mean position <= {k}" if k else "") + "; from the logs alone, no judgments needed"})
     return pd.DataFrame(rows)
-
-
-OFFENDER_COLUMNS = ["query_norm", "product_id", "score", "impressions", "clicks", "mean_position", "segment"]
-
-
-def worst_offenders(behavior: DataFrame, threshold: float, limit: int = 10) -> pd.DataFrame:
-    """The most-shown pairs the model calls irrelevant: where to look first (only `limit` rows reach the driver)."""
-    flagged = behavior.where((F.col("score") < threshold) & (F.col("impressions") > 0))
-    return (flagged.orderBy(F.desc("impressions"), "score", "query_norm", "product_id")
-            .limit(limit).select(*OFFENDER_COLUMNS).toPandas())
 
 
 # ----------------------------------------------------------------------------- systems, queries and segments

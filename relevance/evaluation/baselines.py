@@ -27,12 +27,12 @@ import torch
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from relevance.evaluation.audit_rows import BM25, ZERO_SHOT
 from udfs.card import ModelCard
-from udfs.lexical import BM25_B, BM25_K1, Bm25Stats, bm25_tokens, bm25_tokens_udf
+from udfs.lexical import BM25_B, BM25_K1, Bm25Stats, bm25_tokens
 from udfs.model import BI_ENCODER, LoadedModel, load_network
 from udfs.scorer import score_logits
-
-BM25, ZERO_SHOT = "bm25", "zero_shot"
+from udfs.spark_udf import bm25_tokens_udf
 
 
 def bm25_scores(corpus: dict[str, str], queries: Sequence[str], product_ids: Sequence[str]) -> np.ndarray:

@@ -17,6 +17,8 @@ import pandas as pd
 
 from relevance.evaluation.intervals import wilson_center_half
 
+# purity: no pyspark torch transformers
+
 __all__ = [
     "ConfusionCounts",
     "brier_score",

@@ -19,6 +19,8 @@ from relevance.evaluation.audit_rows import (
 )
 from relevance.evaluation.intervals import bootstrap_mean_ci, paired_randomization_p_value
 
+# purity: no pyspark torch transformers
+
 
 def compare_rows(evaluation: JudgedEvaluation, other_scores: np.ndarray, other_version: str,
                  settings: AuditSettings) -> tuple[pd.DataFrame, dict]:

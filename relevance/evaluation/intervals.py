@@ -16,6 +16,8 @@ from statistics import NormalDist
 import numpy as np
 import pandas as pd
 
+# purity: no pyspark torch transformers
+
 __all__ = [
     "BOOTSTRAP_BLOCK_ENTRIES",
     "bootstrap_ci",

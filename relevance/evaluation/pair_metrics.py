@@ -23,6 +23,8 @@ import pandas as pd
 from relevance.evaluation.classifier import counts_at_score_cuts
 from relevance.evaluation.intervals import percentile_interval
 
+# purity: no pyspark torch transformers
+
 WeightedMetric = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 
 

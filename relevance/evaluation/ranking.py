@@ -47,6 +47,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+# purity: no pyspark torch transformers
+
 GAIN_KINDS = ("linear", "exponential")
 # "linear", "exponential" or a mapping grade -> gain (keys int or str, e.g. from YAML).
 GainMapping = Mapping[int, float] | Mapping[str, float] | Mapping[int | str, float]

@@ -6,6 +6,8 @@ from typing import Any
 
 import pandas as pd
 
+# purity: no pyspark torch transformers
+
 DASH = "–"
 
 

@@ -23,6 +23,8 @@ import pandas as pd
 from relevance.evaluation.report_format import DASH, fmt_count, fmt_interval, fmt_number, is_missing_value
 from relevance.evaluation.svg_charts import Bars, Chart, Guide, Marker, Series, bar_chart, data_span, xy_chart
 
+# purity: no pyspark torch transformers
+
 __all__ = ["AuditReport", "render_audit_html", "write_html_report"]
 
 MODEL = "model"

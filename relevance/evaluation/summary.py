@@ -6,14 +6,17 @@ from __future__ import annotations
 import pandas as pd
 
 from relevance.evaluation.audit_rows import (
+    BM25,
     CURVE_PREFIXES,
     FREQUENCY_SEGMENTS,
     LOGGED,
     MODEL,
     QUERY_SEGMENT,
+    ZERO_SHOT,
     AuditSettings,
 )
-from relevance.evaluation.baselines import BM25, ZERO_SHOT
+
+# purity: no pyspark torch transformers
 
 SYSTEMS = (MODEL, BM25, ZERO_SHOT, LOGGED)
 COMPARED_METRICS = ("ndcg@10", "precision@10", "recall@10", "mrr", "roc_auc", "average_precision")

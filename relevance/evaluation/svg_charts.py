@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 from relevance.evaluation.report_format import fmt_number, is_missing_value
 
+# purity: no pyspark torch transformers
+
 
 @dataclass(frozen=True)
 class Shape:

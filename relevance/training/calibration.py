@@ -11,7 +11,9 @@ from sklearn.linear_model import LogisticRegression
 
 from relevance.evaluation.classifier import choose_threshold_max_f1, threshold_for_precision
 from relevance.settings import LabelScheme
-from udfs.scorer import calibrate
+from udfs.card import calibrate
+
+# purity: no pyspark torch transformers
 
 TARGET_PRECISION_RULE = "lowest validation threshold whose Wilson 95% lower bound meets the target"
 

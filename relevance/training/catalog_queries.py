@@ -15,6 +15,8 @@ from typing import Any
 
 from udfs.text import is_missing, normalize_text
 
+# purity: no pyspark torch transformers
+
 # attributes that name what a product is, in the order they are looked for
 PRODUCT_TYPE_ATTRIBUTES = ("product type", "device type")
 

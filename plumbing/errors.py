@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import re
 
+# purity: no pyspark torch transformers
+
 
 class InputError(ValueError):
     """An input file or table cannot be used at all; the message names it (and the column, line or row)."""
@@ -17,6 +19,10 @@ class InputError(ValueError):
 
 class WarehouseError(RuntimeError):
     """A write the warehouse refuses (it would lose rows) or cannot make (disk full, read-only, ...)."""
+
+
+class ModelError(RuntimeError):
+    """A model directory is missing, incomplete or does not load; the message names the path."""
 
 
 # "OSError: [Errno 28] No space left on device", "KeyError: 'x'", "pyarrow.lib.ArrowInvalid: ..."

@@ -46,12 +46,15 @@ from pyspark.sql import functions as F
 from pyspark.sql.pandas.types import from_arrow_schema, to_arrow_schema
 from pyspark.sql.types import LongType, StringType, StructField, StructType
 
-from jobs.core import storage
-from jobs.core.errors import WarehouseError, one_line
-from jobs.core.spark import DELTA_SPARK_EXTENSION, DELTA_SPARK_PACKAGE
-from relevance.settings import Settings
+from plumbing import storage
+from plumbing.errors import WarehouseError, one_line
 from schemas.tables import TableSpec
 
+# Delta Lake's Spark jars for pyspark 4.1 (Scala 2.13). delta-spark 4.1.0 and 4.2.0, also built on Spark 4.1.0, fail on
+# pyspark 4.1.4 (NoClassDefFoundError: org/apache/spark/sql/catalyst/plans/logical/IgnoreCachedData in the DeltaTable
+# API and ALTER TABLE); 4.3.1 runs on it. 4.4.0 is built on Spark 4.2.
+DELTA_SPARK_PACKAGE = "io.delta:delta-spark_2.13:4.3.1"
+DELTA_SPARK_EXTENSION = "io.delta.sql.DeltaSparkSessionExtension"
 WRITERS = ("delta-rs", "delta-spark")
 
 _WRITTEN_FILE_SCHEMA = StructType(
@@ -207,13 +210,6 @@ class Warehouse:
             raise ValueError(f"writer delta-spark asked for, but {DELTA_SPARK_PACKAGE} is not on the classpath "
                              "(or its SQL extension is not configured)")
         self.writer = writer
-
-    @classmethod
-    def of(cls, spark: SparkSession, settings: Settings) -> Warehouse:
-        """The warehouse the settings name (`warehouse.*`)."""
-        return cls(spark, settings.warehouse.root, settings.warehouse.writer,
-                   allow_empty_replace=settings.warehouse.allow_empty_replace,
-                   storage_options=storage.storage_options_from_config(settings))
 
     def path(self, table: str) -> str:
         return f"{self.root.rstrip('/')}/{table}"

@@ -7,7 +7,7 @@ the same objects and are mapped to `s3://` for pyarrow and delta-rs). Storage op
 transactions) and, through `filesystem`, to pyarrow's S3FileSystem, so tables, Parquet files written on
 executors and model versions all reach the same store with the same credentials.
 
-The options come from the config (`warehouse.storage_options`) and fall back, key by key, to the standard
+The options come from the caller (the jobs pass the config's `warehouse.storage_options`) and fall back, key by key, to the standard
 AWS_* environment variables (`resolve_storage_options`); with neither, pyarrow and delta-rs use the default AWS
 credential chain (profile, instance role).
 """
@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from relevance.settings import Settings
+# purity: no pyspark torch transformers
 
 S3_SCHEMES = ("s3", "s3a", "s3n")
 
@@ -134,11 +134,6 @@ def resolve_storage_options(configured: Mapping[str, Any] | None = None,
             if found is not None:
                 options[name] = found
     return options
-
-
-def storage_options_from_config(settings: Settings, environ: Mapping[str, str] | None = None) -> dict[str, str]:
-    """`warehouse.storage_options` of the settings, resolved (see resolve_storage_options)."""
-    return resolve_storage_options(settings.warehouse.storage_options, environ)
 
 
 def _lookup(options: Mapping[str, str], name: str) -> str | None:
