@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import time
+from dataclasses import replace
 
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
@@ -14,16 +15,13 @@ from jobs.core.job import JobContext, JobError, JobResult
 from jobs.core.spark import session_setting
 from relevance.frames import rejects_frame
 from relevance.scoring import (
-    classify_pairs,
     device_and_precision,
-    optional_int,
+    plan_day_scoring,
     probe_model,
     product_text_mismatch,
-    relevance_rows,
-    score_frame,
     score_shift,
-    split_reusable,
-    threads_per_task,
+    scorer_spec,
+    scoring_details,
     unusable_scores,
 )
 from relevance.settings import Settings
@@ -35,8 +33,7 @@ from udfs.model import (
     load_model_version,
     locate_model_version,
 )
-from udfs.runtime import batch_budget
-from udfs.spark_udf import ScoreCounters, ScorerSpec
+from udfs.spark_udf import ScoreCounters
 
 JOB = "score"
 
@@ -80,77 +77,44 @@ def run(ctx: JobContext) -> JobResult:
 
 
 def score_day(ctx: JobContext) -> JobResult:
-    wh, ds, spark = ctx.warehouse, ctx.require_ds(), ctx.spark
-    config = ctx.settings.scoring
+    """Load (the model, checked; the day's pairs; this version's earlier scores) -> plan (relevance.scoring) ->
+    check the scores -> write relevance and rejects."""
+    wh, ds, spark, config = ctx.warehouse, ctx.require_ds(), ctx.spark, ctx.settings.scoring
     model_dir, card, probe = load_checked_model(ctx.settings)
     pairs = conform(wh.read(PAIRS, {"ds": ds}), PAIRS, wh.path(PAIRS.name)).cache()
     rows_in = pairs.count()
     if rows_in == 0:
         raise FileNotFoundError(f"pairs has no rows for ds={ds} in {wh.path(PAIRS.name)} (run build_pairs first)")
-
-    settings = ScorerSpec(
-        model_dir=str(model_dir),
-        device=config.device,
-        threads_per_task=threads_per_task(spark, config.threads_per_task),
-        batch_tokens=optional_int(config.batch_tokens),
-        max_batch_rows=optional_int(config.max_batch_rows),
-        precision=config.precision,
-        storage_options=storage_options(ctx.settings),
-        cache_dir=ctx.settings.model.cache_dir,
-    )
-    device, precision = device_and_precision(spark, settings)
-    classified = classify_pairs(pairs)
-    previous = None
-    if config.incremental:
-        previous = previous_scores(wh, card.version, precision, ds, config.reuse_lookback_days)
-        previous = previous.cache() if previous is not None else None
-    to_score, reusable = split_reusable(classified.where(F.col("reason").isNull()), previous)
+    spec = scorer_spec(spark, config, str(model_dir), storage_options(ctx.settings), ctx.settings.model.cache_dir)
+    device, precision = device_and_precision(spark, spec)
+    previous = previous_scores(wh, card.version, precision, ds, config.reuse_lookback_days) if config.incremental else None
     counters = ScoreCounters(spark.sparkContext)
-    fresh = score_frame(to_score, settings, card, precision, ctx.run_id, spark.sparkContext.defaultParallelism,
-                        counters).cache()
-
+    day = plan_day_scoring(pairs, previous.cache() if previous is not None else None, spec, card, precision,
+                           ctx.run_id, spark.sparkContext.defaultParallelism, counters)
+    day = replace(day, fresh=day.fresh.cache())
     started = time.time()
-    scored = fresh.count()
+    scored = day.fresh.count()
     scoring_seconds = time.time() - started
-    bad_scores = unusable_scores(fresh)
+    bad_scores = unusable_scores(day.fresh)
     if bad_scores:
         raise JobError(f"{JOB}: model {card.version} gave {bad_scores} of {scored} pairs of ds={ds} a score that is NaN, "
                        "infinite or outside [0, 1]; relevance was not written")
-    relevance = fresh
-    reused = 0
-    if reusable is not None:
-        reused_rows = relevance_rows(reusable, F.col("previous_score"), F.col("previous_scored_at"), True, card,
-                                     precision, ctx.run_id)
-        relevance = fresh.unionByName(reused_rows)
-        reused = reusable.count()
-    shift = score_shift(relevance, card.validation_score_deciles)
-    max_psi = config.max_score_psi
-    written = wh.overwrite_partition(relevance, RELEVANCE, {"ds": ds}, ctx.run_id)
-    rejected = classified.where(F.col("reason").isNotNull())
-    rejected_count = wh.overwrite_partition(
-        rejects_frame(rejected, JOB, PAIRS.name, ctx.run_id, ds), REJECTS, {"job": JOB, "ds": ds}, ctx.run_id
-    )
-    stats = counters.values()
+    reused = day.reused.count() if day.reused is not None else 0
+    shift = score_shift(day.relevance, card.validation_score_deciles)
+
+    written = wh.overwrite_partition(day.relevance, RELEVANCE, {"ds": ds}, ctx.run_id)
+    rejected_count = wh.overwrite_partition(rejects_frame(day.rejected, JOB, PAIRS.name, ctx.run_id, ds), REJECTS,
+                                            {"job": JOB, "ds": ds}, ctx.run_id)
     throughput = scored / scoring_seconds if scored and scoring_seconds > 0 else None
+    far = shift is not None and shift > config.max_score_psi
     return JobResult(
-        rows_in=rows_in,
-        rows_out=written,
-        rows_rejected=rejected_count,
-        rows_reused=reused,
-        model_version=card.version,
-        throughput_per_s=throughput,
-        device=device,
-        details={
-            "pairs_scored": scored, "scoring_seconds": round(scoring_seconds, 3),
-            "padding_efficiency": round(stats["real_tokens"] / stats["padded_tokens"], 4) if stats["padded_tokens"] else None,
-            "truncation_rate": round(stats["truncated"] / stats["unique_pairs"], 4) if stats["unique_pairs"] else None,
-            "unique_pairs_scored": stats["unique_pairs"], "threads_per_task": settings.threads_per_task,
-            "batch_tokens": batch_budget(device, settings.batch_tokens, settings.max_batch_rows)[0],
-            "model_dir": str(model_dir), "precision": precision, **probe,
-            "score_psi_vs_validation": shift if shift is not None else "the model card has no validation_score_deciles",
-        },
+        rows_in=rows_in, rows_out=written, rows_rejected=rejected_count, rows_reused=reused,
+        model_version=card.version, throughput_per_s=throughput, device=device,
+        details={"pairs_scored": scored, "scoring_seconds": round(scoring_seconds, 3), "model_dir": str(model_dir),
+                 **scoring_details(counters.values(), spec, device, precision), **probe,
+                 "score_psi_vs_validation": shift if shift is not None else "the model card has no validation_score_deciles"},
         summary=f"{written} pairs in relevance with {card.version}: {scored} scored in {scoring_seconds:.1f}s "
         f"({throughput or 0:.0f} pairs/s on {device}, {precision}), {reused} reused from earlier runs"
-        + (f"\nwarning: the day's scores are far from the model's validation scores (PSI {shift:.3f} > {max_psi})"
-           if shift is not None and shift > max_psi else ""),
+        + (f"\nwarning: the day's scores are far from the model's validation scores (PSI {shift:.3f} > "
+           f"{config.max_score_psi})" if far else ""),
     )

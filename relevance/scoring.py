@@ -7,16 +7,17 @@ import math
 import os
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from relevance.frames import is_blank, raw_json
-from relevance.settings import PairsSettings
+from relevance.settings import PairsSettings, ScoringSettings
 from udfs.card import ModelCard
 from udfs.model import LoadedModel, ModelError
-from udfs.runtime import device_type, effective_precision
+from udfs.runtime import batch_budget, device_type, effective_precision
 from udfs.scorer import score_pairs
 from udfs.spark_udf import ScoreCounters, ScorerSpec, make_score_udf
 
@@ -190,3 +191,50 @@ def expected_device(spark: SparkSession, preference: str) -> str:
 
     gpu_per_task = bool(spark.conf.get("spark.task.resource.gpu.amount", None))
     return device_type(preference, torch.cuda.is_available(), gpu_per_task)
+
+
+# ----------------------------------------------------------------------------- a day's scoring, as one plan
+def scorer_spec(spark: SparkSession, config: ScoringSettings, model_dir: str, storage_options: dict[str, str],
+                cache_dir: str | None) -> ScorerSpec:
+    """What each scoring task needs (the version's location, device, threads, batch budget, precision)."""
+    return ScorerSpec(model_dir=model_dir, device=config.device,
+                      threads_per_task=threads_per_task(spark, config.threads_per_task),
+                      batch_tokens=optional_int(config.batch_tokens), max_batch_rows=optional_int(config.max_batch_rows),
+                      precision=config.precision, storage_options=storage_options, cache_dir=cache_dir)
+
+
+@dataclass(frozen=True)
+class DayScoring:
+    """A day's pairs split three ways, all lazy: `fresh` relevance rows the model scores now, `reused` relevance rows
+    whose text this version already scored (None without earlier scores) and `rejected` pairs with a reason."""
+
+    fresh: DataFrame
+    reused: DataFrame | None
+    rejected: DataFrame
+
+    @property
+    def relevance(self) -> DataFrame:
+        return self.fresh if self.reused is None else self.fresh.unionByName(self.reused)
+
+
+def plan_day_scoring(pairs: DataFrame, previous: DataFrame | None, spec: ScorerSpec, card: ModelCard,
+                     precision: str, run_id: str, partitions: int, counters: ScoreCounters | None = None) -> DayScoring:
+    """The day's `relevance` rows from its pairs: unusable pairs rejected, scores of `previous` (this version's
+    earlier rows, or None) reused by text fingerprint, the rest scored by the pandas UDF."""
+    classified = classify_pairs(pairs)
+    to_score, reusable = split_reusable(classified.where(F.col("reason").isNull()), previous)
+    fresh = score_frame(to_score, spec, card, precision, run_id, partitions, counters)
+    reused = None if reusable is None else relevance_rows(
+        reusable, F.col("previous_score"), F.col("previous_scored_at"), True, card, precision, run_id)
+    return DayScoring(fresh=fresh, reused=reused, rejected=classified.where(F.col("reason").isNotNull()))
+
+
+def scoring_details(stats: dict[str, int], spec: ScorerSpec, device: str, precision: str) -> dict[str, object]:
+    """What the tasks' counters say about the run (padding, truncation, distinct pairs), for `runs.details`."""
+    padded, unique = stats["padded_tokens"], stats["unique_pairs"]
+    return {
+        "padding_efficiency": round(stats["real_tokens"] / padded, 4) if padded else None,
+        "truncation_rate": round(stats["truncated"] / unique, 4) if unique else None,
+        "unique_pairs_scored": unique, "threads_per_task": spec.threads_per_task, "precision": precision,
+        "batch_tokens": batch_budget(device, spec.batch_tokens, spec.max_batch_rows)[0],
+    }

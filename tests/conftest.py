@@ -44,7 +44,8 @@ def spark():
     from plumbing.delta import DELTA_SPARK_PACKAGE
     from plumbing.errors import one_line
 
-    cfg = {"spark": {"master": "local[2]", "shuffle_partitions": 2, "driver_memory": "2g", "app_name": "relevance-tests"},
+    cfg = {"spark": {"master": "local[2]", "shuffle_partitions": 2, "driver_memory": "2g", "app_name": "relevance-tests",
+                     "conf": {"spark.ui.showConsoleProgress": "false"}},  # no stage bars in the test log
            "warehouse": {"writer": "delta-spark"}}
     try:
         session = build_spark(settings_of(cfg))

@@ -342,3 +342,29 @@ def test_is_blank_counts_unicode_whitespace(spark):
     frame = spark.createDataFrame([(i, v) for i, v in enumerate(values)], "i int, v string")
     blank = dict(frame.select("i", is_blank("v").alias("blank")).collect())
     assert [values[i] for i in sorted(blank) if blank[i]] == values[:9]
+
+
+def test_plan_day_scoring_splits_a_day_three_ways(spark, tiny_model_root):
+    """The day's plan in the library: a pair with no query is rejected, a pair whose text this version scored before
+    keeps its earlier score, the rest are scored by the model now; every pair ends up in exactly one place."""
+    from relevance.scoring import plan_day_scoring, scorer_spec
+    from relevance.settings import ScoringSettings
+    from udfs.model import load_model_version, locate_model_version
+
+    model_dir = locate_model_version(str(tiny_model_root), "tiny-test", {})
+    card = load_model_version(model_dir).card
+    pairs = spark.createDataFrame(
+        [("sofa", "P1", "gray sofa", "f1", "2025-01-07"), ("sofa", "P2", "oak desk", "f2", "2025-01-07"),
+         ("", "P3", "lamp", "f3", "2025-01-07")],
+        "query_norm string, product_id string, product_text string, text_fingerprint string, ds string")
+    at = dt.datetime(2025, 1, 6, 3, tzinfo=UTC)
+    previous = spark.createDataFrame([("f2", 0.25, at)], "text_fingerprint string, score double, scored_at timestamp")
+    spec = scorer_spec(spark, ScoringSettings(), str(model_dir), {}, None)
+    day = plan_day_scoring(pairs, previous, spec, card, "fp32", "run-1", 2)
+    assert day.reused is not None
+    assert [r.product_id for r in day.rejected.collect()] == ["P3"]
+    assert [(r.product_id, r.score, r.reused) for r in day.reused.collect()] == [("P2", 0.25, True)]
+    fresh = day.fresh.collect()
+    assert [(r.product_id, r.reused, r.model_version) for r in fresh] == [("P1", False, card.version)]
+    assert 0.0 <= fresh[0].score <= 1.0
+    assert sorted(r.product_id for r in day.relevance.collect()) == ["P1", "P2"]
