@@ -18,6 +18,7 @@ by every executor alike, so all of the functions below hand out and read local f
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -237,16 +238,60 @@ def _upload_model_version(models_root: str | Path, model: PreTrainedModel, token
     return target
 
 
-def promote(models_root: str | Path, version: str, storage_options: Mapping[str, Any] | None = None) -> None:
-    """Point `PROMOTED` at a version (atomic rename; one PUT on an object store)."""
+class PromotionConflict(ModelError):
+    """`PROMOTED` no longer names the version a promotion gate compared against: another run promoted first."""
+
+
+UNCHECKED = "<unchecked>"  # promote's `expected` when the caller compared against nothing (a forced promotion)
+
+
+def promoted_version(models_root: str | Path, storage_options: Mapping[str, Any] | None = None) -> str | None:
+    """The version name `PROMOTED` holds, or None when nothing is promoted."""
+    pointer = storage.join(storage.normalize_uri(models_root), PROMOTED_FILE) if storage.is_remote(models_root) \
+        else str(Path(models_root) / PROMOTED_FILE)
+    try:
+        return storage.read_text(pointer, storage.resolve_storage_options(storage_options)).strip() or None
+    except FileNotFoundError:
+        return None
+
+
+def _check_expected(models_root: str | Path, version: str, expected: str | None, current: str | None) -> None:
+    if expected != UNCHECKED and current != expected:
+        raise PromotionConflict(
+            f"{version} was not promoted: {models_root}/{PROMOTED_FILE} names {current or 'nothing'} now, not "
+            f"{expected or 'nothing'} that its promotion gate compared against (another run promoted meanwhile); "
+            "rerun finetune to compare against the new one")
+
+
+def promote(models_root: str | Path, version: str, storage_options: Mapping[str, Any] | None = None,
+            expected: str | None = UNCHECKED) -> None:
+    """Point `PROMOTED` at `version`, as a compare-and-swap: only while it still names `expected` (None: nothing
+    promoted), the version the promotion gate compared against; PromotionConflict otherwise.
+
+    On a local models_root the compare and the atomic rename happen under an exclusive lock on `.PROMOTED.lock`, so
+    two finetune runs cannot both win. On an object store the pointer is read, compared and written with one PUT,
+    then read back: a run that lost a race in between is told so (the store offers no conditional PUT here)."""
     if storage.is_remote(models_root):
+        options = storage.resolve_storage_options(storage_options)
         pointer = storage.join(storage.normalize_uri(models_root), PROMOTED_FILE)
-        storage.write_text(pointer, version + "\n", storage.resolve_storage_options(storage_options))
+        _check_expected(models_root, version, expected, promoted_version(models_root, options))
+        storage.write_text(pointer, version + "\n", options)
+        now = promoted_version(models_root, options)
+        if now != version:
+            raise PromotionConflict(f"{version} was not promoted: {pointer} names {now} right after it was written "
+                                    "(another run promoted at the same moment)")
         return
     root = Path(models_root)
-    tmp = root / f".{PROMOTED_FILE}.tmp"
-    tmp.write_text(version + "\n")
-    tmp.replace(root / PROMOTED_FILE)
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / f".{PROMOTED_FILE}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            _check_expected(models_root, version, expected, promoted_version(root))
+            tmp = root / f".{PROMOTED_FILE}.{os.getpid()}.tmp"
+            tmp.write_text(version + "\n")
+            tmp.replace(root / PROMOTED_FILE)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _assigned_gpu() -> str | None:
