@@ -25,7 +25,7 @@ import pandas as pd
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from jobs.core.config import set_path, storage_options
+from jobs.core.config import storage_options
 from jobs.core.job import JobContext, JobError, JobResult
 from plumbing import storage
 from relevance.evaluation.audit_rows import (
@@ -51,22 +51,11 @@ if TYPE_CHECKING:
     from udfs.model import LoadedModel
 
 JOB = "audit"
+FLAGS = ("audit.compare", "audit.fail_on_regression")  # --compare V[:PRECISION], --fail-on-regression
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = "Audit one day's relevance scores against human judgments into `relevance_audit`."
-    parser.add_argument("--compare", metavar="MODEL_VERSION[:PRECISION]",
-                        help="also score the judged candidates with this model version (optionally in another "
-                             "precision, e.g. V:int8) and report paired deltas")
-    parser.add_argument("--fail-on-regression", dest="fail_on_regression", action="store_true",
-                        help="exit non-zero when audit.regression.metric drops by more than audit.regression.margin")
-
-
-def apply_arguments(cfg: dict, args: argparse.Namespace) -> None:
-    if args.compare:
-        set_path(cfg, "audit.compare", args.compare)
-    if args.fail_on_regression:
-        set_path(cfg, "audit.fail_on_regression", True)
 
 
 # ----------------------------------------------------------------------------- load

@@ -29,7 +29,7 @@ import torch
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from jobs.core.config import set_path, storage_options
+from jobs.core.config import storage_options
 from jobs.core.job import JobContext, JobResult
 from relevance.evaluation.baselines import bm25_corpus_stats
 from relevance.frames import rejects_frame
@@ -55,6 +55,7 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
 JOB = "finetune"
+FLAGS = ("finetune.force_promote",)  # --force-promote
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -63,13 +64,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "it is promoted only when it beats the promoted version and the zero-shot base on validation. "
         "Name it with --set finetune.version=NAME (default: <kind>-<time>-<data fingerprint>)."
     )
-    parser.add_argument("--force-promote", dest="force_promote", action="store_true",
-                        help="promote the new version even when it does not beat the promoted one or the base")
-
-
-def apply_arguments(cfg: dict, args: argparse.Namespace) -> None:
-    if getattr(args, "force_promote", False):
-        set_path(cfg, "finetune.force_promote", True)
 
 
 def read_catalog_texts(ctx: JobContext) -> DataFrame:

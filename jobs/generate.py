@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from jobs.core.config import set_path
 from jobs.core.job import JobContext, JobResult
 from relevance.data.demo import generate_demo
 from relevance.frames import to_spark
@@ -12,24 +11,12 @@ from schemas.tables import CATALOG, GROUND_TRUTH, JUDGMENTS, QUERY_LOG
 
 JOB = "generate"
 NEEDS_DS = False
-FLAGS = {"seed": "generate.seed", "products": "generate.n_products", "queries": "generate.n_queries",
-         "days": "generate.n_days", "end_date": "generate.end_date", "searches_per_day": "generate.searches_per_day"}
+FLAGS = ("generate.seed", "generate.n_products", "generate.n_queries", "generate.n_days", "generate.end_date",
+         "generate.searches_per_day")  # the settings this job sets from its flags (jobs/__main__.py)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = "Generate deterministic synthetic demo data (catalog, UBI-style query log, judgments, hidden truth)."
-    parser.add_argument("--seed", type=int, help="random seed (default: generate.seed)")
-    parser.add_argument("--products", type=int, help="number of products")
-    parser.add_argument("--queries", type=int, help="number of distinct query intents")
-    parser.add_argument("--days", type=int, help="days of logs, ending at --end-date")
-    parser.add_argument("--end-date", dest="end_date", help="last day of logs, YYYY-MM-DD")
-    parser.add_argument("--searches-per-day", dest="searches_per_day", type=int, help="searches per day")
-
-
-def apply_arguments(cfg: dict, args: argparse.Namespace) -> None:
-    for flag, key in FLAGS.items():
-        if getattr(args, flag, None) is not None:
-            set_path(cfg, key, getattr(args, flag))
 
 
 def run(ctx: JobContext) -> JobResult:

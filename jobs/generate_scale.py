@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from jobs.core.config import set_path
 from jobs.core.job import JobContext, JobResult
 from relevance.data import scale as scale_data
 from relevance.settings import LabelScheme
@@ -12,7 +11,7 @@ from schemas.tables import CATALOG, JUDGMENTS, QUERY_LOG
 
 JOB = "generate-scale"
 NEEDS_DS = True
-FLAGS = {"seed": "generate_scale.seed", "products": "generate_scale.n_products", "pairs": "generate_scale.pairs"}
+FLAGS = ("generate_scale.seed", "generate_scale.n_products", "generate_scale.pairs")  # --seed, --products, --pairs
 ROWS_PER_FILE = 1_000_000   # at most about this many rows per written file (more partitions beyond)
 ACTIONS = ("impression", "click", "add_to_cart", "purchase")
 
@@ -20,15 +19,6 @@ ACTIONS = ("impression", "click", "add_to_cart", "purchase")
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = ("Generate a large deterministic synthetic day with Spark: a catalog, the query log of --ds "
                           "with --pairs distinct (query, product) pairs, and judgments of a bounded set of its queries.")
-    parser.add_argument("--seed", type=int, help="random seed (default: generate_scale.seed)")
-    parser.add_argument("--products", type=int, help="number of products (default: generate_scale.n_products)")
-    parser.add_argument("--pairs", type=int, help="distinct (query, product) pairs of the day (default: generate_scale.pairs)")
-
-
-def apply_arguments(cfg: dict, args: argparse.Namespace) -> None:
-    for flag, key in FLAGS.items():
-        if getattr(args, flag, None) is not None:
-            set_path(cfg, key, getattr(args, flag))
 
 
 def grade_labels(scheme: LabelScheme) -> dict[int, str]:

@@ -11,7 +11,7 @@ import argparse
 
 import pandas as pd
 
-from jobs.core.config import ConfigError, Settings, set_path
+from jobs.core.config import ConfigError, Settings
 from jobs.core.imports import write_rejects
 from jobs.core.job import JobContext, JobResult
 from relevance.data.readers import CatalogMapping, catalog_from_records, read_records
@@ -20,20 +20,12 @@ from schemas.tables import CATALOG
 
 JOB = "import-catalog"
 NEEDS_DS = False
+FLAGS = ("imports.catalog.path", "imports.catalog.format")  # --path, --format
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = ("Import a catalog from JSON, JSON Lines, CSV or Parquet (a file or a folder of files) with "
                           "the field mapping of imports.catalog.mapping.")
-    parser.add_argument("--path", help="catalog file or folder (default: imports.catalog.path)")
-    parser.add_argument("--format", help="auto (by extension) | json | jsonl | csv | parquet")
-
-
-def apply_arguments(cfg: dict, args: argparse.Namespace) -> None:
-    if args.path:
-        set_path(cfg, "imports.catalog.path", args.path)
-    if args.format:
-        set_path(cfg, "imports.catalog.format", args.format)
 
 
 def check_settings(settings: Settings) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from jobs.core.config import ConfigError, Settings, set_path
+from jobs.core.config import ConfigError, Settings
 from jobs.core.imports import catalog_ids, catalog_report, write_rejects
 from jobs.core.job import JobContext, JobResult
 from relevance.data.importers import (
@@ -36,23 +36,12 @@ from schemas.tables import CATALOG, JUDGMENTS
 
 JOB = "import-esci"
 NEEDS_DS = False
-FLAGS = {"path": "imports.esci.path", "locale": "imports.esci.locale", "judgments_json": "imports.esci.judgments_json"}
+# --path, --judgments-json (inputs: one named on the command line replaces the config's), --locale
+FLAGS = ("imports.esci.path", "imports.esci.judgments_json", "imports.esci.locale")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = "Import ESCI (Amazon Shopping Queries) judgments and products into judgments and catalog."
-    parser.add_argument("--path", help="folder holding the ESCI examples and products parquet files")
-    parser.add_argument("--locale", help="product_locale to import (default: us)")
-    parser.add_argument("--judgments-json", dest="judgments_json",
-                        help="OpenSearch search-relevance judgments JSON instead (writes judgments only)")
-
-
-def apply_arguments(cfg: dict, args: argparse.Namespace) -> None:
-    if args.path or args.judgments_json:  # an input named on the command line replaces the config's
-        set_path(cfg, FLAGS["path"], args.path)
-        set_path(cfg, FLAGS["judgments_json"], args.judgments_json)
-    if args.locale:
-        set_path(cfg, FLAGS["locale"], args.locale)
 
 
 def check_settings(settings: Settings) -> None:

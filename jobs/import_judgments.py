@@ -13,7 +13,7 @@ import argparse
 
 import pandas as pd
 
-from jobs.core.config import ConfigError, Settings, set_path
+from jobs.core.config import ConfigError, Settings
 from jobs.core.imports import catalog_ids, catalog_report, write_rejects
 from jobs.core.job import JobContext, JobResult
 from relevance.data.readers import (
@@ -31,22 +31,12 @@ from schemas.tables import JUDGMENTS
 
 JOB = "import-judgments"
 NEEDS_DS = False
-FLAGS = {"path": "imports.judgments.path", "format": "imports.judgments.format",
-         "queries": "imports.judgments.queries", "scheme": "imports.judgments.scheme"}
+# --path, --format, --queries, --scheme
+FLAGS = ("imports.judgments.path", "imports.judgments.format", "imports.judgments.queries", "imports.judgments.scheme")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = "Import judgments from a Quepid CSV export, TREC qrels, RRE ratings JSON, or CSV/Parquet."
-    parser.add_argument("--path", help="judgments file (default: imports.judgments.path)")
-    parser.add_argument("--format", help=" | ".join(JUDGMENT_FORMATS))
-    parser.add_argument("--queries", help="trec: the query_id<TAB>query text file")
-    parser.add_argument("--scheme", help="label scheme of the ratings (default: labels.scheme)")
-
-
-def apply_arguments(cfg: dict, args: argparse.Namespace) -> None:
-    for flag, key in FLAGS.items():
-        if getattr(args, flag, None):
-            set_path(cfg, key, getattr(args, flag))
 
 
 def check_settings(settings: Settings) -> None:

@@ -16,7 +16,7 @@ import argparse
 
 import pandas as pd
 
-from jobs.core.config import ConfigError, Settings, set_path
+from jobs.core.config import ConfigError, Settings
 from jobs.core.imports import catalog_ids, catalog_report, write_rejects
 from jobs.core.job import JobContext, JobResult
 from relevance.data.importers import EVENTS, QUERIES, query_texts, read_ubi, ubi_query_log
@@ -26,25 +26,12 @@ from schemas.tables import QUERY_LOG
 
 JOB = "import-ubi"
 NEEDS_DS = False
-FLAGS = {"path": "imports.ubi.path", "queries": "imports.ubi.queries", "events": "imports.ubi.events",
-         "position_base": "imports.ubi.position_base"}
+# --path, --queries, --events (inputs: files named on the command line replace those in the config), --position-base
+FLAGS = ("imports.ubi.path", "imports.ubi.queries", "imports.ubi.events", "imports.ubi.position_base")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = "Import OpenSearch UBI queries and events (ndjson, plain or bulk format) into query_log."
-    parser.add_argument("--path", help="one ndjson file holding both queries and events")
-    parser.add_argument("--queries", help="ndjson file of UBI queries (with --events)")
-    parser.add_argument("--events", help="ndjson file of UBI events (with --queries)")
-    parser.add_argument("--position-base", dest="position_base", type=int, choices=(0, 1),
-                        help="whether event_attributes.position.ordinal counts from 0 (default, as UBI's index) or 1")
-
-
-def apply_arguments(cfg: dict, args: argparse.Namespace) -> None:
-    if args.path or args.queries or args.events:  # files named on the command line replace those in the config
-        for flag in ("path", "queries", "events"):
-            set_path(cfg, FLAGS[flag], getattr(args, flag))
-    if args.position_base is not None:
-        set_path(cfg, FLAGS["position_base"], args.position_base)
 
 
 def check_settings(settings: Settings) -> None:

@@ -13,7 +13,7 @@ import argparse
 
 import pandas as pd
 
-from jobs.core.config import set_path
+from jobs.core.config import ConfigError, Settings
 from jobs.core.imports import write_rejects
 from jobs.core.job import JobContext, JobResult
 from relevance.data.importers import read_wands, wands_catalog, wands_judgments
@@ -22,15 +22,16 @@ from schemas.tables import CATALOG, JUDGMENTS
 
 JOB = "import-wands"
 NEEDS_DS = False
+FLAGS = ("imports.wands.path",)  # --path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = "Import WANDS (Wayfair ANnotation DataSet) products and labels into catalog and judgments."
-    parser.add_argument("--path", required=True, help="folder holding the tab-separated product.csv, query.csv, label.csv")
 
 
-def apply_arguments(cfg: dict, args: argparse.Namespace) -> None:
-    set_path(cfg, "imports.wands.path", args.path)
+def check_settings(settings: Settings) -> None:
+    if not settings.imports.wands.path:
+        raise ConfigError("import-wands needs --path DIR (or imports.wands.path)")
 
 
 def run(ctx: JobContext) -> JobResult:

@@ -8,25 +8,15 @@ from __future__ import annotations
 
 import argparse
 
-from jobs.core.config import set_path
 from jobs.core.job import JobContext, JobResult
 
 JOB = "vacuum"
 NEEDS_DS = False
+FLAGS = ("warehouse.vacuum_retention_hours", "warehouse.vacuum_dry_run")  # --retention-hours, --dry-run
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = "Delete files under the warehouse's Delta tables that no Delta log references, once old enough."
-    parser.add_argument("--retention-hours", dest="retention_hours", type=int,
-                        help="only files older than this many hours (default: warehouse.vacuum_retention_hours, 168)")
-    parser.add_argument("--dry-run", dest="dry_run", action="store_true", help="list the files, delete nothing")
-
-
-def apply_arguments(cfg: dict, args: argparse.Namespace) -> None:
-    if args.retention_hours is not None:
-        set_path(cfg, "warehouse.vacuum_retention_hours", args.retention_hours)
-    if args.dry_run:
-        set_path(cfg, "warehouse.vacuum_dry_run", True)
 
 
 def run(ctx: JobContext) -> JobResult:

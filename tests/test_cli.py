@@ -129,3 +129,100 @@ def test_jobs_hold_entry_points_only_and_no_job_imports_another():
         assert hasattr(__import__(f"jobs.{name}", fromlist=["JOB", "run"]), "run"), f"jobs/{name}.py has no run()"
 
 
+
+
+def test_settings_command_prints_every_setting_without_spark():
+    """`python -m jobs settings`: every leaf key of the tree with its type, default, range and meaning; no --ds, no
+    Spark (no Java to start one)."""
+    from relevance.settings import all_keys
+
+    env = {**os.environ, "JAVA_HOME": "/nonexistent", "PATH": os.path.dirname(sys.executable)}
+    out = subprocess.run([sys.executable, "-m", "jobs", "settings"], cwd=ROOT, env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    lines = {line.split()[0]: line for line in out.stdout.splitlines()[1:]}
+    assert out.stdout.splitlines()[0].split() == ["KEY", "TYPE", "DEFAULT", "RANGE", "MEANING"]
+    missing = set(all_keys(sections=False)) - set(lines)
+    assert not missing, f"python -m jobs settings lacks {sorted(missing)}"
+    assert lines["finetune.epochs"].split()[1:4] == ["int", "3", ">="] and "epochs" in lines["finetune.epochs"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["finetune", "--set", "finetune.epochs=-1"], "error: setting 'finetune.epochs' must be >= 1 (its default is 3), not -1"),
+    (["score", "--ds", "2025-01-07", "--set", "scoring.max_batch_rows=0"],
+     "error: setting 'scoring.max_batch_rows' must be >= 1 or auto (its default is \"auto\"), not 0"),
+    (["generate", "--products", "0"], "error: setting 'generate.n_products' must be >= 1 (its default is 3000), not 0"),
+    (["import-ubi", "--path", "x.ndjson", "--position-base", "2"],
+     "error: setting 'imports.ubi.position_base' must be in [0, 1] (its default is 0), not 2"),
+])
+def test_a_setting_out_of_range_exits_2_before_spark_starts(argv, message):
+    env = {**os.environ, "JAVA_HOME": "/nonexistent", "PATH": os.path.dirname(sys.executable)}  # no Java to start
+    out = subprocess.run([sys.executable, "-m", "jobs", *argv], cwd=ROOT, env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 2 and out.stderr.strip() == message, out.stderr
+
+
+def parsed(argv: list[str], cfg: dict | None = None) -> dict:
+    """The config a command line makes (flags applied), without loading a file or starting Spark."""
+    from jobs.__main__ import _job_modules, apply_flags, build_parser, flag_keys
+
+    modules = _job_modules()
+    args = build_parser(modules).parse_args(argv)
+    cfg = cfg if cfg is not None else {}
+    apply_flags(cfg, args, flag_keys(modules[args.job]))
+    return cfg
+
+
+def test_flags_are_declared_by_the_settings_and_set_them():
+    from jobs.__main__ import _job_modules, flag_keys
+    from relevance.settings import info_of, setting_field
+
+    for name, module in _job_modules().items():
+        assert not hasattr(module, "apply_arguments"), f"{name} copies flags by hand"
+        for key in flag_keys(module):
+            info = info_of(setting_field(key)[0])
+            assert info is not None and info.flag, f"{name} lists {key}, which declares no flag"
+    assert parsed(["generate", "--seed", "3", "--products", "10", "--queries", "5", "--days", "2",
+                   "--end-date", "2025-02-01", "--searches-per-day", "7"]) == {
+        "generate": {"seed": 3, "n_products": 10, "n_queries": 5, "n_days": 2, "end_date": "2025-02-01",
+                     "searches_per_day": 7}}
+    assert parsed(["generate-scale", "--ds", "2025-01-07", "--pairs", "40", "--seed", "1"]) == {
+        "generate_scale": {"seed": 1, "pairs": 40}}
+    assert parsed(["audit", "--ds", "2025-01-07", "--compare", "v2:int8", "--fail-on-regression"]) == {
+        "audit": {"compare": "v2:int8", "fail_on_regression": True}}
+    assert parsed(["finetune", "--force-promote", "--allow-empty"]) == {
+        "finetune": {"force_promote": True}, "warehouse": {"allow_empty_replace": True}}
+    assert parsed(["vacuum", "--retention-hours", "48", "--dry-run"]) == {
+        "warehouse": {"vacuum_retention_hours": 48, "vacuum_dry_run": True}}
+    assert parsed(["import-judgments", "--path", "r.csv", "--format", "quepid", "--scheme", "chorus"]) == {
+        "imports": {"judgments": {"path": "r.csv", "format": "quepid", "scheme": "chorus"}}}
+    assert parsed(["import-catalog", "--path", "p.json"]) == {"imports": {"catalog": {"path": "p.json"}}}
+    assert parsed(["import-wands", "--path", "wands"]) == {"imports": {"wands": {"path": "wands"}}}
+    # a flag not given leaves the config's value alone (a bool's absence is not false)
+    assert parsed(["audit", "--ds", "2025-01-07"], {"audit": {"fail_on_regression": True}}) == {
+        "audit": {"fail_on_regression": True}}
+
+
+def test_an_input_named_on_the_command_line_replaces_the_configs_inputs():
+    config = {"imports": {"esci": {"path": "esci-folder", "locale": "es"}}}
+    assert parsed(["import-esci", "--judgments-json", "j.json"], config)["imports"]["esci"] == {
+        "path": None, "judgments_json": "j.json", "locale": "es"}
+    config = {"imports": {"ubi": {"path": "both.ndjson"}}}
+    assert parsed(["import-ubi", "--queries", "q.ndjson", "--events", "e.ndjson", "--position-base", "1"],
+                  config)["imports"]["ubi"] == {"path": None, "queries": "q.ndjson", "events": "e.ndjson",
+                                                "position_base": 1}
+    assert parsed(["import-ubi", "--position-base", "0"], {"imports": {"ubi": {"path": "both.ndjson"}}}) == {
+        "imports": {"ubi": {"path": "both.ndjson", "position_base": 0}}}  # not an input: the config's file stays
+
+
+def test_flag_values_of_the_wrong_kind_are_usage_errors(capsys):
+    from jobs.__main__ import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["generate", "--seed", "seven"])
+    assert exit_.value.code == 2 and "argument --seed: invalid int value: 'seven'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        main(["import-judgments", "--path", "r.csv", "--format", "xml"])
+    assert exit_.value.code == 2 and "argument --format: invalid choice: 'xml'" in capsys.readouterr().err
+    assert main(["import-wands"]) == 2
+    assert "import-wands needs --path DIR (or imports.wands.path)" in capsys.readouterr().err

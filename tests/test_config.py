@@ -52,8 +52,9 @@ def test_included_files_are_overridden_by_the_including_one():
     ("finetune.test_fraction=0.9", "must leave queries to train on"),
     ("labels.schemes.bad={grades: {a: 1}}", "settings under 'labels.schemes.bad' are incomplete"),
     ("imports.judgments.scheme=nope", "label scheme 'nope' is not defined"),
-    ("pairs.product_text_description_words=-1", "pairs.product_text_description_words (-1) 0 or more"),
-    ("pairs.product_text_max_words=0", "pairs.product_text_max_words (0) must be 1 or more"),
+    ("pairs.product_text_description_words=-1",
+     "setting 'pairs.product_text_description_words' must be >= 0 (its default is 0), not -1"),
+    ("pairs.product_text_max_words=0", "setting 'pairs.product_text_max_words' must be >= 1 (its default is 64), not 0"),
 ])
 def test_a_setting_that_does_not_fit_is_a_config_error_naming_it(override, message):
     if message is None:
@@ -72,7 +73,8 @@ def test_refit_in_several_processes_is_refused_where_the_settings_are_read():
 
 @pytest.mark.parametrize("weights", ["[]", "[-0.1]", "[0, .inf]"])
 def test_lexical_weights_must_be_a_list_of_finite_weights_of_zero_or_more(weights):
-    with pytest.raises(ConfigError, match=r"finetune.lexical_weights \(.*\) must list weights of 0 or more"):
+    with pytest.raises(ConfigError, match=r"setting 'finetune.lexical_weights' must be a list of at least 1 item, "
+                                          r"each >= 0 \(its default is \[0.0\]\), not \["):
         load_settings(LOCAL, [f"finetune.lexical_weights={weights}"])
 
 
