@@ -173,7 +173,8 @@ def compute(ctx: JobContext, inputs: AuditInputs) -> AuditOutcome:
         judged_queries = int(candidates.query_norm.nunique())
         names = config.audit.baselines
         baselines = (baseline_scores(names, texts, candidates,
-                                     resolve_base_model(config.model.base) if ZERO_SHOT in names else None)
+                                     resolve_base_model(config.model.base) if ZERO_SHOT in names else None,
+                                     config.audit.zero_shot_max_length)
                      if judged_queries else {})
         evaluation = judged_evaluation(candidates, judged, settings, baselines)  # scores, per-query metrics, segments
         frames.insert(0, audit_rows(evaluation, settings))

@@ -28,11 +28,15 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from relevance.evaluation.audit_rows import BM25, ZERO_SHOT
+from relevance.settings import AuditConfig
 from udfs.card import ModelCard
 from udfs.lexical import BM25_B, BM25_K1, Bm25Stats, bm25_tokens
 from udfs.model import BI_ENCODER, LoadedModel, load_network
 from udfs.scorer import score_logits
 from udfs.spark_udf import bm25_tokens_udf
+
+# tokens per text of the zero-shot baseline where a caller passes none: the setting's default (audit.zero_shot_max_length)
+ZERO_SHOT_MAX_LENGTH: int = AuditConfig.zero_shot_max_length
 
 
 def bm25_scores(corpus: dict[str, str], queries: Sequence[str], product_ids: Sequence[str]) -> np.ndarray:
@@ -107,7 +111,7 @@ def bm25_scores_spark(texts: DataFrame, candidates: DataFrame) -> DataFrame:
         "query_norm", "product_id", F.coalesce("bm25", F.lit(0.0)).alias("bm25"))
 
 
-def base_bi_encoder(base_dir: str | Path, max_length: int = 128) -> LoadedModel:
+def base_bi_encoder(base_dir: str | Path, max_length: int = ZERO_SHOT_MAX_LENGTH) -> LoadedModel:
     """The base checkpoint as what it is, a sentence-embedding bi-encoder, uncalibrated (its logit is the cosine)."""
     tokenizer, encoder = load_network(base_dir, "cpu", BI_ENCODER)
     return LoadedModel("zero-shot", tokenizer, encoder.eval(), torch.device("cpu"),
@@ -115,18 +119,18 @@ def base_bi_encoder(base_dir: str | Path, max_length: int = 128) -> LoadedModel:
 
 
 def zero_shot_scores(base_dir: str | Path, queries: Sequence[str], texts: Sequence[str],
-                     max_length: int = 128) -> np.ndarray:
+                     max_length: int = ZERO_SHOT_MAX_LENGTH) -> np.ndarray:
     """Cosine similarity of query and product text under the base checkpoint's sentence embeddings."""
     logits, _ = score_logits(base_bi_encoder(base_dir, max_length), list(queries), list(texts))
     return logits
 
 
 def baseline_scores(names: Sequence[str], texts: DataFrame, candidates: pd.DataFrame,
-                    base_dir: str | Path | None = None) -> dict[str, np.ndarray]:
+                    base_dir: str | Path | None = None, max_length: int = ZERO_SHOT_MAX_LENGTH) -> dict[str, np.ndarray]:
     """Scores of the baselines `names` (audit.baselines) for the (judged, so bounded) candidates, aligned with them.
 
     `texts` (product_id, product_text) of the whole catalog are BM25's corpus, which stays in Spark; `base_dir` is the
-    base checkpoint `zero_shot` uses (needed only then)."""
+    base checkpoint `zero_shot` uses (needed only then), with `max_length` tokens per text."""
     unknown = set(names) - {BM25, ZERO_SHOT}
     if unknown:
         raise ValueError(f"audit.baselines: unknown {sorted(unknown)}; expected {BM25!r} and/or {ZERO_SHOT!r}")
@@ -138,5 +142,6 @@ def baseline_scores(names: Sequence[str], texts: DataFrame, candidates: pd.DataF
     if ZERO_SHOT in names:
         if base_dir is None:
             raise ValueError(f"the {ZERO_SHOT!r} baseline needs the base checkpoint (base_dir)")
-        scores[ZERO_SHOT] = zero_shot_scores(base_dir, candidates.query_norm.tolist(), candidates.product_text.tolist())
+        scores[ZERO_SHOT] = zero_shot_scores(base_dir, candidates.query_norm.tolist(), candidates.product_text.tolist(),
+                                             max_length)
     return scores
