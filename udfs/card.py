@@ -24,6 +24,10 @@ import numpy as np
 CROSS_ENCODER, BI_ENCODER = "cross_encoder", "bi_encoder"
 MODEL_KINDS = (CROSS_ENCODER, BI_ENCODER)
 
+# The max_length a card without one means: what scoring has read such a card as since the first version (every card
+# finetune writes records its own, finetune.max_length). A name for old cards, not a default of the setting.
+LEGACY_CARD_MAX_LENGTH = 128
+
 
 class CardError(ValueError):
     """A model card that is not one (no version, a field of the wrong type)."""
@@ -40,7 +44,7 @@ class ModelCard:
     grades: dict[str, int] = field(default_factory=dict)
     relevant_min_grade: int | None = None
     gain: Any = None  # linear | exponential | {grade: gain}
-    max_length: int = 128  # tokens per text (bi-encoder) or per pair (cross-encoder)
+    max_length: int = LEGACY_CARD_MAX_LENGTH  # tokens per text (bi-encoder) or per pair (cross-encoder)
     product_text_max_words: int | None = None
     product_text_description_words: int | None = None
     # the logit is the network's plus this weight x BM25 of the pair under the version's frozen corpus statistics
