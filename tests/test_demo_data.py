@@ -30,7 +30,7 @@ SMALL: dict[str, Any] = dict(n_products=400, n_queries=60, n_days=2, searches_pe
 
 @pytest.fixture(scope="module")
 def demo() -> dict[str, pd.DataFrame]:
-    return generate_demo()
+    return generate_demo(judged_queries=120)  # the generate.* defaults, fewer judged queries than searched intents
 
 
 def _tokens(text: str) -> set[str]:

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from relevance.settings import GenerateSettings
 from udfs.text import normalize_text
 
 # purity: no pyspark torch transformers
@@ -981,13 +982,18 @@ def _end_us(end_date: str) -> int:
 # --------------------------------------------------------------------------------------------
 
 
-def generate_demo(seed: int = 7, n_products: int = 3000, n_queries: int = 400, n_days: int = 3,
-                  end_date: str = "2025-01-07", searches_per_day: int = 1500, page_size: int = 10,
-                  judged_queries: int = 120, judgments_per_query: int = 20, label_noise: float = 0.03
-                  ) -> dict[str, pd.DataFrame]:
+_SIZES = GenerateSettings()  # the defaults of generate_demo's sizes: the `generate.*` settings'
+
+
+def generate_demo(seed: int = _SIZES.seed, n_products: int = _SIZES.n_products, n_queries: int = _SIZES.n_queries,
+                  n_days: int = _SIZES.n_days, end_date: str = _SIZES.end_date,
+                  searches_per_day: int = _SIZES.searches_per_day, page_size: int = _SIZES.page_size,
+                  judged_queries: int = _SIZES.judged_queries, judgments_per_query: int = _SIZES.judgments_per_query,
+                  label_noise: float = _SIZES.label_noise) -> dict[str, pd.DataFrame]:
     """Generate catalog, query_log, judgments and ground_truth frames, deterministic in seed.
 
-    Days are the n_days calendar days (UTC) ending at end_date inclusive.
+    Days are the n_days calendar days (UTC) ending at end_date inclusive. Every argument defaults to its `generate.*`
+    setting (relevance.settings.GenerateSettings), the `generate` job's.
     """
     if min(n_products, n_queries, n_days, searches_per_day, page_size) < 1:
         raise ValueError("n_products, n_queries, n_days, searches_per_day and page_size must be >= 1")
