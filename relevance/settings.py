@@ -337,7 +337,8 @@ class RegressionGate:
     """The gate of `audit --compare V --fail-on-regression`."""
 
     metric: str = setting("ndcg@10", "the metric compared (a relevance_audit metric, with @k)")
-    margin: float = setting(0.01, "the drop of the metric that counts as a regression", ge=0, le=1)
+    margin: float = setting(0.01, "the drop of the metric allowed; beyond it, a regression (below 0: a gain required)",
+                            ge=-1, le=1)
 
 
 @dataclass(frozen=True)

@@ -135,6 +135,7 @@ def test_values_on_the_bounds_are_accepted():
                                      "audit.target_precision=1", "finetune.max_train_seconds=0.5",
                                      "scoring.max_batch_rows=1", "finetune.val_fraction=0", "imports.ubi.position_base=1"])
     assert settings.finetune.epochs == 1 and settings.audit.ks == (1,) and settings.finetune.max_train_seconds == 0.5
+    assert load_settings(LOCAL, ["audit.regression.margin=-0.5"]).audit.regression.margin == -0.5  # a gain required
 
 
 def test_rules_between_settings_stay_in_validate():
