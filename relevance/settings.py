@@ -285,8 +285,9 @@ class FinetuneSettings:
                                   ge=0, lt=1)
     test_fraction: float = setting(0.35, "held-out queries: the audit evaluates the model and its baselines on these",
                                    ge=0, lt=1)
-    max_train_seconds: float = setting(
-        1800.0, "a wall-clock limit, never a plan: past it training stops and nothing is saved", gt=0)
+    # opt-in: a run on a busy machine (`make run` on a laptop) must not fail for taking longer
+    max_train_seconds: float | None = setting(
+        None, "a wall-clock limit (null: none); past it training stops and nothing is saved", gt=0)
     # auto: bf16 autocast where the CPU has native bf16 (AVX512-BF16/AMX), else fp32
     train_precision: Literal["auto", "bf16", "fp32"] = setting(
         "auto", "auto: bf16 autocast where the CPU has native bf16, else fp32")

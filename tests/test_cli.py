@@ -145,6 +145,7 @@ def test_settings_command_prints_every_setting_without_spark():
     missing = set(all_keys(sections=False)) - set(lines)
     assert not missing, f"python -m jobs settings lacks {sorted(missing)}"
     assert lines["finetune.epochs"].split()[1:4] == ["int", "3", ">="] and "epochs" in lines["finetune.epochs"]
+    assert "null" in lines["finetune.max_train_seconds"] and "> 0 or null" in lines["finetune.max_train_seconds"]
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -81,6 +81,7 @@ def test_defaults_lie_in_their_ranges():
     ("pairs.head_share=1.5", "setting 'pairs.head_share' must be in [0, 1] (its default is 0.5), not 1.5"),
     ("audit.bootstrap_samples=0", "setting 'audit.bootstrap_samples' must be >= 1 (its default is 500), not 0"),
     ("audit.confidence=1.5", "setting 'audit.confidence' must be in (0, 1) (its default is 0.95), not 1.5"),
+    ("finetune.max_train_seconds=0", "setting 'finetune.max_train_seconds' must be > 0"),
     ("finetune.weight_mixes=[0.5, 1.5]", "setting 'finetune.weight_mixes' must be a list of at least 1 item, each in [0, 1]"),
     ("finetune.learning_rate=.nan", "setting 'finetune.learning_rate' must be > 0 (its default is 5e-05), not NaN"),
     ("labels.schemes.wands.relevant_min_grade=-1", "setting 'labels.schemes.wands.relevant_min_grade' must be >= 0, not -1"),
@@ -135,6 +136,7 @@ def test_values_on_the_bounds_are_accepted():
                                      "audit.target_precision=1", "finetune.max_train_seconds=0.5",
                                      "scoring.max_batch_rows=1", "finetune.val_fraction=0", "imports.ubi.position_base=1"])
     assert settings.finetune.epochs == 1 and settings.audit.ks == (1,) and settings.finetune.max_train_seconds == 0.5
+    assert load_settings(LOCAL, ["finetune.max_train_seconds=null"]).finetune.max_train_seconds is None
     assert load_settings(LOCAL, ["audit.regression.margin=-0.5"]).audit.regression.margin == -0.5  # a gain required
 
 
@@ -151,6 +153,7 @@ def test_setting_rows_cover_every_leaf_key_with_its_declaration():
     epochs = rows["finetune.epochs"]
     assert (epochs.type, epochs.default, epochs.range) == ("int", "3", ">= 1") and "epochs" in epochs.meaning
     assert rows["scoring.batch_tokens"].range == ">= 1 or auto"
+    assert rows["finetune.max_train_seconds"].range == "> 0 or null"
     assert rows["labels.schemes.<name>.relevant_min_grade"].default == "(required)"
     f, kind = setting_field("audit.compare")
     assert kind == str | None and info_of(f).flag == "--compare"  # type: ignore[union-attr]
