@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import replace
+from typing import Any
 
 import pytest
 
@@ -17,6 +18,12 @@ from relevance.training.catalog_queries import (
     pseudo_query,
     pseudo_query_pairs,
 )
+
+
+def without_time_limit(settings: FinetuneSettings) -> FinetuneSettings:
+    """`settings` with `max_train_seconds` None: no wall-clock limit."""
+    unlimited: dict[str, Any] = {"max_train_seconds": None}
+    return replace(settings, **unlimited)
 
 
 def _product(n: int, **fields) -> dict:
@@ -68,23 +75,29 @@ def test_catalog_steps_must_be_sensible():
 
 
 def test_the_catalog_stage_is_skipped_when_few_sampled_products_say_what_they_are():
-    from jobs.finetune import catalog_batches
+    from relevance.training.history import CatalogPlan
+    from relevance.training.pipeline import catalog_batches
 
     tuning = FinetuneSettings(batch_size=4, catalog_steps=5)  # catalog_min_coverage 0.5
     mostly = [_product(n, category=f"shop > kind {n}") for n in range(30)] + [_product(100 + n) for n in range(10)]
     batches, plan = catalog_batches(mostly, tuning)
-    assert len(batches) == 5 and plan == {"sampled_products": 40, "with_pseudo_query": 30, "coverage": 0.75}
+    assert len(batches) == 5 and plan == CatalogPlan(sampled_products=40, with_pseudo_query=30, coverage=0.75)
+    assert plan.to_dict() == {"sampled_products": 40, "with_pseudo_query": 30, "coverage": 0.75}  # the card's keys
     few = [_product(n, attributes={"product type": f"kind {n}"}) for n in range(3)] + [_product(100 + n) for n in range(37)]
     batches, plan = catalog_batches(few, tuning)
-    assert batches == [] and plan["skipped"].startswith("catalog stage skipped: 3 of 40 sampled products (8%) have")
+    assert batches == [] and plan.skipped is not None
+    assert plan.skipped.startswith("catalog stage skipped: 3 of 40 sampled products (8%) have")
+    assert plan.to_dict()["skipped"] == plan.skipped
     assert len(catalog_batches(few, replace(tuning, catalog_min_coverage=0.0, batch_size=2))[0]) == 1  # a team may insist
-    assert catalog_batches([], tuning) == ([], {"sampled_products": 0, "with_pseudo_query": 0, "coverage": 0.0})
+    assert catalog_batches([], tuning) == ([], CatalogPlan())
 
 
-def test_catalog_training_is_seeded_changes_the_network_and_stops_at_the_time_limit(tiny_model_root):
+def test_catalog_training_is_seeded_changes_the_network_and_stops_at_the_time_limit(tiny_model_root, monkeypatch):
     import torch
 
+    from relevance.training import progress
     from relevance.training.catalog_training import starting_network
+    from relevance.training.history import CatalogStage
     from relevance.training.loop import TrainingTimeLimit
     from udfs.model import WEIGHTS_DIR, load_network, resolve_model_dir
 
@@ -94,18 +107,24 @@ def test_catalog_training_is_seeded_changes_the_network_and_stops_at_the_time_li
     batches = distinct_query_batches(pseudo_query_pairs(products, 0.3, seed=0), batch_size=8, steps=5)
     settings = FinetuneSettings(max_length=32, train_precision="fp32", catalog_learning_rate=1e-3)
 
-    def started(seed: int) -> tuple[dict, dict]:
-        _, network, history = starting_network(base, replace(settings, seed=seed), batches, log=lambda _: None)
+    def started(seed: int, tuning: FinetuneSettings = settings, log=lambda _: None) -> tuple[dict, CatalogStage]:
+        _, network, history = starting_network(base, replace(tuning, seed=seed), batches, log=log)
         return network.state_dict(), history
 
     (first, history), (again, _), (other, _) = started(0), started(0), started(1)
-    assert history["steps"] == len(batches) == 5 and history["pairs"] == 40
+    assert history.steps == len(batches) == 5 and history.pairs == 40 and history.seconds is not None
+    assert set(history.to_dict()) == {"steps", "pairs", "loss_first_steps", "loss_last_steps", "seconds"}
     assert all(torch.equal(first[name], again[name]) for name in first)
+    lines: list[str] = []
+    monkeypatch.setattr(progress, "PLAIN_EVERY_SECONDS", 0.0)  # a progress line after every step but the last
+    shown, _ = started(0, without_time_limit(settings), lines.append)  # None: no time limit
+    assert [line.split(",")[0] for line in lines[:4]] == [f"  catalog: step {n}/5 ({n / 5:.0%})" for n in range(1, 5)]
+    assert all(torch.equal(first[name], shown[name]) for name in first)  # progress changes nothing
     _, base_network = load_network(base, "cpu", "bi_encoder")
     moved = [name for name, value in base_network.state_dict().items() if not torch.equal(value, first[name])]
     assert moved and all("word_embeddings" not in name for name in moved)  # frozen words, as in fine-tuning
     assert any(not torch.equal(first[name], other[name]) for name in first)  # the seed orders dropout
     _, _, skipped = starting_network(base, replace(settings, kind="cross_encoder"), batches, log=lambda _: None)
-    assert skipped == {"steps": 0}
+    assert skipped == CatalogStage() and skipped.to_dict() == {"steps": 0}
     with pytest.raises(TrainingTimeLimit, match="catalog passed finetune.max_train_seconds=0 after 1 of 5 steps"):
         starting_network(base, replace(settings, max_train_seconds=0.0), batches, log=lambda _: None)

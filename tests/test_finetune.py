@@ -2,15 +2,24 @@
 
 import math
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
-from relevance.settings import FinetuneSettings
+from relevance.settings import FinetuneSettings, LabelScheme
 from relevance.training.batches import shuffled_length_batches
 from relevance.training.split import split_of
+
+SCHEME = LabelScheme(grades={"irrelevant": 0, "partial": 1, "exact": 2}, relevant_min_grade=1)  # top grade 2, linear
+
+
+def without_time_limit(settings: FinetuneSettings) -> FinetuneSettings:
+    """`settings` with `max_train_seconds` None: no wall-clock limit."""
+    unlimited: dict[str, Any] = {"max_train_seconds": None}
+    return replace(settings, **unlimited)
 
 
 def test_length_batches_cover_every_row_once_and_pad_less_than_random_batches():
@@ -56,11 +65,11 @@ def test_distributed_training_with_torch_distributor_in_local_mode(spark, tiny_m
     base = resolve_model_dir(tiny_model_root, "tiny-test") / WEIGHTS_DIR
     settings = FinetuneSettings(epochs=2, batch_size=8, max_length=32, learning_rate=1e-3)  # a bi-encoder
     catalog = [[(kind, f"{color} {kind} product") for kind in ("sofa", "tee", "lamp", "mug")] for color in ("red", "blue")]
-    _, network, history = train_distributed(str(base), train.reset_index(drop=True), val.reset_index(drop=True), 2,
-                                            settings, 1, "linear", processes=2, catalog_batches=catalog)
-    assert history["processes"] == 2 and 1 <= len(history["epochs"]) <= 2
-    assert history["catalog"]["steps"] == 2  # each process ran the catalog stage before the judgments
-    assert all(np.isfinite(e["val_ndcg@10"]) for e in history["epochs"])
+    _, network, history, stage = train_distributed(str(base), train.reset_index(drop=True), val.reset_index(drop=True),
+                                                   settings, SCHEME, processes=2, catalog_batches=catalog)
+    assert history.processes == 2 and 1 <= len(history.epochs) <= 2
+    assert stage.steps == 2  # each process ran the catalog stage before the judgments
+    assert all(np.isfinite(e.val_ndcg) for e in history.epochs)
     _, start = load_network(str(base), "cpu", "bi_encoder")
     changed = [not torch.equal(a, b) for a, b in zip(network.state_dict().values(), start.state_dict().values())]
     assert any(changed) and not network.training
@@ -102,8 +111,8 @@ def test_bf16_training_with_frozen_word_embeddings_learns_the_rest(tiny_model_ro
     tokenizer, network = load_network(str(base), "cpu", kind)
     _, start = load_network(str(base), "cpu", kind)
     settings = FinetuneSettings(kind=kind, epochs=1, batch_size=8, max_length=32, learning_rate=1e-3, train_precision="bf16")
-    network, history = train_network(tokenizer, network, frame, frame, 2, settings, 1, "linear", log=lambda _: None)
-    assert history["autocast"] == "bfloat16" and len(history["epochs"]) == 1 and not network.training
+    network, history = train_network(tokenizer, network, frame, frame, settings, SCHEME, log=lambda _: None)
+    assert history.autocast == "bfloat16" and len(history.epochs) == 1 and not network.training
     words, start_words = network.get_input_embeddings(), start.get_input_embeddings()
     assert isinstance(words, torch.nn.Embedding) and isinstance(start_words, torch.nn.Embedding)
     assert torch.equal(words.weight, start_words.weight)
@@ -112,9 +121,11 @@ def test_bf16_training_with_frozen_word_embeddings_learns_the_rest(tiny_model_ro
     assert all(p.dtype == torch.float32 for p in network.parameters())
 
 
-def test_training_is_the_same_for_the_same_seed_and_passes_no_time_limit_quietly(tiny_model_root):
-    """The same seed, data and settings give bit-identical weights (the schedule never depends on time); a run
-    past max_train_seconds raises TrainingTimeLimit instead of training less."""
+def test_training_is_the_same_for_the_same_seed_and_passes_no_time_limit_quietly(tiny_model_root, monkeypatch):
+    """The same seed, data and settings give bit-identical weights (the schedule never depends on time), whether
+    progress is shown or not and with or without a time limit; a run past max_train_seconds raises TrainingTimeLimit
+    instead of training less, and with max_train_seconds None there is no limit."""
+    from relevance.training import progress
     from relevance.training.loop import TrainingTimeLimit, seed_everything, train_network
     from udfs.model import WEIGHTS_DIR, load_network, resolve_model_dir
 
@@ -122,26 +133,31 @@ def test_training_is_the_same_for_the_same_seed_and_passes_no_time_limit_quietly
     base = resolve_model_dir(tiny_model_root, "tiny-test") / WEIGHTS_DIR
     settings = FinetuneSettings(epochs=2, batch_size=8, max_length=32, learning_rate=1e-3, train_precision="fp32", patience=5)
 
-    def trained(seed: int) -> dict:
+    def trained(seed: int, tuning: FinetuneSettings = settings, log=lambda _: None) -> dict:
         seed_everything(seed)
-        tokenizer, network = load_network(str(base), "cpu", settings.kind)
-        return train_network(tokenizer, network, frame, frame, 2, settings, 1, "linear", log=lambda _: None)[0].state_dict()
+        tokenizer, network = load_network(str(base), "cpu", tuning.kind)
+        return train_network(tokenizer, network, frame, frame, tuning, SCHEME, log=log)[0].state_dict()
 
     first, again, other = trained(0), trained(0), trained(1)
     assert all(torch.equal(first[name], again[name]) for name in first)
     assert not all(torch.equal(first[name], other[name]) for name in first)  # the seed matters
+    lines: list[str] = []
+    monkeypatch.setattr(progress, "PLAIN_EVERY_SECONDS", 0.0)  # a progress line after every step
+    shown = trained(0, without_time_limit(settings), lines.append)
+    assert any(line.startswith("  epoch 1/2: step 1/") and " left" in line for line in lines)
+    assert all(torch.equal(first[name], shown[name]) for name in first)  # progress and no limit: the same model
     tokenizer, network = load_network(str(base), "cpu", settings.kind)
     with pytest.raises(TrainingTimeLimit, match="max_train_seconds=0 in epoch 1 of 2: stopped, no model version saved"):
-        train_network(tokenizer, network, frame, frame, 2, replace(settings, max_train_seconds=0.0), 1, "linear",
+        train_network(tokenizer, network, frame, frame, replace(settings, max_train_seconds=0.0), SCHEME,
                       log=lambda _: None)
 
 
 def test_refit_trains_on_train_and_validation_keeps_the_last_epoch_and_applies_the_chosen_mix(tiny_model_root):
     """`finetune.refit`: a fresh start trained on train + validation pairs for every epoch (no early stopping), mixed
     with the base at the share given; the same inputs give the same weights."""
-    from jobs.finetune import refit_with_validation
-    from relevance.settings import LabelScheme
+    from relevance.training.history import RefitHistory
     from relevance.training.loop import seed_everything
+    from relevance.training.pipeline import refit_with_validation
     from relevance.training.weights import mix_weights
     from udfs.model import BI_ENCODER, WEIGHTS_DIR, load_network, resolve_model_dir
 
@@ -150,15 +166,14 @@ def test_refit_trains_on_train_and_validation_keeps_the_last_epoch_and_applies_t
     base = resolve_model_dir(tiny_model_root, "tiny-test") / WEIGHTS_DIR
     settings = FinetuneSettings(epochs=2, batch_size=8, max_length=32, learning_rate=1e-3, train_precision="fp32",
                                 patience=1, catalog_steps=0)
-    scheme = LabelScheme(grades={"irrelevant": 0, "partial": 1, "exact": 2}, relevant_min_grade=1)
-
-    def refit(parts: dict, share: float) -> tuple[dict, dict]:
+    def refit(parts: dict, share: float) -> tuple[dict, RefitHistory]:
         seed_everything(0)
-        network, history = refit_with_validation(base, parts, settings, scheme, [], share)
+        network, history = refit_with_validation(base, parts, settings, SCHEME, [], share, log=lambda _: None)
         return network.state_dict(), history
 
     whole, history = refit({"train": train, "val": val}, 1.0)
-    assert history["pairs"] == len(frame) and [e["epoch"] for e in history["epochs"]] == [1, 2] and history["share"] == 1.0
+    assert history.pairs == len(frame) and [e.epoch for e in history.epochs] == [1, 2] and history.share == 1.0
+    assert history.to_dict()["epochs"][0]["val_ndcg@10"] == history.epochs[0].val_ndcg  # the card's keys
     again, _ = refit({"train": train, "val": val}, 1.0)
     assert all(torch.equal(whole[name], again[name]) for name in whole)
     half, _ = refit({"train": train, "val": val}, 0.5)
@@ -265,7 +280,7 @@ def test_card_hyperparameters_are_the_settings_that_decide_the_weights():
 
     expected = {"kind": "bi_encoder", "seed": 13, "epochs": 3, "batch_size": 32, "learning_rate": 5e-5,
                 "weight_decay": 0.01, "warmup_fraction": 0.1, "max_length": 64, "val_fraction": 0.15,
-                "test_fraction": 0.35, "max_train_seconds": 1800.0, "eval_k": 10, "train_precision": "auto",
+                "test_fraction": 0.35, "max_train_seconds": FinetuneSettings().max_train_seconds, "eval_k": 10, "train_precision": "auto",
                 "freeze_word_embeddings": True, "patience": 2, "cosent_scale": 20.0, "weight_mixes": (0.5, 0.75, 1.0),
                 "lexical_weights": (0.0,), "batching": "query", "max_examples": 200_000, "catalog_steps": 300, "catalog_learning_rate": 2e-5,
                 "catalog_brand_share": 0.3, "catalog_min_coverage": 0.5, "refit": False}
@@ -277,15 +292,16 @@ def test_card_hyperparameters_are_the_settings_that_decide_the_weights():
 
 
 def test_promotion_gate_applies_the_margin_force_and_promote_settings():
+    from relevance.training.history import Rivals
     from relevance.training.promotion import promotion_gate
 
-    rivals = {"zero_shot": 0.70, "promoted": 0.78, "promoted_version": "v0"}
+    rivals = Rivals(zero_shot=0.70, promoted=0.78, promoted_version="v0")
     assert promotion_gate(0.80, rivals, FinetuneSettings()) == (
         True, "validation nDCG 0.8000 beats the zero-shot base (0.7000) and the promoted version (0.7800) by at least 0")
     promoted, why = promotion_gate(0.80, rivals, replace(FinetuneSettings(), promotion_margin=0.05))
     assert not promoted and why.startswith("not promoted:") and "the promoted version (0.7800)" in why
     assert promotion_gate(0.80, rivals, replace(FinetuneSettings(), promotion_margin=0.05, force_promote=True))[0]
-    promoted, why = promotion_gate(0.80, {**rivals, "promoted": None}, replace(FinetuneSettings(), promote=False))
+    promoted, why = promotion_gate(0.80, Rivals(zero_shot=0.70), replace(FinetuneSettings(), promote=False))
     assert not promoted and why == ("not promoted: finetune.promote is false (validation nDCG 0.8000 beats the zero-shot "
                                     "base (0.7000) by at least 0)")
 
@@ -333,10 +349,102 @@ def test_lexical_weight_is_the_one_validation_prefers_and_zero_when_bm25_does_no
     logits = np.array([0.1, 0.3, 0.2, 0.0, 0.5, 0.4, 0.1, 0.0])  # each query's best product ranked second or third
     bm25 = np.array([3.0, 0.0, 1.0, 0.0, 0.0, 2.0, 0.0, 0.5])
     settings = FinetuneSettings(lexical_weights=(0.05, 0.2, 1.0))
+    scheme = replace(SCHEME, gain="exponential")
     quiet = lambda _: None  # noqa: E731
-    chosen = choose_lexical_weight(val, logits, bm25, settings, 1, "exponential", log=quiet)
-    by_weight = chosen["val_ndcg_by_weight"]
-    assert chosen["weight"] == 1.0 and by_weight["0.0"] < by_weight["0.05"] < by_weight["0.2"] < by_weight["1.0"]
+    chosen = choose_lexical_weight(val, logits, bm25, settings, scheme, log=quiet)
+    by_weight = chosen.val_ndcg_by_weight
+    assert chosen.weight == 1.0 and by_weight["0.0"] < by_weight["0.05"] < by_weight["0.2"] < by_weight["1.0"]
     perfect = val.grade.to_numpy(dtype=float)  # the network alone ranks perfectly; small weights tie with it
-    kept = choose_lexical_weight(val, perfect, bm25[::-1], settings, 1, "exponential", log=quiet)
-    assert kept["weight"] == 0.0 and kept["val_ndcg"] == 1.0 and kept["val_ndcg_by_weight"]["1.0"] < 1.0
+    kept = choose_lexical_weight(val, perfect, bm25[::-1], settings, scheme, log=quiet)
+    assert kept.weight == 0.0 and kept.val_ndcg == 1.0 and kept.val_ndcg_by_weight["1.0"] < 1.0
+
+
+class _Terminal:
+    """A stream that says it is a terminal and keeps what is written to it."""
+
+    def __init__(self) -> None:
+        self.text = ""
+
+    def isatty(self) -> bool:
+        return True
+
+    def write(self, text: str) -> None:
+        self.text += text
+
+    def flush(self) -> None:
+        pass
+
+
+def test_progress_is_a_bar_on_a_terminal_and_plain_periodic_lines_elsewhere():
+    import io
+
+    from relevance.training.progress import StepProgress, duration
+
+    now = [0.0]
+    lines: list[str] = []
+    with StepProgress("epoch 1/3", 10, lines.append, stream=io.StringIO(), every_seconds=30.0, clock=lambda: now[0]) as plain:
+        for step in range(10):
+            now[0] += 10.0  # 10 s a step: a line every third step
+            plain.step(float(step))
+    assert plain.bar is None and len(lines) == 3  # at steps 3, 6 and 9; none after the last step
+    assert lines[0] == "  epoch 1/3: step 3/10 (30%), loss 1.0000, 30s elapsed, about 1m10s left"
+    assert plain.mean_loss == 4.5 and duration(3725) == "1h02m" and duration(42.4) == "42s"
+
+    terminal = _Terminal()
+    with StepProgress("catalog", 4, lines.append, stream=terminal) as bar:  # type: ignore[arg-type]
+        for _ in range(4):
+            bar.step(0.5)
+        assert bar.bar is not None and bar.bar.n == 4 and bar.bar.postfix == "loss 0.5000"
+    assert "  catalog:" in terminal.text and bar.bar is None and len(lines) == 3  # a bar (closed), no lines
+    quiet = _Terminal()
+    with StepProgress("epoch 1/1", 4, lines.append, stream=quiet, every_seconds=0.0, enabled=False) as off:  # type: ignore[arg-type]
+        off.step(1.0)
+    assert quiet.text == "" and len(lines) == 3  # another rank's progress: nothing shown
+
+
+def test_the_model_card_is_built_from_the_typed_history_with_the_keys_cards_have_always_had():
+    import datetime as dt
+
+    from relevance.training.calibration import ValidationCalibration
+    from relevance.training.card import model_card
+    from relevance.training.history import (
+        CatalogPlan,
+        CatalogStage,
+        EpochRecord,
+        LexicalChoice,
+        LoopHistory,
+        Rivals,
+        TrainingHistory,
+        WeightMix,
+    )
+    from tests.conftest import settings_of
+    from udfs.card import ModelCard
+
+    loop = LoopHistory((EpochRecord(1, 0.9, 0.61, 1.5), EpochRecord(2, 0.7, 0.64, 3.0)), 0.64, 3.1, "fp32")
+    history = TrainingHistory(loop, CatalogStage(steps=4, pairs=64, loss_first_steps=2.5, loss_last_steps=2.4, seconds=1.2),
+                              CatalogPlan(128, 128, 1.0), WeightMix(0.75, 0.66, {"0.75": 0.66, "1.0": 0.64}))
+    assert history.best_val_ndcg == 0.66 and history.lexical_weight == 0.0 and history.catalog_seconds == 1.2
+    assert history.to_dict() == {
+        "epochs": [{"epoch": 1, "train_loss": 0.9, "val_ndcg@10": 0.61, "seconds": 1.5},
+                   {"epoch": 2, "train_loss": 0.7, "val_ndcg@10": 0.64, "seconds": 3.0}],
+        "best_val_ndcg": 0.66, "train_seconds": 3.1, "autocast": "fp32",
+        "catalog": {"sampled_products": 128, "with_pseudo_query": 128, "coverage": 1.0, "steps": 4, "pairs": 64,
+                    "loss_first_steps": 2.5, "loss_last_steps": 2.4, "seconds": 1.2},
+        "weight_mix": {"share": 0.75, "val_ndcg": 0.66, "val_ndcg_by_share": {"0.75": 0.66, "1.0": 0.64}}}
+    history = replace(history, lexical=LexicalChoice(0.2, 0.7, {"0.0": 0.66, "0.2": 0.7}))
+    assert history.best_val_ndcg == 0.7 and history.to_dict()["lexical"]["weight"] == 0.2
+
+    settings = settings_of({})
+    frame = pd.DataFrame({"query_norm": ["a", "a", "b"], "product_id": ["p", "q", "p"], "grade": [2, 0, 1]})
+    calibration = ValidationCalibration({"a": 2.0, "b": -1.0}, np.linspace(0.1, 0.9, 5), 0.5, {"1": 0.5, "2": 0.7},
+                                        {"target": 0.9, "threshold": 0.8})
+    created = dt.datetime(2025, 1, 7, tzinfo=dt.timezone.utc)
+    card = model_card(settings, "v1", created, "run-1", "abc", {"train": frame, "val": frame, "test": frame}, history,
+                      calibration, {"ndcg@10": 0.8}, Rivals(0.6, 0.65, "v0"), True, "beats both")
+    assert card.training == history.to_dict() and card.lexical_weight == 0.2 and card.threshold == 0.5
+    assert card.promotion == {"metric": "val ndcg@10", "new": 0.7, "zero_shot": 0.6, "promoted": True,
+                              "promoted_version": "v0", "margin": settings.finetune.promotion_margin,
+                              "decision": "beats both"}
+    assert card.data["train"] == {"pairs": 3, "queries": 2} and card.created_at == "2025-01-07T00:00:00+00:00"
+    assert card.grades == settings.labels.active.grades and card.extra == {}
+    assert ModelCard.from_dict(card.to_dict()) == card  # what is saved reads back as the same card

@@ -307,7 +307,7 @@ def test_training_sees_exactly_the_text_and_token_ids_that_scoring_sees(spark, f
     the same normalized query and product text, and the token ids the trainer feeds the network are the ids the
     scorer feeds it (captured from the network's own forward calls, padding stripped)."""
     from relevance.pairs import catalog_texts, classify_judgments
-    from relevance.settings import FinetuneSettings, settings_from_mapping
+    from relevance.settings import FinetuneSettings, LabelScheme, settings_from_mapping
     from relevance.training.loop import train_network
     from relevance.training.split import training_examples
     from udfs.scorer import score_logits
@@ -333,9 +333,10 @@ def test_training_sees_exactly_the_text_and_token_ids_that_scoring_sees(spark, f
     handle = network.register_forward_pre_hook(capture, with_kwargs=True)
     try:
         train_network(model.tokenizer, network, both.rename(columns={"product_text_train": "product_text"}),
-                      both.head(20).rename(columns={"product_text_train": "product_text"}), 2,
+                      both.head(20).rename(columns={"product_text_train": "product_text"}),
                       FinetuneSettings(kind="cross_encoder", epochs=1, batch_size=16, max_length=model.max_length),
-                      1, "linear", log=lambda _: None)
+                      LabelScheme(grades={"irrelevant": 0, "partial": 1, "exact": 2}, relevant_min_grade=1),
+                      log=lambda _: None)
         trained, fed["score"] = fed["train"], []
         network.eval()
         score_logits(model, both.query_norm.tolist(), both.product_text_serve.tolist(), batch_tokens=512)

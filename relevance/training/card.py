@@ -14,7 +14,10 @@ import pandas as pd
 
 from relevance.settings import FinetuneSettings, Settings
 from relevance.training.calibration import ValidationCalibration
+from relevance.training.history import Rivals, TrainingHistory
 from udfs.card import BI_ENCODER, ModelCard
+
+# purity: no pyspark torch transformers
 
 SPLIT_FILE = "split.json"
 # settings that drive the run, not the weights: recorded elsewhere in the card (promotion, version, training
@@ -39,36 +42,37 @@ def split_queries(parts: Mapping[str, pd.DataFrame]) -> str:
 
 
 def model_card(settings: Settings, version: str, created_at: dt.datetime, run_id: str, fingerprint: str,
-               parts: Mapping[str, pd.DataFrame], history: dict[str, Any], calibration: ValidationCalibration,
-               test_metrics: dict[str, float], rivals: Mapping[str, Any], promoted: bool, why: str) -> ModelCard:
+               parts: Mapping[str, pd.DataFrame], history: TrainingHistory, calibration: ValidationCalibration,
+               test_metrics: dict[str, float], rivals: Rivals, promoted: bool, why: str) -> ModelCard:
     """The model card of a new version: its base, label scheme, calibration and thresholds, data, settings, training
     history, promotion decision and held-out test metrics."""
     tuning, scheme = settings.finetune, settings.labels.active
-    return ModelCard.from_dict({
-        "version": version,
-        "kind": tuning.kind,
-        "base_model": settings.model.base,
-        "created_at": created_at.isoformat(),
-        "run_id": run_id,
-        "label_scheme": settings.labels.scheme,
-        "grades": scheme.grades,
-        "relevant_min_grade": scheme.relevant_min_grade,
-        "gain": scheme.gain,
-        "max_length": tuning.max_length,
-        "lexical_weight": history.get("lexical", {}).get("weight", 0.0),
-        "product_text_max_words": settings.pairs.product_text_max_words,
-        "product_text_description_words": settings.pairs.product_text_description_words,
-        "calibration": calibration.platt,
-        "validation_score_deciles": [float(q) for q in np.quantile(calibration.scores, np.linspace(0.0, 1.0, 11))],
-        "threshold": float(calibration.threshold),
-        "grade_thresholds": calibration.grade_thresholds,
-        "threshold_for_target_precision": calibration.target_precision,
-        "data_fingerprint": fingerprint,
-        "data": {name: {"pairs": len(p), "queries": int(p.query_norm.nunique())} for name, p in parts.items()},
-        "split": {"rule": "sha256(seed, query_norm) picks train / val / test", "queries_file": SPLIT_FILE},
-        "hyperparameters": hyperparameters(tuning),
-        "training": history,
-        "promotion": {"metric": f"val ndcg@{tuning.eval_k}", "new": history["best_val_ndcg"], **rivals,
-                      "margin": tuning.promotion_margin, "promoted": promoted, "decision": why},
-        "metrics": {"test": test_metrics},
-    })
+    return ModelCard(
+        version=version,
+        kind=tuning.kind,
+        base_model=settings.model.base,
+        created_at=created_at.isoformat(),
+        run_id=run_id,
+        label_scheme=settings.labels.scheme,
+        grades=dict(scheme.grades),
+        relevant_min_grade=scheme.relevant_min_grade,
+        gain=scheme.gain,
+        max_length=tuning.max_length,
+        lexical_weight=float(history.lexical_weight),
+        product_text_max_words=settings.pairs.product_text_max_words,
+        product_text_description_words=settings.pairs.product_text_description_words,
+        calibration=dict(calibration.platt),
+        validation_score_deciles=[float(q) for q in np.quantile(calibration.scores, np.linspace(0.0, 1.0, 11))],
+        threshold=float(calibration.threshold),
+        grade_thresholds=calibration.grade_thresholds,
+        threshold_for_target_precision=calibration.target_precision,
+        data_fingerprint=fingerprint,
+        data={name: {"pairs": len(p), "queries": int(p.query_norm.nunique())} for name, p in parts.items()},
+        split={"rule": "sha256(seed, query_norm) picks train / val / test", "queries_file": SPLIT_FILE},
+        hyperparameters=hyperparameters(tuning),
+        training=history.to_dict(),
+        # the decision's `promoted` (a bool) replaces the rivals' (the promoted version's nDCG), as cards always had
+        promotion={"metric": f"val ndcg@{tuning.eval_k}", "new": history.best_val_ndcg, **rivals.to_dict(),
+                   "margin": tuning.promotion_margin, "promoted": promoted, "decision": why},
+        metrics={"test": test_metrics},
+    )

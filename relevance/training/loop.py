@@ -15,8 +15,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from relevance.evaluation.ranking import GainSpec
-from relevance.settings import FinetuneSettings
+from relevance.settings import FinetuneSettings, LabelScheme
 from relevance.training.batches import (
     TrainingInputs,
     encode_training_inputs,
@@ -25,6 +24,8 @@ from relevance.training.batches import (
     shuffled_length_batches,
 )
 from relevance.training.evaluate import predict_logits, ranking_quality
+from relevance.training.history import EpochRecord, LoopHistory
+from relevance.training.progress import StepProgress
 from udfs.model import BI_ENCODER, CROSS_ENCODER
 from udfs.scorer import collate, mean_pooled
 
@@ -96,26 +97,33 @@ def freeze_untrained(network: Any, settings: FinetuneSettings) -> None:
         network.pooler.requires_grad_(False)
 
 
+def time_limit_passed(settings: FinetuneSettings, started: float) -> bool:
+    """Whether training started at `started` (time.time()) has passed `finetune.max_train_seconds` (None: no
+    limit, never)."""
+    limit = settings.max_train_seconds
+    return limit is not None and time.time() - started > limit
+
+
 def train_network(
-    tokenizer: Any, network: PreTrainedModel, train: pd.DataFrame, val: pd.DataFrame, top_grade: int,
-    settings: FinetuneSettings, relevant_min_grade: int, gain: GainSpec, log: Callable[[str], None] = print,
-    keep_last: bool = False,
-) -> tuple[PreTrainedModel, dict[str, Any]]:
-    """Fine-tune `network` (of `settings.kind`) on the training pairs for `settings.epochs` epochs; returns (the best
-    network by validation nDCG, history), or with `keep_last` the network after the last epoch (no early stopping:
-    for a refit whose training pairs include the validation pairs).
+    tokenizer: Any, network: PreTrainedModel, train: pd.DataFrame, val: pd.DataFrame, settings: FinetuneSettings,
+    scheme: LabelScheme, log: Callable[[str], None] = print, keep_last: bool = False,
+) -> tuple[PreTrainedModel, LoopHistory]:
+    """Fine-tune `network` (of `settings.kind`) on the training pairs, graded by `scheme`, for `settings.epochs`
+    epochs; returns (the best network by validation nDCG, its history), or with `keep_last` the network after the
+    last epoch (no early stopping: for a refit whose training pairs include the validation pairs).
 
     The schedule depends on the data and settings only (never on time), so the same seed gives the same model on a
-    busy machine; past `max_train_seconds` it raises TrainingTimeLimit instead of quietly training less. With
-    `freeze_word_embeddings` the vocabulary's pretrained vectors stay as they are (words unseen in training keep
-    their meaning, and steps are cheaper)."""
-    world, rank = _world()
+    busy machine; past `max_train_seconds` (when set) it raises TrainingTimeLimit instead of quietly training less.
+    With `freeze_word_embeddings` the vocabulary's pretrained vectors stay as they are (words unseen in training keep
+    their meaning, and steps are cheaper). Each epoch shows its steps, loss and time left (relevance.training.progress;
+    in a distributed group, rank 0's)."""
+    world, rank = world_and_rank()
     freeze_untrained(network, settings)
     autocast = training_autocast(settings.train_precision)
     model = torch.nn.parallel.DistributedDataParallel(network) if world > 1 else network
     inputs = encode_training_inputs(tokenizer, train, settings.kind, settings.max_length)
     grades = train.grade.to_numpy(dtype=np.float32)
-    targets = torch.tensor(grades / max(top_grade, 1) if settings.kind == CROSS_ENCODER else grades)
+    targets = torch.tensor(grades / max(scheme.top_grade, 1) if settings.kind == CROSS_ENCODER else grades)
     steps_per_epoch = math.ceil(len(train) / settings.batch_size) // world
     total_steps = steps_per_epoch * settings.epochs
     warmup = max(1, int(total_steps * settings.warmup_fraction))
@@ -124,29 +132,35 @@ def train_network(
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: linear_warmup_decay(step, warmup, total_steps))
     generator = torch.Generator().manual_seed(settings.seed)
     pad_id = tokenizer.pad_token_id or 0
+    limited = settings.max_train_seconds is not None  # the same on every rank: all of them check, or none
     best_state, best_ndcg, history, stale, started = None, -1.0, [], 0, time.time()
     for epoch in range(settings.epochs):
         network.train()
         losses = []
         batches = (query_batches(train.query_norm.tolist(), settings.batch_size, generator) if settings.batching == "query"
                    else shuffled_length_batches(inputs.lengths, settings.batch_size, generator))  # the same on every rank
-        for rows in batches[rank::world][: len(batches) // world]:  # each process its share, equal step counts
-            with torch.autocast("cpu", dtype=autocast or torch.bfloat16, enabled=autocast is not None):
-                loss = batch_loss(model, inputs, rows, targets, pad_id, settings)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(trained, 1.0)
-            optimizer.step()
-            schedule.step()
-            optimizer.zero_grad()
-            losses.append(loss.item())
-            if _any_rank(time.time() - started > settings.max_train_seconds, world):
-                raise TrainingTimeLimit(
-                    f"fine-tuning passed finetune.max_train_seconds={settings.max_train_seconds:g} in epoch {epoch + 1} "
-                    f"of {settings.epochs}: stopped, no model version saved (raise the limit or lower finetune.epochs)")
+        mine = batches[rank::world][: len(batches) // world]  # each process its share, equal step counts
+        with StepProgress(f"epoch {epoch + 1}/{settings.epochs}", len(mine), log, enabled=rank == 0) as progress:
+            for rows in mine:
+                with torch.autocast("cpu", dtype=autocast or torch.bfloat16, enabled=autocast is not None):
+                    loss = batch_loss(model, inputs, rows, targets, pad_id, settings)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(trained, 1.0)
+                optimizer.step()
+                schedule.step()
+                optimizer.zero_grad()
+                losses.append(loss.item())
+                progress.step(losses[-1])
+                if limited and _any_rank(time_limit_passed(settings, started), world):
+                    raise TrainingTimeLimit(
+                        f"fine-tuning passed finetune.max_train_seconds={settings.max_train_seconds:g} in epoch "
+                        f"{epoch + 1} of {settings.epochs}: stopped, no model version saved (raise the limit or lower "
+                        "finetune.epochs)")
         val_logits = predict_logits(tokenizer, network, val, settings.max_length, settings.kind)
-        val_ndcg = _from_rank0(ranking_quality(val, val_logits, settings.eval_k, relevant_min_grade, gain), world)
-        history.append({"epoch": epoch + 1, "train_loss": float(np.mean(losses)), f"val_ndcg@{settings.eval_k}": val_ndcg,
-                        "seconds": round(time.time() - started, 1)})
+        val_ndcg = _from_rank0(ranking_quality(val, val_logits, settings.eval_k, scheme.relevant_min_grade, scheme.gain),
+                               world)
+        history.append(EpochRecord(epoch + 1, float(np.mean(losses)), val_ndcg, round(time.time() - started, 1),
+                                   settings.eval_k))
         log(f"  epoch {epoch + 1}: train loss {np.mean(losses):.4f}, val nDCG@{settings.eval_k} {val_ndcg:.4f}")
         if keep_last:
             best_ndcg, best_state = val_ndcg, network.state_dict()
@@ -160,11 +174,11 @@ def train_network(
     assert best_state is not None, "no epoch gave a finite validation nDCG"
     network.load_state_dict(best_state)
     network.eval()
-    return network, {"epochs": history, "best_val_ndcg": best_ndcg, "train_seconds": round(time.time() - started, 1),
-                     "autocast": str(autocast).removeprefix("torch.") if autocast else "fp32"}
+    return network, LoopHistory(tuple(history), best_ndcg, round(time.time() - started, 1),
+                                str(autocast).removeprefix("torch.") if autocast else "fp32")
 
 
-def _world() -> tuple[int, int]:
+def world_and_rank() -> tuple[int, int]:
     """(world size, rank) of the torch.distributed group this process is in; (1, 0) outside one."""
     distributed = torch.distributed
     if distributed.is_available() and distributed.is_initialized():

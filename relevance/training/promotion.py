@@ -3,18 +3,16 @@ promoted version's, measured on the same validation pairs."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from relevance.evaluation.baselines import zero_shot_scores
-from relevance.evaluation.ranking import GainSpec
-from relevance.settings import FinetuneSettings
+from relevance.evaluation.baselines import ZERO_SHOT_MAX_LENGTH, zero_shot_scores
+from relevance.settings import FinetuneSettings, LabelScheme
 from relevance.training.evaluate import ranking_quality
-from udfs.model import ModelError, load_model_version, resolve_model_dir
+from relevance.training.history import Rivals
+from udfs.model import LoadedModel, ModelError, load_model_version, resolve_model_dir
 from udfs.scorer import score_logits
 
 
@@ -32,31 +30,35 @@ def promotion_decision(new: float, zero_shot: float, promoted: float | None, mar
     return False, f"not promoted: validation nDCG {new:.4f} does not beat " + " or ".join(short) + f" by {margin:g}"
 
 
-def promotion_gate(new: float, rivals: Mapping[str, Any], settings: FinetuneSettings) -> tuple[bool, str]:
-    """`promotion_decision` against `validation_rivals` with the settings' margin and --force-promote; with
+def promotion_gate(new: float, rivals: Rivals, settings: FinetuneSettings) -> tuple[bool, str]:
+    """`promotion_decision` against the `rivals` with the settings' margin and --force-promote; with
     `finetune.promote` false a version that would be promoted is not, and the reason says so."""
-    promoted, why = promotion_decision(new, rivals["zero_shot"], rivals["promoted"], settings.promotion_margin,
+    promoted, why = promotion_decision(new, rivals.zero_shot, rivals.promoted, settings.promotion_margin,
                                        settings.force_promote)
     if promoted and not settings.promote:
         return False, f"not promoted: finetune.promote is false ({why})"
     return promoted, why
 
 
-def validation_rivals(val: pd.DataFrame, base_dir: Path, models_root: str, settings: FinetuneSettings,
-                      relevant_min_grade: int, gain: GainSpec, storage_options: dict[str, str] | None = None,
-                      cache_dir: str | None = None) -> dict[str, Any]:
-    """Validation nDCG of what the new version must beat, on the same validation pairs: the zero-shot base and the
-    promoted version (None when there is none yet)."""
-    def quality(scores: np.ndarray) -> float:
-        return ranking_quality(val, scores, settings.eval_k, relevant_min_grade, gain)
-
-    rivals: dict[str, Any] = {
-        "zero_shot": quality(zero_shot_scores(base_dir, val.query_norm.tolist(), val.product_text.tolist())),
-        "promoted": None, "promoted_version": None}
+def load_promoted(models_root: str, storage_options: dict[str, str] | None = None,
+                  cache_dir: str | None = None) -> LoadedModel | None:
+    """Load: the promoted version, or None when nothing is promoted yet (or it no longer loads)."""
     try:
-        promoted = load_model_version(resolve_model_dir(models_root, "promoted", storage_options, cache_dir))
+        return load_model_version(resolve_model_dir(models_root, "promoted", storage_options, cache_dir))
     except ModelError:
-        return rivals  # nothing promoted yet (or it no longer loads): only the base to beat
+        return None
+
+
+def validation_rivals(val: pd.DataFrame, base_dir: Path, promoted: LoadedModel | None, settings: FinetuneSettings,
+                      scheme: LabelScheme, zero_shot_max_length: int = ZERO_SHOT_MAX_LENGTH) -> Rivals:
+    """Validation nDCG of what the new version must beat, on the same validation pairs: the zero-shot base (with
+    `zero_shot_max_length` tokens per text) and the `promoted` version (load_promoted; None: only the base to beat)."""
+    def quality(scores: np.ndarray) -> float:
+        return ranking_quality(val, scores, settings.eval_k, scheme.relevant_min_grade, scheme.gain)
+
+    zero_shot = quality(zero_shot_scores(base_dir, val.query_norm.tolist(), val.product_text.tolist(),
+                                         zero_shot_max_length))
+    if promoted is None:
+        return Rivals(zero_shot)
     logits, _ = score_logits(promoted, val.query_norm.tolist(), val.product_text.tolist())
-    rivals.update(promoted=quality(logits), promoted_version=promoted.version)
-    return rivals
+    return Rivals(zero_shot, quality(logits), promoted.version)

@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from relevance.evaluation.ranking import GainSpec
-from relevance.settings import FinetuneSettings
+from relevance.settings import FinetuneSettings, LabelScheme
 from relevance.training.evaluate import predict_logits, ranking_quality
+from relevance.training.history import LexicalChoice, WeightMix
 from udfs.model import BI_ENCODER, load_network
 
 if TYPE_CHECKING:
@@ -37,12 +37,11 @@ def apply_weight_mix(network: PreTrainedModel, base_dir: str, share: float) -> P
 
 
 def choose_weight_mix(tokenizer: Any, network: PreTrainedModel, base_dir: str, val: pd.DataFrame, settings: FinetuneSettings,
-                      relevant_min_grade: int, gain: GainSpec,
-                      log: Callable[[str], None] = print) -> tuple[PreTrainedModel, dict[str, Any]]:
+                      scheme: LabelScheme, log: Callable[[str], None] = print) -> tuple[PreTrainedModel, WeightMix]:
     """For a bi-encoder, the mix of base and fine-tuned weights with the best validation nDCG (ties: the larger
     fine-tuned share). Small data fine-tunes forget part of what the base knew; a mix keeps it where that helps."""
     if settings.kind != BI_ENCODER or tuple(settings.weight_mixes) == (1.0,):
-        return network, {"share": 1.0, "val_ndcg": None}
+        return network, WeightMix()
     tuned = copy.deepcopy(network.state_dict())
     _, base = load_network(base_dir, "cpu", BI_ENCODER)
     base_state = base.state_dict()
@@ -50,23 +49,23 @@ def choose_weight_mix(tokenizer: Any, network: PreTrainedModel, base_dir: str, v
     for share in sorted(set(settings.weight_mixes) | {1.0}):
         network.load_state_dict(mix_weights(base_state, tuned, share))
         quality[share] = ranking_quality(val, predict_logits(tokenizer, network, val, settings.max_length, BI_ENCODER),
-                                         settings.eval_k, relevant_min_grade, gain)
+                                         settings.eval_k, scheme.relevant_min_grade, scheme.gain)
     best = max(quality, key=lambda share: (round(quality[share], 12), share))
     network.load_state_dict(mix_weights(base_state, tuned, best))
     network.eval()
     log(f"  weight mix: fine-tuned share {best:g} (validation nDCG@{settings.eval_k} by share: "
         + ", ".join(f"{k:g}: {v:.4f}" for k, v in quality.items()) + ")")
-    return network, {"share": best, "val_ndcg": quality[best], "val_ndcg_by_share": {str(k): v for k, v in quality.items()}}
+    return network, WeightMix(best, quality[best], {str(k): v for k, v in quality.items()})
 
 
 def choose_lexical_weight(val: pd.DataFrame, logits: np.ndarray, bm25: np.ndarray, settings: FinetuneSettings,
-                          relevant_min_grade: int, gain: GainSpec, log: Callable[[str], None] = print) -> dict[str, Any]:
+                          scheme: LabelScheme, log: Callable[[str], None] = print) -> LexicalChoice:
     """The weight of BM25 added to the network's validation `logits` with the best validation nDCG among
     `finetune.lexical_weights` and 0 (ties: the smaller weight). The fine-tuned network ranks by meaning; on real
     catalogs an exact model number or brand in the text still tells, and a little BM25 puts it back."""
-    quality = {weight: ranking_quality(val, logits + weight * bm25, settings.eval_k, relevant_min_grade, gain)
+    quality = {weight: ranking_quality(val, logits + weight * bm25, settings.eval_k, scheme.relevant_min_grade, scheme.gain)
                for weight in sorted(set(settings.lexical_weights) | {0.0})}
     best = max(quality, key=lambda weight: (round(quality[weight], 12), -weight))
     log(f"  lexical weight: BM25 x {best:g} (validation nDCG@{settings.eval_k} by weight: "
         + ", ".join(f"{k:g}: {v:.4f}" for k, v in quality.items()) + ")")
-    return {"weight": best, "val_ndcg": quality[best], "val_ndcg_by_weight": {str(k): v for k, v in quality.items()}}
+    return LexicalChoice(best, quality[best], {str(k): v for k, v in quality.items()})
