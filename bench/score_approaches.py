@@ -21,9 +21,9 @@ from pyspark.sql.types import DoubleType
 
 from bench.score_inputs import ARROW_BATCH_ROWS, BATCH_TOKENS, BENCH_DS, CHUNK_ROWS, MAX_BATCH_ROWS, Pairs
 from jobs.core.spark import session_setting
-from jobs.score import ARROW_BATCH_ROWS as ARROW_BATCH_SETTING
 from relevance.frames import text_fingerprint
 from relevance.scoring import device_and_precision, score_frame
+from relevance.settings import ARROW_BATCH_ROWS_KEY as ARROW_BATCH_SETTING
 from udfs.model import (
     WEIGHTS_DIR,
     load_model_version,

@@ -24,7 +24,7 @@ from relevance.scoring import (
     scoring_details,
     unusable_scores,
 )
-from relevance.settings import Settings
+from relevance.settings import ARROW_BATCH_ROWS_KEY, Settings
 from schemas.tables import PAIRS, REJECTS, RELEVANCE
 from schemas.validate import conform
 from udfs.card import ModelCard
@@ -66,13 +66,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = "Score one day's pairs with the promoted (or configured) cross-encoder into `relevance`."
 
 
-ARROW_BATCH_ROWS = "spark.sql.execution.arrow.maxRecordsPerBatch"
 
 
 def run(ctx: JobContext) -> JobResult:
     """Score the ds's pairs with Arrow batches of `scoring.arrow_batch_rows` rows, the session's own setting restored
     afterwards."""
-    with session_setting(ctx.spark, ARROW_BATCH_ROWS, str(ctx.settings.scoring.arrow_batch_rows)):
+    with session_setting(ctx.spark, ARROW_BATCH_ROWS_KEY, str(ctx.settings.scoring.arrow_batch_rows)):
         return score_day(ctx)
 
 

@@ -668,6 +668,9 @@ def setting_rows(cls: type = Settings, prefix: str = "") -> Iterator[SettingRow]
             yield from setting_rows(value_kind, key + ".<name>.")
 
 
+ARROW_BATCH_ROWS_KEY = "spark.sql.execution.arrow.maxRecordsPerBatch"  # score sets it from scoring.arrow_batch_rows
+
+
 def validate(settings: Settings) -> Settings:
     """Rules between settings, checked before any job starts (each setting's own range is checked by `_build`)."""
     settings.labels.active  # noqa: B018  the active scheme must exist
@@ -679,6 +682,9 @@ def validate(settings: Settings) -> Settings:
                           "must leave queries to train on")
     if f.refit and f.processes > 1:
         raise ConfigError(f"finetune.refit trains in one process: set finetune.processes to 1 (not {f.processes})")
+    if ARROW_BATCH_ROWS_KEY in settings.spark.conf:
+        raise ConfigError(f"spark.conf.{ARROW_BATCH_ROWS_KEY} is set by score from scoring.arrow_batch_rows "
+                          f"(default 4096): set that instead")
     pairs = settings.pairs
     if pairs.head_share + pairs.torso_share > 1 + 1e-9:
         raise ConfigError(f"pairs.head_share ({pairs.head_share}) + pairs.torso_share ({pairs.torso_share}) must be "

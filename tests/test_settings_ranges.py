@@ -159,3 +159,11 @@ def test_setting_rows_cover_every_leaf_key_with_its_declaration():
     assert kind == str | None and info_of(f).flag == "--compare"  # type: ignore[union-attr]
     with pytest.raises(ConfigError, match="unknown setting 'audit.regression'"):
         setting_field("audit.regression")  # a section, not a setting
+
+
+def test_the_arrow_batch_size_has_one_setting():
+    """score sets Spark's Arrow batch size from scoring.arrow_batch_rows; the same meaning under spark.conf is refused
+    (it used to be silently overridden)."""
+    with pytest.raises(ConfigError, match="scoring.arrow_batch_rows"):
+        load_settings(LOCAL, ["spark.conf.spark.sql.execution.arrow.maxRecordsPerBatch=8192"])
+    assert load_settings(ROOT / "conf" / "cluster.yaml").scoring.arrow_batch_rows == 8192
