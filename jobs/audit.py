@@ -28,6 +28,7 @@ from pyspark.sql import functions as F
 from jobs.core.config import storage_options
 from jobs.core.job import JobContext, JobError, JobResult
 from plumbing import storage
+from plumbing.errors import InputError
 from relevance.evaluation.audit_rows import (
     AuditSettings,
     audit_rows,
@@ -44,6 +45,8 @@ from relevance.evaluation.held_out import held_out_candidates, judged_candidates
 from relevance.evaluation.summary import audit_summary, markdown_report, report_metrics, thresholds_document
 from relevance.frames import to_spark
 from relevance.pairs import catalog_texts
+from relevance.scoring import serving_note
+from relevance.settings import AuditConfig
 from schemas.tables import CATALOG, JUDGMENTS, PAIRS, RELEVANCE, RELEVANCE_AUDIT
 from schemas.validate import conform
 
@@ -78,10 +81,18 @@ class AuditInputs:
     threshold: float
     splits: list[dict | None]  # the audited version's split.json, then the compared one's
     other: LoadedModel | None
+    serving: str  # which model the audited scores came from, and why (relevance.scoring.serving_note)
 
     @property
     def model_version(self) -> str:
         return self.versions[0]
+
+
+def judgments_table_named(table: str) -> bool:
+    """Whether audit.judgments_table names a table of its own: one that is missing or empty then stops the audit
+    (a typo must not turn the day's judged audit into a log-only one), where the default table's absence means
+    the log-only audit."""
+    return table != AuditConfig().judgments_table
 
 
 def read_split(model_dir: Path) -> dict | None:
@@ -100,6 +111,11 @@ def load(ctx: JobContext) -> AuditInputs:
                  if wh.exists(judgments_spec.name) else None)
     if judgments is not None and not judgments.take(1):
         judgments = None  # an empty judgments table: the log-only audit, as without one
+    if judgments is None and judgments_table_named(settings.audit.judgments_table):
+        path = wh.path(judgments_spec.name)
+        state = f"the table at {path} holds no rows" if wh.exists(judgments_spec.name) else f"no Delta table at {path}"
+        raise InputError(f"audit.judgments_table '{judgments_spec.name}': {state}; nothing was written (name a table "
+                         "that holds judgments, or leave audit.judgments_table unset for the log-only audit)")
     compared = settings.audit.compare
     if judgments is None and compared:
         raise FileNotFoundError(f"--compare needs judgments: no table at {wh.path(judgments_spec.name)}")
@@ -124,7 +140,7 @@ def load(ctx: JobContext) -> AuditInputs:
         judgments_table=judgments_spec.name, catalog=catalog, model_location=model_location, options=options,
         threshold=card.threshold,
         splits=[read_split(model_dir)] + ([read_split(other_dir)] if other_dir else []),
-        other=other,
+        other=other, serving=serving_note(card, settings.model.version),
     )
 
 
@@ -232,7 +248,7 @@ def write(ctx: JobContext, inputs: AuditInputs, outcome: AuditOutcome) -> JobRes
     from relevance.evaluation.report_html import AuditReport, render_audit_html, write_html_report
 
     wh, ds, settings, frame = ctx.warehouse, ctx.require_ds(), outcome.settings, outcome.frame
-    model_version, summary = inputs.model_version, outcome.summary
+    model_version, summary = inputs.model_version, f"serving: {inputs.serving}\n\n{outcome.summary}"
     markdown = write_markdown_report(wh.root, ds, model_version, ctx.run_id, summary)
     html = write_html_report(wh.root, ds, render_audit_html(AuditReport(
         ds=ds, model_version=model_version, run_id=ctx.run_id,
@@ -258,7 +274,8 @@ def write(ctx: JobContext, inputs: AuditInputs, outcome: AuditOutcome) -> JobRes
         model_version=model_version,
         details={"judged_queries": outcome.judged_queries, "query_scope": settings.scope,
                  "threshold": settings.threshold, "reports": reports, "compared_with": ctx.settings.audit.compare,
-                 "query_movement": outcome.movement, "model_versions_in_partition": inputs.versions},
+                 "query_movement": outcome.movement, "model_versions_in_partition": inputs.versions,
+                 "serving": inputs.serving},
         summary=summary,
     )
 

@@ -35,7 +35,7 @@ from relevance.training.promotion import load_promoted
 from relevance.training.split import training_examples
 from schemas.tables import CATALOG, JUDGMENTS, REJECTS
 from schemas.validate import conform
-from udfs.model import promote, resolve_base_model, save_model_version
+from udfs.model import promote, promoted_version, resolve_base_model, save_model_version
 
 JOB = "finetune"
 FLAGS = ("finetune.force_promote",)  # --force-promote
@@ -96,6 +96,7 @@ def run(ctx: JobContext) -> JobResult:
     # load
     classified = read_judged_pairs(ctx)
     rows_in = classified.count()
+    compared_with = promoted_version(settings.model.models_root, options)  # what the gate compares against
     inputs = load_inputs(ctx, base_dir, classified)
 
     # compute
@@ -107,16 +108,24 @@ def run(ctx: JobContext) -> JobResult:
     rejected = classified.where(F.col("reason").isNotNull())
     wh.overwrite_partition(rejects_frame(rejected, JOB, JUDGMENTS.name, ctx.run_id, ctx.ds or "all"), REJECTS,
                            {"job": JOB, "ds": ctx.ds or "all"}, ctx.run_id)
+    served = None
     if version.promoted:
-        promote(settings.model.models_root, version.name, options)
-    print(f"finetune: {version.why}")
+        promote(settings.model.models_root, version.name, options, expected=compared_with)
+        served = version.name
+    elif version.fallback is not None:  # nothing promoted and this one lost: the base serves, calibrated
+        save_model_version(settings.model.models_root, version.fallback.network, version.fallback.tokenizer,
+                           version.fallback.card, extra_files=version.fallback.extra_files, storage_options=options)
+        promote(settings.model.models_root, version.fallback.card.version, options, expected=compared_with)
+        served = version.fallback.card.version
+    print(f"finetune: {version.why}" + (f"; {version.fallback.card.promotion['decision']}" if version.fallback and
+                                         served == version.fallback.card.version else ""))
 
     rows_used = int(classified.where(F.col("reason").isNull()).count())
-    return job_result(ctx, version, inputs, str(path), rows_in, rows_used)
+    return job_result(ctx, version, inputs, str(path), rows_in, rows_used, served)
 
 
 def job_result(ctx: JobContext, version: NewVersion, inputs: FinetuneInputs, path: str, rows_in: int,
-               rows_used: int) -> JobResult:
+               rows_used: int, served: str | None) -> JobResult:
     """The run's counts, details and one-line summary."""
     tuning, history, card = ctx.settings.finetune, version.history, version.card
     test_metrics, threshold, k = card.metrics["test"], card.threshold, ctx.settings.audit.ks[-1]
@@ -130,9 +139,11 @@ def job_result(ctx: JobContext, version: NewVersion, inputs: FinetuneInputs, pat
         details={"model_dir": path, "kind": tuning.kind, "unique_pairs": len(inputs.examples),
                  "usable_pairs": inputs.available, "train_seconds": history.train_seconds,
                  "catalog_seconds": history.catalog_seconds, "test": test_metrics, "threshold": threshold,
-                 "lexical_weight": card.lexical_weight, "promoted": version.promoted, "promotion": card.promotion},
+                 "lexical_weight": card.lexical_weight, "promoted": version.promoted, "promotion": card.promotion,
+                 "serving": served or (inputs.promoted.version if inputs.promoted else None)},
         summary=f"model {version.name} ({tuning.kind}) saved to {path}; held-out nDCG@{k} "
         f"{test_metrics.get(f'ndcg@{k}', float('nan')):.3f}, F1 {test_metrics['f1']:.3f} at threshold {threshold:.3f}; "
         f"trained in {history.train_seconds + history.catalog_seconds:.0f}s (the catalog stage "
-        f"{history.catalog_seconds:.0f}s); {'promoted' if version.promoted else 'NOT promoted'} ({version.why})",
+        f"{history.catalog_seconds:.0f}s); {'promoted' if version.promoted else 'NOT promoted'} ({version.why})"
+        + (f"; the zero-shot base serves as {served}" if served and not version.promoted else ""),
     )

@@ -22,6 +22,7 @@ from relevance.scoring import (
     score_shift,
     scorer_spec,
     scoring_details,
+    serving_note,
     unusable_scores,
 )
 from relevance.settings import ARROW_BATCH_ROWS_KEY, Settings
@@ -109,11 +110,12 @@ def score_day(ctx: JobContext) -> JobResult:
     return JobResult(
         rows_in=rows_in, rows_out=written, rows_rejected=rejected_count, rows_reused=reused,
         model_version=card.version, throughput_per_s=throughput, device=device,
-        details={"pairs_scored": scored, "scoring_seconds": round(scoring_seconds, 3), "model_dir": str(model_dir),
+        details={"serving": serving_note(card, ctx.settings.model.version), "pairs_scored": scored, "scoring_seconds": round(scoring_seconds, 3), "model_dir": str(model_dir),
                  **scoring_details(counters.values(), spec, device, precision), **probe,
                  "score_psi_vs_validation": shift if shift is not None else "the model card has no validation_score_deciles"},
         summary=f"{written} pairs in relevance with {card.version}: {scored} scored in {scoring_seconds:.1f}s "
         f"({throughput or 0:.0f} pairs/s on {device}, {precision}), {reused} reused from earlier runs"
+        + f"\nserving: {serving_note(card, ctx.settings.model.version)}"
         + (f"\nwarning: the day's scores are far from the model's validation scores (PSI {shift:.3f} > "
            f"{config.max_score_psi})" if far else ""),
     )

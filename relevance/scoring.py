@@ -238,3 +238,12 @@ def scoring_details(stats: dict[str, int], spec: ScorerSpec, device: str, precis
         "unique_pairs_scored": unique, "threads_per_task": spec.threads_per_task, "precision": precision,
         "batch_tokens": batch_budget(device, spec.batch_tokens, spec.max_batch_rows)[0],
     }
+
+
+def serving_note(card: ModelCard, configured: str) -> str:
+    """Which model serves and why, in words: the zero-shot base or a fine-tuned version; promoted (with the promotion's
+    decision) or named by `model.version` (`configured`)."""
+    what = "the zero-shot base" if card.is_base else f"fine-tuned {card.kind}"
+    if configured != "promoted" or not card.promoted:
+        return f"{card.version} ({what}), named by model.version={configured}"
+    return f"{card.version} ({what}), promoted: {card.promotion.get('decision', 'no decision recorded in its card')}"

@@ -234,6 +234,28 @@ class PairsSettings:
 
 
 @dataclass(frozen=True)
+class ClickModelSettings:
+    """click-model: position bias (PBM by EM) and attractiveness (PBM, SDBN) over a window of query_log days."""
+
+    days: int = setting(7, "days of query_log in the window, ending at --ds", ge=1, le=366, flag="--days")
+    max_iterations: int = setting(300, "PBM: EM steps at most (each extrapolated round takes three)", ge=1,
+                                  flag="--max-iterations")
+    tolerance: float = setting(1e-5, "PBM: EM stops once no examination probability moves more than this in a round",
+                               gt=0, lt=1)
+    max_position: int = setting(50, "positions beyond this one share its examination probability", ge=2, le=1000)
+    # pairs seen a few times fit their own attractiveness to any bias (the incidental-parameter bias of the EM)
+    bias_min_impressions: int = setting(20, "PBM: only pairs with this many impressions (at two positions or more, "
+                                        "clicked at least once) fit the position bias", ge=1)
+    cart_weight: float = setting(2.0, "an add_to_cart counts as this many clicks", ge=1)
+    purchase_weight: float = setting(4.0, "a purchase counts as this many clicks", ge=1)
+    prior_strength: float = setting(5.0, "examined impressions the Beta prior of attractiveness weighs (its mean: the "
+                                    "window's, among pairs shown about as often)", gt=0)
+    max_clicks_per_client: int = setting(1000, "a client's searches past this many clicks in the window are left out",
+                                         ge=1)
+    confidence: float = setting(0.9, "the level of the relevance intervals", gt=0, lt=1)
+
+
+@dataclass(frozen=True)
 class ModelSettings:
     """Which model version scores, and where versions live."""
 
@@ -299,8 +321,10 @@ class FinetuneSettings:
     threads: int = setting(0, "torch threads for training; 0: the machine's cores", ge=0)
     processes: int = setting(1, ">1: data-parallel training with TorchDistributor (local mode, CPU, gloo)", ge=1)
     promote: bool = setting(True, "false: save the version, never promote it")
-    promotion_margin: float = setting(0.0, "promote only when validation nDCG beats the promoted one and zero-shot by "
-                                      "this", ge=-1, le=1)
+    promotion_margin: float = setting(0.0, "promote only when validation nDCG@eval_k and average precision beat the "
+                                      "promoted one's and zero-shot's by more than this", ge=-1, le=1)
+    min_validation_queries: int = setting(10, "the promotion gate refuses to decide on fewer validation queries than "
+                                          "this", ge=1)
     force_promote: bool = setting(False, "promote the new version even when it does not beat the promoted one or the "
                                   "base", flag="--force-promote")
     # bi_encoder: fine-tuned shares of a base/fine-tuned weight mix (WiSE-FT); the best on validation is kept
@@ -411,6 +435,7 @@ class Settings:
     generate: GenerateSettings = field(default_factory=GenerateSettings)
     generate_scale: GenerateScaleSettings = field(default_factory=GenerateScaleSettings)
     pairs: PairsSettings = field(default_factory=PairsSettings)
+    click_model: ClickModelSettings = field(default_factory=ClickModelSettings)
     model: ModelSettings = field(default_factory=ModelSettings)
     scoring: ScoringSettings = field(default_factory=ScoringSettings)
     finetune: FinetuneSettings = field(default_factory=FinetuneSettings)

@@ -194,15 +194,38 @@ def test_cosent_loss_is_small_when_cosines_follow_the_grades_and_large_otherwise
     assert cosent_loss(torch.tensor([0.3, 0.5]), torch.tensor([1.0, 1.0]), 20.0).item() == 0.0  # no ordered pair
 
 
-def test_promotion_needs_a_win_over_the_base_and_the_promoted_version():
+def test_promotion_needs_a_strict_win_on_ndcg_and_average_precision_over_every_rival():
+    from relevance.training.history import GateScores as G
     from relevance.training.promotion import promotion_decision
 
-    assert promotion_decision(0.80, zero_shot=0.75, promoted=None, margin=0.01)[0]
-    assert not promotion_decision(0.80, zero_shot=0.795, promoted=None, margin=0.01)[0]
-    promoted, why = promotion_decision(0.80, zero_shot=0.70, promoted=0.81, margin=0.0)
-    assert not promoted and "the promoted version (0.8100)" in why and "zero-shot" not in why
-    assert promotion_decision(0.80, zero_shot=0.70, promoted=0.81, margin=0.0, force=True) == (
-        True, "forced (--force-promote): validation nDCG 0.8000 does not beat the promoted version (0.8100) by 0")
+    base = {"the zero-shot base": G(0.75, 0.70)}
+    assert promotion_decision(G(0.80, 0.75), base, margin=0.01)[0]
+    assert not promotion_decision(G(0.80, 0.75), {"the zero-shot base": G(0.795, 0.70)}, margin=0.01)[0]
+    promoted, why = promotion_decision(G(0.80, 0.69), base, margin=0.0)  # better nDCG, worse AP: not promoted
+    assert not promoted and "AP 0.6900 vs the zero-shot base's 0.7000" in why and "nDCG" not in why
+    assert not promotion_decision(G(0.75, 0.70), base, margin=0.0)[0]  # a tie is no win
+    assert not promotion_decision(G(1.0, 1.0), {"the zero-shot base": G(1.0, 1.0)}, margin=0.0)[0]
+    both = {**base, "the promoted version": G(0.81, 0.72)}
+    promoted, why = promotion_decision(G(0.80, 0.75), both, margin=0.0)
+    assert not promoted and "nDCG 0.8000 vs the promoted version's 0.8100" in why and "zero-shot" not in why
+    assert promotion_decision(G(0.80, 0.75), both, margin=0.0, force=True) == (
+        True, "forced (--force-promote): does not beat them by more than 0: nDCG 0.8000 vs the promoted version's 0.8100")
+    refused = promotion_decision(G(0.9, 0.9), base, 0.0, refusal="every validation pair has grade 2: there is nothing to rank")
+    assert refused == (False, "not promoted: every validation pair has grade 2: there is nothing to rank")
+
+
+def test_validation_too_small_or_with_one_grade_refuses_with_a_reason():
+    import pandas as pd
+
+    from relevance.settings import LabelScheme
+    from relevance.training.promotion import validation_refusal
+
+    scheme = LabelScheme({"E": 3, "S": 2, "C": 1, "I": 0}, relevant_min_grade=2)
+    frame = pd.DataFrame({"query_norm": [f"q{i // 2}" for i in range(40)], "grade": [3, 0] * 20})
+    assert validation_refusal(frame, scheme, 10) is None
+    assert "20 queries, fewer than finetune.min_validation_queries=30" in str(validation_refusal(frame, scheme, 30))
+    assert validation_refusal(frame.assign(grade=3), scheme, 10) == "every validation pair has grade 3: there is nothing to rank"
+    assert "every validation pair is irrelevant" in str(validation_refusal(frame.assign(grade=[1, 0] * 20), scheme, 10))
 
 
 def test_learning_rate_warms_up_then_decays_to_zero():
@@ -292,18 +315,19 @@ def test_card_hyperparameters_are_the_settings_that_decide_the_weights():
 
 
 def test_promotion_gate_applies_the_margin_force_and_promote_settings():
+    from relevance.training.history import GateScores as G
     from relevance.training.history import Rivals
     from relevance.training.promotion import promotion_gate
 
-    rivals = Rivals(zero_shot=0.70, promoted=0.78, promoted_version="v0")
-    assert promotion_gate(0.80, rivals, FinetuneSettings()) == (
-        True, "validation nDCG 0.8000 beats the zero-shot base (0.7000) and the promoted version (0.7800) by at least 0")
-    promoted, why = promotion_gate(0.80, rivals, replace(FinetuneSettings(), promotion_margin=0.05))
-    assert not promoted and why.startswith("not promoted:") and "the promoted version (0.7800)" in why
-    assert promotion_gate(0.80, rivals, replace(FinetuneSettings(), promotion_margin=0.05, force_promote=True))[0]
-    promoted, why = promotion_gate(0.80, Rivals(zero_shot=0.70), replace(FinetuneSettings(), promote=False))
-    assert not promoted and why == ("not promoted: finetune.promote is false (validation nDCG 0.8000 beats the zero-shot "
-                                    "base (0.7000) by at least 0)")
+    rivals = Rivals(zero_shot=G(0.70, 0.6), promoted=G(0.78, 0.7), promoted_version="v0")
+    assert promotion_gate(G(0.80, 0.8), rivals, FinetuneSettings()) == (
+        True, "validation nDCG 0.8000 and AP 0.8000 beat the zero-shot base and the promoted version by more than 0")
+    promoted, why = promotion_gate(G(0.80, 0.8), rivals, replace(FinetuneSettings(), promotion_margin=0.05))
+    assert not promoted and why.startswith("not promoted:") and "the promoted version's 0.7800" in why
+    assert promotion_gate(G(0.80, 0.8), rivals, replace(FinetuneSettings(), promotion_margin=0.05, force_promote=True))[0]
+    promoted, why = promotion_gate(G(0.80, 0.8), Rivals(zero_shot=G(0.70, 0.6)), replace(FinetuneSettings(), promote=False))
+    assert not promoted and why == ("not promoted: finetune.promote is false (validation nDCG 0.8000 and AP 0.8000 beat "
+                                    "the zero-shot base by more than 0)")
 
 
 def test_split_examples_keeps_queries_whole_and_names_the_table_when_a_split_is_empty():
@@ -411,6 +435,7 @@ def test_the_model_card_is_built_from_the_typed_history_with_the_keys_cards_have
         CatalogPlan,
         CatalogStage,
         EpochRecord,
+        GateScores,
         LexicalChoice,
         LoopHistory,
         Rivals,
@@ -440,11 +465,13 @@ def test_the_model_card_is_built_from_the_typed_history_with_the_keys_cards_have
                                         {"target": 0.9, "threshold": 0.8})
     created = dt.datetime(2025, 1, 7, tzinfo=dt.timezone.utc)
     card = model_card(settings, "v1", created, "run-1", "abc", {"train": frame, "val": frame, "test": frame}, history,
-                      calibration, {"ndcg@10": 0.8}, Rivals(0.6, 0.65, "v0"), True, "beats both")
+                      calibration, {"ndcg@10": 0.8}, Rivals(GateScores(0.6, 0.5), GateScores(0.65, 0.55), "v0"), True,
+                      "beats both")
     assert card.training == history.to_dict() and card.lexical_weight == 0.2 and card.threshold == 0.5
-    assert card.promotion == {"metric": "val ndcg@10", "new": 0.7, "zero_shot": 0.6, "promoted": True,
-                              "promoted_version": "v0", "margin": settings.finetune.promotion_margin,
-                              "decision": "beats both"}
+    assert card.promotion == {"metrics": "val ndcg@10 and average precision", "new": 0.7, "zero_shot": 0.6,
+                              "zero_shot_average_precision": 0.5, "promoted_ndcg": 0.65,
+                              "promoted_average_precision": 0.55, "promoted": True, "promoted_version": "v0",
+                              "margin": settings.finetune.promotion_margin, "decision": "beats both"}
     assert card.data["train"] == {"pairs": 3, "queries": 2} and card.created_at == "2025-01-07T00:00:00+00:00"
     assert card.grades == settings.labels.active.grades and card.extra == {}
     assert ModelCard.from_dict(card.to_dict()) == card  # what is saved reads back as the same card

@@ -23,6 +23,9 @@ import numpy as np
 # their cosine, so each distinct query and product is embedded once.
 CROSS_ENCODER, BI_ENCODER = "cross_encoder", "bi_encoder"
 MODEL_KINDS = (CROSS_ENCODER, BI_ENCODER)
+# What a version is: fine-tuned, or the base checkpoint itself (zero-shot, calibrated on validation), which serves
+# when no fine-tuned version has been promoted, so that a team always has a servable model.
+FINE_TUNED, BASE = "fine_tuned", "base"
 
 # The max_length a card without one means: what scoring has read such a card as since the first version (every card
 # finetune writes records its own, finetune.max_length). A name for old cards, not a default of the setting.
@@ -37,6 +40,9 @@ class CardError(ValueError):
 class ModelCard:
     version: str
     kind: str = CROSS_ENCODER
+    # fine_tuned | base (the base checkpoint as it is, calibrated, serving until a fine-tuned version wins); None in
+    # cards older than the field, all fine-tuned
+    role: str | None = None
     base_model: str | None = None
     created_at: str | None = None
     run_id: str | None = None
@@ -69,6 +75,13 @@ class ModelCard:
             raise CardError(f"a model card needs a version (text), not {self.version!r}")
         if self.kind not in MODEL_KINDS:
             raise CardError(f"model card {self.version}: kind must be one of {', '.join(MODEL_KINDS)}, not {self.kind!r}")
+        if self.role not in (None, FINE_TUNED, BASE):
+            raise CardError(f"model card {self.version}: role must be {FINE_TUNED} or {BASE}, not {self.role!r}")
+
+    @property
+    def is_base(self) -> bool:
+        """The base checkpoint as it is (role `base`), not a fine-tuned version."""
+        return self.role == BASE
 
     @property
     def platt(self) -> tuple[float, float]:
@@ -102,7 +115,33 @@ class ModelCard:
         return {**{k: v for k, v in out.items() if v is not None and v != {}}, **self.extra}
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True, default=str)
+        """The card as strict JSON (RFC 8259, which any JSON reader parses): a number that is not finite (a NaN
+        metric, an infinite bound) is written as null, never as the bare `NaN` / `Infinity` Python would write."""
+        return json.dumps(finite_or_null(self.to_dict()), indent=2, sort_keys=True, default=str, allow_nan=False)
+
+    @classmethod
+    def from_json(cls, text: str) -> ModelCard:
+        """The card of a `model_card.json` text. Cards written before `to_json` was strict may hold bare `NaN`,
+        `Infinity` or `-Infinity`: they are read as those numbers (CardError when the text is not JSON at all)."""
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise CardError(f"a model card is JSON: {exc}") from None
+        return cls.from_dict(data)
+
+
+def finite_or_null(value: Any) -> Any:
+    """`value` with every float that is not finite (NaN, infinities, numpy's included) replaced by None, through
+    mappings, lists and tuples."""
+    if isinstance(value, (float, np.floating)):
+        return float(value) if np.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {key: finite_or_null(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_or_null(item) for item in value]
+    if isinstance(value, np.ndarray):
+        return finite_or_null(value.tolist())
+    return value
 
 
 def calibrate(logits: np.ndarray, a: float, b: float) -> np.ndarray:

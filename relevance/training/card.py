@@ -15,14 +15,14 @@ import pandas as pd
 from relevance.settings import FinetuneSettings, Settings
 from relevance.training.calibration import ValidationCalibration
 from relevance.training.history import Rivals, TrainingHistory
-from udfs.card import BI_ENCODER, ModelCard
+from udfs.card import BASE, BI_ENCODER, FINE_TUNED, ModelCard
 
 # purity: no pyspark torch transformers
 
 SPLIT_FILE = "split.json"
 # settings that drive the run, not the weights: recorded elsewhere in the card (promotion, version, training
 # history's processes) or not at all (threads)
-RUN_SETTINGS = ("threads", "processes", "promote", "promotion_margin", "force_promote", "version")
+RUN_SETTINGS = ("threads", "processes", "promote", "promotion_margin", "min_validation_queries", "force_promote", "version")
 
 
 def version_name(settings: FinetuneSettings, fingerprint: str, now: dt.datetime) -> str:
@@ -41,6 +41,31 @@ def split_queries(parts: Mapping[str, pd.DataFrame]) -> str:
     return json.dumps({name: sorted(p.query_norm.unique()) for name, p in parts.items()}, indent=0)
 
 
+def base_model_card(settings: Settings, version: str, created_at: dt.datetime, run_id: str, fingerprint: str,
+                    parts: Mapping[str, pd.DataFrame], calibration: ValidationCalibration,
+                    test_metrics: dict[str, float], why: str) -> ModelCard:
+    """The card of the base checkpoint saved as a version (role `base`): zero-shot, at the zero-shot baseline's
+    tokens per text, with the calibration, thresholds and held-out metrics of the same split a fine-tuned version
+    has; promoted because `why`."""
+    scheme = settings.labels.active
+    return ModelCard(
+        version=version, kind=BI_ENCODER, role=BASE, base_model=settings.model.base, created_at=created_at.isoformat(),
+        run_id=run_id, label_scheme=settings.labels.scheme, grades=dict(scheme.grades),
+        relevant_min_grade=scheme.relevant_min_grade, gain=scheme.gain, max_length=settings.audit.zero_shot_max_length,
+        lexical_weight=0.0, product_text_max_words=settings.pairs.product_text_max_words,
+        product_text_description_words=settings.pairs.product_text_description_words,
+        calibration=dict(calibration.platt),
+        validation_score_deciles=[float(q) for q in np.quantile(calibration.scores, np.linspace(0.0, 1.0, 11))],
+        threshold=float(calibration.threshold), grade_thresholds=calibration.grade_thresholds,
+        threshold_for_target_precision=calibration.target_precision, data_fingerprint=fingerprint,
+        data={name: {"pairs": len(p), "queries": int(p.query_norm.nunique())} for name, p in parts.items()},
+        split={"rule": "sha256(seed, query_norm) picks train / val / test", "queries_file": SPLIT_FILE},
+        training={"fine_tuned": False, "note": "the base checkpoint as it is; only its calibration is fitted"},
+        promotion={"promoted": True, "decision": f"the zero-shot base serves: {why}"},
+        metrics={"test": test_metrics},
+    )
+
+
 def model_card(settings: Settings, version: str, created_at: dt.datetime, run_id: str, fingerprint: str,
                parts: Mapping[str, pd.DataFrame], history: TrainingHistory, calibration: ValidationCalibration,
                test_metrics: dict[str, float], rivals: Rivals, promoted: bool, why: str) -> ModelCard:
@@ -50,6 +75,7 @@ def model_card(settings: Settings, version: str, created_at: dt.datetime, run_id
     return ModelCard(
         version=version,
         kind=tuning.kind,
+        role=FINE_TUNED,
         base_model=settings.model.base,
         created_at=created_at.isoformat(),
         run_id=run_id,
@@ -71,8 +97,8 @@ def model_card(settings: Settings, version: str, created_at: dt.datetime, run_id
         split={"rule": "sha256(seed, query_norm) picks train / val / test", "queries_file": SPLIT_FILE},
         hyperparameters=hyperparameters(tuning),
         training=history.to_dict(),
-        # the decision's `promoted` (a bool) replaces the rivals' (the promoted version's nDCG), as cards always had
-        promotion={"metric": f"val ndcg@{tuning.eval_k}", "new": history.best_val_ndcg, **rivals.to_dict(),
+        promotion={"metrics": f"val ndcg@{tuning.eval_k} and average precision", "new": history.best_val_ndcg,
+                   **rivals.to_dict(),
                    "margin": tuning.promotion_margin, "promoted": promoted, "decision": why},
         metrics={"test": test_metrics},
     )

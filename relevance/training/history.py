@@ -106,15 +106,27 @@ class RefitHistory:
 
 
 @dataclass(frozen=True)
-class Rivals:
-    """Validation nDCG of what a new version must beat, on its validation pairs (relevance.training.promotion)."""
+class GateScores:
+    """What the promotion gate compares, on the validation pairs: mean nDCG@eval_k over queries, and the average
+    precision of the pairs' relevance (what the audits report besides nDCG)."""
 
-    zero_shot: float  # the base model, zero-shot
-    promoted: float | None = None  # the promoted version; None: none yet
+    ndcg: float
+    average_precision: float
+
+
+@dataclass(frozen=True)
+class Rivals:
+    """What a new version must beat, on its validation pairs (relevance.training.promotion)."""
+
+    zero_shot: GateScores  # the base model, zero-shot
+    promoted: GateScores | None = None  # the promoted version; None: none yet
     promoted_version: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"zero_shot": self.zero_shot, "promoted": self.promoted, "promoted_version": self.promoted_version}
+        return {"zero_shot": self.zero_shot.ndcg, "zero_shot_average_precision": self.zero_shot.average_precision,
+                "promoted_ndcg": None if self.promoted is None else self.promoted.ndcg,
+                "promoted_average_precision": None if self.promoted is None else self.promoted.average_precision,
+                "promoted_version": self.promoted_version}
 
 
 @dataclass(frozen=True)

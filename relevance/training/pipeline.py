@@ -24,23 +24,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
 
+from relevance.evaluation.baselines import zero_shot_scores
 from relevance.settings import FinetuneSettings, LabelScheme, Settings
 from relevance.training.calibration import calibrate_on_validation
-from relevance.training.card import SPLIT_FILE, model_card, split_queries, version_name
+from relevance.training.card import SPLIT_FILE, base_model_card, model_card, split_queries, version_name
 from relevance.training.catalog_queries import distinct_query_batches, pseudo_query_pairs
 from relevance.training.catalog_training import starting_network
 from relevance.training.distributed import train_distributed
 from relevance.training.evaluate import evaluate, predict_logits
 from relevance.training.history import CatalogPlan, RefitHistory, TrainingHistory
 from relevance.training.loop import train_network
-from relevance.training.promotion import promotion_gate, validation_rivals
+from relevance.training.promotion import gate_scores, promotion_gate, validation_refusal, validation_rivals
 from relevance.training.split import data_fingerprint, split_examples
 from relevance.training.weights import apply_weight_mix, choose_lexical_weight, choose_weight_mix
 from udfs.card import ModelCard, calibrate
 from udfs.lexical import LEXICAL_FILE, Bm25Stats, bm25_pair_scores
-from udfs.model import BI_ENCODER, LoadedModel
+from udfs.model import BI_ENCODER, LoadedModel, load_network
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -163,6 +165,8 @@ class NewVersion:
     lexical: Bm25Stats | None  # the frozen BM25 statistics the card's lexical weight scores with
     history: TrainingHistory
     train_pairs: int
+    # the base checkpoint as a version of its own, to promote when this one is not and nothing is promoted yet
+    fallback: BaseVersion | None = None
 
     @property
     def extra_files(self) -> dict[str, str]:
@@ -214,12 +218,60 @@ def new_version(settings: Settings, run_id: str, base_dir: Path, plan: TrainingP
     test_metrics = evaluate(parts["test"], test_scores, calibration.threshold, scheme.relevant_min_grade, scheme.gain,
                             list(settings.audit.ks))
 
-    rivals = validation_rivals(val, base_dir, promoted, tuning, scheme, settings.audit.zero_shot_max_length)
-    promote, why = promotion_gate(history.best_val_ndcg, rivals, tuning)
+    zero_shot_val = zero_shot_scores(base_dir, val.query_norm.tolist(), val.product_text.tolist(),
+                                     settings.audit.zero_shot_max_length)
+    rivals = validation_rivals(val, zero_shot_val, promoted, tuning, scheme)
+    refusal = validation_refusal(val, scheme, tuning.min_validation_queries)
+    promote, why = promotion_gate(gate_scores(val, val_logits, tuning.eval_k, scheme), rivals, tuning, refusal)
     now = now or dt.datetime.now(dt.timezone.utc)
     card = model_card(settings, version_name(tuning, plan.fingerprint, now), now, run_id, plan.fingerprint, parts,
                       history, calibration, test_metrics, rivals, promote, why)
-    return NewVersion(tokenizer, network, card, split_queries(parts), bm25_stats, history, len(parts["train"]))
+    fallback = None
+    if not promote and promoted is None and tuning.promote and calibratable(val, scheme):
+        fallback = base_version(settings, run_id, base_dir, parts, zero_shot_val, plan.fingerprint,
+                                f"nothing was promoted and {card.version} was not ({why})", now)
+    return NewVersion(tokenizer, network, card, split_queries(parts), bm25_stats, history, len(parts["train"]),
+                      fallback)
+
+
+# ----------------------------------------------------------------------------- the base, when nothing has won
+@dataclass
+class BaseVersion:
+    """The base checkpoint saved as a version of its own (card role `base`): zero-shot, calibrated and thresholded on
+    the same validation pairs as a fine-tuned version, so a team whose fine-tuning has not won yet still scores."""
+
+    tokenizer: Any
+    network: PreTrainedModel
+    card: ModelCard
+    split: str
+
+    @property
+    def extra_files(self) -> dict[str, str]:
+        return {SPLIT_FILE: self.split}
+
+
+def calibratable(val: pd.DataFrame, scheme: LabelScheme) -> bool:
+    """Whether the validation pairs hold relevant and irrelevant pairs (what a calibration is fitted on)."""
+    relevant = val.grade.to_numpy() >= scheme.relevant_min_grade
+    return bool(len(relevant)) and relevant.min() != relevant.max()
+
+
+def base_version(settings: Settings, run_id: str, base_dir: Path, parts: Splits, zero_shot_val: np.ndarray,
+                 fingerprint: str, why: str, now: dt.datetime) -> BaseVersion:
+    """The base checkpoint as a servable version: its zero-shot logits on validation (`zero_shot_val`) calibrated and
+    thresholded as a fine-tuned version's are, its held-out test metrics measured the same way."""
+    scheme, max_length = settings.labels.active, settings.audit.zero_shot_max_length
+    calibration = calibrate_on_validation(zero_shot_val, parts["val"].grade.to_numpy(), scheme,
+                                          settings.audit.target_precision)
+    test = parts["test"]
+    test_scores = calibrate(zero_shot_scores(base_dir, test.query_norm.tolist(), test.product_text.tolist(), max_length),
+                            calibration.platt["a"], calibration.platt["b"])
+    test_metrics = evaluate(test, test_scores, calibration.threshold, scheme.relevant_min_grade, scheme.gain,
+                            list(settings.audit.ks))
+    card = base_model_card(settings, f"base-{now.strftime('%Y%m%d%H%M%S')}-{fingerprint[:8]}", now, run_id,
+                           fingerprint, parts, calibration, test_metrics, why)
+    tokenizer, network = load_network(base_dir, "cpu", BI_ENCODER)
+    return BaseVersion(tokenizer, network, card, split_queries(parts))
 
 
 def train_new_version(inputs: FinetuneInputs, settings: Settings, run_id: str, log: Callable[[str], None] = print,

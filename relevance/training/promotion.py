@@ -1,40 +1,73 @@
-"""The promotion gate: a new version is promoted only when its validation nDCG beats the zero-shot base's and the
-promoted version's, measured on the same validation pairs."""
+"""The promotion gate: a new version is promoted only when it beats the zero-shot base and the promoted version on
+the same validation pairs, on nDCG@eval_k and on average precision, each by more than the margin; validation too
+small to decide, or with one grade only, refuses with a reason."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
+from sklearn.metrics import average_precision_score
 
-from relevance.evaluation.baselines import ZERO_SHOT_MAX_LENGTH, zero_shot_scores
 from relevance.settings import FinetuneSettings, LabelScheme
 from relevance.training.evaluate import ranking_quality
-from relevance.training.history import Rivals
+from relevance.training.history import GateScores, Rivals
 from udfs.model import LoadedModel, ModelError, load_model_version, resolve_model_dir
 from udfs.scorer import score_logits
 
+ZERO_SHOT_RIVAL, PROMOTED_RIVAL = "the zero-shot base", "the promoted version"
 
-def promotion_decision(new: float, zero_shot: float, promoted: float | None, margin: float,
-                       force: bool = False) -> tuple[bool, str]:
-    """Whether a new version is promoted: its validation nDCG must beat the zero-shot base's and the promoted
-    version's (when there is one) by `margin`; `force` promotes regardless. Returns (promote, why)."""
-    rivals = {"the zero-shot base": zero_shot, **({"the promoted version": promoted} if promoted is not None else {})}
-    short = [f"{name} ({value:.4f})" for name, value in rivals.items() if new < value + margin]
-    if not short:
-        return True, f"validation nDCG {new:.4f} beats " + " and ".join(
-            f"{name} ({value:.4f})" for name, value in rivals.items()) + f" by at least {margin:g}"
+
+def gate_scores(val: pd.DataFrame, scores: np.ndarray, k: int, scheme: LabelScheme) -> GateScores:
+    """nDCG@k (mean over queries) and average precision (over pairs) of `scores` on the validation pairs."""
+    relevant = val.grade.to_numpy() >= scheme.relevant_min_grade
+    ap = float(average_precision_score(relevant, scores)) if relevant.min() != relevant.max() else float("nan")
+    return GateScores(ranking_quality(val, scores, k, scheme.relevant_min_grade, scheme.gain), ap)
+
+
+def validation_refusal(val: pd.DataFrame, scheme: LabelScheme, min_queries: int) -> str | None:
+    """Why the validation pairs cannot decide a promotion, or None: too few queries, or nothing to tell apart
+    (one grade only, or no relevant or no irrelevant pair)."""
+    queries = int(val.query_norm.nunique())
+    if queries < min_queries:
+        return (f"validation has {queries} queries, fewer than finetune.min_validation_queries={min_queries}: too few "
+                "to decide")
+    grades = sorted(int(g) for g in val.grade.unique())
+    if len(grades) == 1:
+        return f"every validation pair has grade {grades[0]}: there is nothing to rank"
+    relevant = val.grade.to_numpy() >= scheme.relevant_min_grade
+    if relevant.min() == relevant.max():
+        kind = "relevant" if relevant.min() else "irrelevant"
+        return f"every validation pair is {kind} (relevant from grade {scheme.relevant_min_grade}): nothing to tell apart"
+    return None
+
+
+def promotion_decision(new: GateScores, rivals: dict[str, GateScores], margin: float, force: bool = False,
+                       refusal: str | None = None) -> tuple[bool, str]:
+    """Whether a new version is promoted: it must beat every rival on nDCG and on average precision, each by MORE
+    than `margin` (a tie is no win); `refusal` (validation_refusal) refuses whatever the scores; `force` promotes
+    regardless. Returns (promote, why)."""
+    def short_of(name: str, rival: GateScores) -> list[str]:
+        return [f"{metric} {mine:.4f} vs {name}'s {theirs:.4f}"
+                for metric, mine, theirs in (("nDCG", new.ndcg, rival.ndcg),
+                                             ("AP", new.average_precision, rival.average_precision))
+                if not mine > theirs + margin]
+
+    short = [gap for name, rival in rivals.items() for gap in short_of(name, rival)]
+    if refusal is None and not short:
+        return True, (f"validation nDCG {new.ndcg:.4f} and AP {new.average_precision:.4f} beat "
+                      + " and ".join(rivals) + f" by more than {margin:g}")
+    reason = refusal or ("does not beat them by more than " + f"{margin:g}: " + "; ".join(short))
     if force:
-        return True, f"forced (--force-promote): validation nDCG {new:.4f} does not beat " + " or ".join(short) + f" by {margin:g}"
-    return False, f"not promoted: validation nDCG {new:.4f} does not beat " + " or ".join(short) + f" by {margin:g}"
+        return True, f"forced (--force-promote): {reason}"
+    return False, f"not promoted: {reason}"
 
 
-def promotion_gate(new: float, rivals: Rivals, settings: FinetuneSettings) -> tuple[bool, str]:
+def promotion_gate(new: GateScores, rivals: Rivals, settings: FinetuneSettings,
+                   refusal: str | None = None) -> tuple[bool, str]:
     """`promotion_decision` against the `rivals` with the settings' margin and --force-promote; with
     `finetune.promote` false a version that would be promoted is not, and the reason says so."""
-    promoted, why = promotion_decision(new, rivals.zero_shot, rivals.promoted, settings.promotion_margin,
-                                       settings.force_promote)
+    named = {ZERO_SHOT_RIVAL: rivals.zero_shot, **({PROMOTED_RIVAL: rivals.promoted} if rivals.promoted else {})}
+    promoted, why = promotion_decision(new, named, settings.promotion_margin, settings.force_promote, refusal)
     if promoted and not settings.promote:
         return False, f"not promoted: finetune.promote is false ({why})"
     return promoted, why
@@ -49,16 +82,12 @@ def load_promoted(models_root: str, storage_options: dict[str, str] | None = Non
         return None
 
 
-def validation_rivals(val: pd.DataFrame, base_dir: Path, promoted: LoadedModel | None, settings: FinetuneSettings,
-                      scheme: LabelScheme, zero_shot_max_length: int = ZERO_SHOT_MAX_LENGTH) -> Rivals:
-    """Validation nDCG of what the new version must beat, on the same validation pairs: the zero-shot base (with
-    `zero_shot_max_length` tokens per text) and the `promoted` version (load_promoted; None: only the base to beat)."""
-    def quality(scores: np.ndarray) -> float:
-        return ranking_quality(val, scores, settings.eval_k, scheme.relevant_min_grade, scheme.gain)
-
-    zero_shot = quality(zero_shot_scores(base_dir, val.query_norm.tolist(), val.product_text.tolist(),
-                                         zero_shot_max_length))
+def validation_rivals(val: pd.DataFrame, zero_shot_logits: np.ndarray, promoted: LoadedModel | None,
+                      settings: FinetuneSettings, scheme: LabelScheme) -> Rivals:
+    """What the new version must beat, on the same validation pairs: the zero-shot base (its logits given) and the
+    `promoted` version (load_promoted; None: only the base to beat)."""
+    zero_shot = gate_scores(val, zero_shot_logits, settings.eval_k, scheme)
     if promoted is None:
         return Rivals(zero_shot)
     logits, _ = score_logits(promoted, val.query_norm.tolist(), val.product_text.tolist())
-    return Rivals(zero_shot, quality(logits), promoted.version)
+    return Rivals(zero_shot, gate_scores(val, logits, settings.eval_k, scheme), promoted.version)
