@@ -244,6 +244,8 @@ def serving_note(card: ModelCard, configured: str) -> str:
     """Which model serves and why, in words: the zero-shot base or a fine-tuned version; promoted (with the promotion's
     decision) or named by `model.version` (`configured`)."""
     what = "the zero-shot base" if card.is_base else f"fine-tuned {card.kind}"
-    if configured != "promoted" or not card.promoted:
+    if configured != "promoted":
         return f"{card.version} ({what}), named by model.version={configured}"
+    if not card.promoted:
+        return f"{card.version} ({what}), named by PROMOTED (its card records no promotion decision)"
     return f"{card.version} ({what}), promoted: {card.promotion.get('decision', 'no decision recorded in its card')}"

@@ -58,7 +58,8 @@ def session_settings(config: Settings, submitted: bool) -> dict[str, str]:
         "spark.sql.shuffle.partitions": str(config.spark.shuffle_partitions),
         "spark.driver.memory": config.spark.driver_memory,
         "spark.ui.enabled": "false",
-        "spark.ui.showConsoleProgress": "true",  # the stage progress bar on stderr (score, audit: minutes of work)
+        # the stage progress bar (score, audit: minutes of work) where stderr is a terminal; a log file gets none
+        "spark.ui.showConsoleProgress": str(sys.stderr.isatty()).lower(),
         "spark.sql.sources.partitionColumnTypeInference.enabled": "false",
         # Spark SQL's own catalog folder (managed tables, which this project never makes): by default
         # `./spark-warehouse`, which the session creates in whatever folder the driver was started from.
