@@ -20,7 +20,8 @@ One rule guards every replace (a whole table or one partition): a table that hol
 replaced by none, because an empty, unreadable or wrong-shaped input gives no rows; the Warehouse
 refuses such a write before its commit unless `allow_empty_replace` is set (`--allow-empty`).
 Files no Delta log references (orphans of killed runs, files of replaced versions) are removed by
-`vacuum` once older than a retention period.
+`vacuum` once older than a retention period (MIN_VACUUM_RETENTION_HOURS at least, unless unsafe: a running job's
+files are unreferenced until it commits).
 """
 
 from __future__ import annotations
@@ -406,18 +407,43 @@ class Warehouse:
         root = Path(self.root)
         return sorted(p.name for p in root.iterdir() if (p / "_delta_log").is_dir()) if root.is_dir() else []
 
-    def vacuum(self, retention_hours: int = 168, dry_run: bool = False) -> dict[str, list[str]]:
+    def vacuum(self, retention_hours: int = 168, dry_run: bool = False, unsafe: bool = False) -> dict[str, list[str]]:
         """Delete, per table, the files no Delta log entry references (orphans of killed runs, files of replaced
         versions) that are older than `retention_hours`; returns the files (to be) removed per table.
 
-        Keep the retention above the longest job: a running job's files are not referenced until it commits."""
-        if retention_hours < 0:
-            raise ValueError(f"vacuum retention must be >= 0 hours, not {retention_hours}")
+        A retention below MIN_VACUUM_RETENTION_HOURS is refused (WarehouseError) unless `unsafe` or `dry_run`: a
+        running job's files are not referenced until it commits (see vacuum_retention_problem)."""
+        problem = vacuum_retention_problem(retention_hours, unsafe or dry_run)
+        if problem:
+            raise WarehouseError(f"vacuum of {self.root}: {problem}")
         removed = {}
         for name in self.table_names():
             removed[name] = self.delta_table(name).vacuum(
                 retention_hours=int(retention_hours), dry_run=dry_run, enforce_retention_duration=False, full=True)
         return removed
+
+
+# The shortest retention `vacuum` accepts without `unsafe` (Delta's own retentionDurationCheck refuses less than
+# 168 h by default). Writers put their Parquet files into the table folder BEFORE the commit that references them,
+# so until a job commits, its files look exactly like orphans: a vacuum with a retention shorter than the time a
+# job takes from its first file to its commit deletes them, and the job then commits a version pointing at missing
+# files. A reader still reading a version that a later commit replaced needs that version's files as well. 24 h is
+# above any job of this project (a nightly's score on a cluster takes hours, not a day) with room for a retry of the
+# same night and for clocks that disagree; the default retention stays 7 days (warehouse.vacuum_retention_hours).
+MIN_VACUUM_RETENTION_HOURS = 24
+
+
+def vacuum_retention_problem(retention_hours: int, unsafe: bool = False) -> str | None:
+    """Why `vacuum` must not run with this retention (None when it may): a negative one never; one below
+    MIN_VACUUM_RETENTION_HOURS only when `unsafe` (no job is writing to the warehouse)."""
+    if retention_hours < 0:
+        return f"vacuum retention must be 0 hours or more, not {retention_hours}"
+    if retention_hours < MIN_VACUUM_RETENTION_HOURS and not unsafe:
+        return (f"refusing a vacuum retention of {retention_hours} h, below the safe minimum of "
+                f"{MIN_VACUUM_RETENTION_HOURS} h: it would delete the files of a job still running (written, not yet "
+                f"committed), and that job would then commit a version pointing at missing files; nothing was deleted. "
+                f"Use {MIN_VACUUM_RETENTION_HOURS} h or more, or --unsafe when no job is writing to the warehouse")
+    return None
 
 
 def warehouse_root(root: str | Path) -> str:

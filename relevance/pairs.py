@@ -38,8 +38,18 @@ MAX_CHARS_PER_WORD = 32
 
 
 def latest_entry_first() -> WindowSpec:
-    """Each product_id's catalog entries, the latest `updated_at` first (ties: by title): rank 1 is the one used."""
-    return Window.partitionBy("product_id").orderBy(F.col("updated_at").desc_nulls_last(), F.col("title"))
+    """Each product_id's catalog entries, the latest `updated_at` first: rank 1 is the one used. Ties go by title,
+    brand, category, description and attributes, in sort order, so the choice never depends on how Spark read the
+    rows (entries equal in all of these give the same text: either is the same choice)."""
+    return Window.partitionBy("product_id").orderBy(
+        F.col("updated_at").desc_nulls_last(), *[F.col(c).asc_nulls_last() for c in ("title", "brand", "category",
+                                                                                      "description")],
+        F.to_json(F.col("attributes")).asc_nulls_last())
+
+
+LATER_ENTRY_USED = "duplicate product_id (an entry with a later updated_at is used)"
+SAME_TIME_ENTRY_USED = ("duplicate product_id (the entry used has the same updated_at, so nothing orders them: the "
+                        "first by title, then brand, category, description and attributes, is used)")
 
 
 def catalog_texts(catalog: DataFrame, settings: PairsSettings) -> tuple[DataFrame, DataFrame]:
@@ -47,7 +57,8 @@ def catalog_texts(catalog: DataFrame, settings: PairsSettings) -> tuple[DataFram
     is `build_product_text` with the settings' word budgets (`product_text_max_words`, `product_text_description_words`).
 
     Rejected: no product_id, a blank title (whitespace of any kind counts as blank), a product_id, title or
-    attribute name that is not valid UTF-8, and older duplicates of a product_id. Brand, category, description and
+    attribute name that is not valid UTF-8, and the other entries of a duplicated product_id (LATER_ENTRY_USED, or
+    SAME_TIME_ENTRY_USED where the entry used has the same updated_at). Brand, category, description and
     attribute values that are not valid UTF-8 are repaired (U+FFFD); a null brand, category, description or
     attributes is left out."""
     with_reason = catalog.withColumn("raw", raw_json(catalog)).withColumn(
@@ -59,10 +70,12 @@ def catalog_texts(catalog: DataFrame, settings: PairsSettings) -> tuple[DataFram
         .when(F.exists(F.map_keys("attributes"), lambda k: ~F.is_valid_utf8(k)), "an attribute name is not valid UTF-8"),
     )
     usable = with_reason.where(F.col("reason").isNull())
-    newest = usable.withColumn("_rank", F.row_number().over(latest_entry_first()))
+    newest = (usable.withColumn("_rank", F.row_number().over(latest_entry_first()))
+              .withColumn("_used_at", F.first("updated_at").over(latest_entry_first())))
     duplicates = newest.where(F.col("_rank") > 1).withColumn(
-        "reason", F.lit("duplicate product_id (an entry with a later updated_at is used)")
-    )
+        "reason", F.when(F.col("updated_at").eqNullSafe(F.col("_used_at")), F.lit(SAME_TIME_ENTRY_USED))
+        .otherwise(F.lit(LATER_ENTRY_USED))
+    ).drop("_used_at")
     max_words, description_words = settings.product_text_max_words, settings.product_text_description_words
     # descriptions travel to the UDF only when the text takes them (they are the catalog's longest field)
     description = F.make_valid_utf8("description") if description_words > 0 else F.lit(None).cast("string")

@@ -51,11 +51,36 @@ class Bm25Stats:
 
     @classmethod
     def from_json(cls, text: str) -> Bm25Stats:
+        """The statistics of `to_json`'s text; ValueError saying what is wrong when the text parses but cannot be
+        statistics of a corpus (no documents, a negative or fractional count, a frequency above the documents, a
+        mean length that is negative or not finite), which would score NaN or fail inside a Spark task."""
         data = json.loads(text)
+        if not isinstance(data, dict):
+            raise ValueError(f"expected a JSON object, found a JSON {type(data).__name__}")
         if (data.get("k1"), data.get("b")) != (BM25_K1, BM25_B):
             raise ValueError(f"BM25 statistics for k1={data.get('k1')}, b={data.get('b')}; this code uses "
                              f"k1={BM25_K1}, b={BM25_B}")
-        return cls(int(data["documents"]), float(data["mean_length"]), {str(k): int(v) for k, v in data["doc_freq"].items()})
+        missing = [key for key in ("documents", "mean_length", "doc_freq") if key not in data]
+        if missing:
+            raise ValueError(f"no {', '.join(missing)}")
+        documents, mean_length, doc_freq = data["documents"], data["mean_length"], data["doc_freq"]
+        if not _whole(documents) or documents < 1:
+            raise ValueError(f"documents is {json.dumps(documents)}, not a whole number of 1 or more")
+        if isinstance(mean_length, bool) or not isinstance(mean_length, (int, float)) or not 0 <= mean_length < math.inf:
+            raise ValueError(f"mean_length is {json.dumps(mean_length)}, not a finite number of 0 or more")
+        if not isinstance(doc_freq, dict):
+            raise ValueError(f"doc_freq is a JSON {type(doc_freq).__name__}, not an object of token: frequency")
+        bad = [(token, df) for token, df in doc_freq.items() if not _whole(df) or not 0 <= df <= documents]
+        if bad:
+            token, df = bad[0]
+            raise ValueError(f"doc_freq of {json.dumps(token)} is {json.dumps(df)}, not a whole number from 0 to "
+                             f"documents ({documents})" + (f"; {len(bad) - 1} more such tokens" if len(bad) > 1 else ""))
+        return cls(int(documents), float(mean_length), {str(k): int(v) for k, v in doc_freq.items()})
+
+
+def _whole(value: object) -> bool:
+    """A JSON whole number (3 or 3.0; not true, 2.5, NaN or text)."""
+    return (isinstance(value, int) and not isinstance(value, bool)) or (isinstance(value, float) and value.is_integer())
 
 
 def bm25_pair_scores(stats: Bm25Stats, queries: Sequence[str], texts: Sequence[str]) -> np.ndarray:

@@ -477,8 +477,18 @@ def _kind_of_index(index_name: Any) -> str | None:
     return QUERIES if "quer" in name else EVENTS if "event" in name else None
 
 
+# Fields only one kind of UBI document has (UBI spec 1.x): events carry `user_query` too (the ESCI UBI sample's
+# do), so a document without `action_name` that has an event's fields is an event that lacks its action (and is
+# rejected for it), not a second query.
+UBI_EVENT_FIELDS = ("action_name", "event_attributes", "message_type", "message", "session_id")
+
+
 def _kind_of_document(document: dict[str, Any]) -> str | None:
-    return EVENTS if "action_name" in document else QUERIES if "user_query" in document else None
+    """The kind of a UBI document read without a bulk index or a file kind: an event when it has any field only
+    events have (UBI_EVENT_FIELDS), else a query when it has `user_query`, else neither."""
+    if any(name in document for name in UBI_EVENT_FIELDS):
+        return EVENTS
+    return QUERIES if "user_query" in document else None
 
 
 def _bulk_action(document: Any) -> dict[str, Any] | None:

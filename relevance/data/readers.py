@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,16 +54,38 @@ def record_format(path: Path, fmt: str = "auto") -> str:
 
 
 def input_files(path: str | Path) -> list[Path]:
-    """A file, or the files of a folder whose extension names a known format (sorted by name)."""
+    """A file, or the files of a folder whose extension names a known format (sorted by name).
+
+    An entry of the folder whose name says it is input (a known extension) but that is no readable file (a
+    dangling symlink, a folder named `c.json`, a socket) is an InputError naming it: skipping it would import the
+    rest as if it were the whole catalog. Entries with other extensions are not input and are left alone."""
     path = Path(path)
     if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in _EXTENSIONS)
+        named = sorted(p for p in path.iterdir() if p.suffix.lower() in _EXTENSIONS)
+        for entry in named:
+            problem = _unreadable_entry(entry)
+            if problem:
+                raise InputError(f"{entry}: {problem}; nothing was imported from {path} (remove or fix it)")
+        files = named
         if not files:
             raise InputError(f"{path}: the folder holds no {', '.join(sorted(_EXTENSIONS))} file")
         return files
     if not path.is_file():
         raise InputError(f"{path}: no such file or folder")
     return [path]
+
+
+def _unreadable_entry(entry: Path) -> str | None:
+    """Why a folder entry named like an input file cannot be read as one (None when it can)."""
+    if entry.is_symlink() and not entry.exists():
+        return f"a symbolic link to {os.readlink(entry)}, which does not exist"
+    if entry.is_dir():
+        return "a folder, not a file"
+    if not entry.is_file():
+        return "not a regular file"
+    if not os.access(entry, os.R_OK):
+        return "not readable by this user"
+    return None
 
 
 def _json_records(path: Path, lines: bool) -> list[dict[str, Any]]:
@@ -191,7 +214,10 @@ def catalog_from_records(records: pd.DataFrame, mapping: CatalogMapping, now: pd
                          ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Records -> (`catalog` rows, rejects). A record without an id or a title is rejected; a missing description,
     brand, category or attribute is left empty (the product text leaves it out). `updated_at` is the mapped field
-    when it parses, else `now`."""
+    when it parses, else `now`.
+
+    Entries of one product_id that `updated_at` orders (each has its own) are all kept: build_pairs uses the latest.
+    Those it cannot order are decided here, in file order (see duplicate_reasons)."""
     def column(name: str | None) -> pd.Series:
         return records[name] if name and name in records else pd.Series(None, index=records.index, dtype=object)
 
@@ -204,7 +230,8 @@ def catalog_from_records(records: pd.DataFrame, mapping: CatalogMapping, now: pd
         (blank(ids), f"catalog record without an id (field '{mapping.product_id}')"),
         (blank(titles.astype(object)), f"catalog record without a title (field '{mapping.title}')"),
     )
-    updated = pd.to_datetime(column(mapping.updated_at), errors="coerce", utc=True)
+    updated = parse_times(column(mapping.updated_at))
+    reasons = reasons.where(reasons.notna(), duplicate_reasons(ids, updated, reasons.isna(), records))
     catalog = pd.DataFrame({
         "product_id": ids,
         "title": [_text_or_none(v) for v in titles],
@@ -217,6 +244,58 @@ def catalog_from_records(records: pd.DataFrame, mapping: CatalogMapping, now: pd
     kept, _ = split_by_reason(catalog, reasons)
     _, rejected = split_by_reason(_without_problem(records), reasons)  # rejects keep the record as it was read
     return kept, rejected
+
+
+def parse_times(values: pd.Series) -> pd.Series:
+    """Timestamps (UTC) of a column of text or numbers; NaT where missing or unparsable. pandas takes the format of
+    the first value for all: a value written otherwise ("2024-01-01" after "2024-01-01T10:00:00Z") is parsed alone."""
+    parsed = pd.to_datetime(values, errors="coerce", utc=True)
+    retry = parsed.isna() & ~values.map(is_missing).astype(bool)
+    if retry.any():
+        parsed[retry] = pd.to_datetime(values[retry], errors="coerce", utc=True, format="mixed")
+    return parsed
+
+
+def duplicate_reasons(ids: pd.Series, updated: pd.Series, usable: pd.Series, records: pd.DataFrame) -> pd.Series:
+    """The reject reason of each usable record that repeats a product_id with nothing to choose between them by
+    (None for the others), the first of them in file order being kept:
+
+    * no entry of the id has an updated_at: all but the first are rejected;
+    * an entry without an updated_at where another entry of the id has one: it is rejected (the dated ones order);
+    * an entry with the same updated_at as an earlier entry of the id: it is rejected.
+
+    Entries with distinct updated_at values are all kept: build_pairs uses the latest one."""
+    reasons = pd.Series(None, index=ids.index, dtype=object)
+
+    def location(row: Any) -> str:  # where the kept entry is: `_line` as in rejects.raw, and its file
+        line = records[LINE][row] if LINE in records else row
+        file = records["_file"][row] if "_file" in records else None
+        return f"_line {line}" + ("" if is_missing(file) else f" of {file}")
+
+    candidates = ids[usable.astype(bool)]
+    candidates = candidates[candidates.duplicated(keep=False)]
+    for product_id, rows in candidates.groupby(candidates, sort=False).groups.items():
+        stamps = updated[rows]
+        dated = stamps.notna()
+        if not dated.any():
+            first = rows[0]
+            for row in rows[1:]:
+                reasons[row] = (f"duplicate product_id '{product_id}' (no updated_at to choose by; the first in the "
+                                f"file is kept, at {location(first)})")
+            continue
+        kept_at: dict[pd.Timestamp, Any] = {}
+        for row in rows:
+            stamp = stamps[row]
+            if pd.isna(stamp):
+                reasons[row] = (f"duplicate product_id '{product_id}' without an updated_at, while other entries of "
+                                "it have one (the latest dated entry is used)")
+            elif stamp in kept_at:
+                reasons[row] = (f"duplicate product_id '{product_id}' with the same updated_at {stamp.isoformat()} as "
+                                f"an earlier entry (nothing to choose by; the first in the file is kept, at "
+                                f"{location(kept_at[stamp])})")
+            else:
+                kept_at[stamp] = row
+    return reasons
 
 
 # ---- judgments -------------------------------------------------------------------------------------------------
