@@ -360,10 +360,30 @@ class Warehouse:
                 snapshot.create_write_transaction(list(actions), mode=mode, schema=schema, partition_by=partition_by or None,
                                                   partition_filters=filters, commit_properties=properties)
         except DeltaError as exc:  # a conflict, or the table another writer created since this write started
-            if isinstance(exc, CommitFailedError) or (snapshot is None and self.exists(spec.name)):
+            if snapshot is None and self.exists(spec.name):
+                self._commit_to_table_created_meanwhile(spec, actions, mode, partition, schema, properties, exc)
+            elif isinstance(exc, CommitFailedError):
                 raise concurrent_write_error(spec, partition, one_line(exc)) from exc
-            raise
+            else:
+                raise
         return sum(row.num_records for row in written), len(actions), time.perf_counter() - commit_started
+
+    def _commit_to_table_created_meanwhile(self, spec: TableSpec, actions: list[AddAction], mode: str,
+                                           partition: dict[str, str] | None, schema: DeltaSchema,
+                                           properties: CommitProperties | None, lost: DeltaError) -> None:
+        """Another writer created the table after this write found none (two nightlies of different days on a new
+        warehouse): commit to it as to any existing table, unless that writer's rows are what this write replaces
+        (the whole table, or this very partition), which is a conflict like any other."""
+        created = self.delta_table(spec.name)
+        filters = [(k, "=", str(v)) for k, v in partition.items()] if partition else None
+        if mode == "overwrite" and (partition is None or created.file_uris(partition_filters=filters)):
+            raise concurrent_write_error(spec, partition, one_line(lost)) from lost
+        try:
+            created.create_write_transaction(list(actions), mode=mode, schema=schema,
+                                             partition_by=list(spec.partition_by) or None,
+                                             partition_filters=filters, commit_properties=properties)
+        except CommitFailedError as exc:
+            raise concurrent_write_error(spec, partition, one_line(exc)) from exc
 
     def _write_with_delta_spark(self, df: DataFrame, spec: TableSpec, mode: str, partition: dict[str, str] | None,
                                 run_id: str) -> tuple[int, int, None]:

@@ -15,8 +15,8 @@ from deltalake import DeltaTable, write_deltalake
 from jobs import build_pairs, finetune, nightly, score
 from jobs.__main__ import main
 from jobs.core.job import JobError
-from jobs.score import ARROW_BATCH_ROWS
 from plumbing.delta import Warehouse
+from relevance.settings import ARROW_BATCH_ROWS_KEY as ARROW_BATCH_ROWS
 from schemas.tables import QUERY_LOG, TABLES
 from tests.conftest import DEMO_DS, ROOT, make_config, run, settings_of
 from udfs.model import load_model_version, resolve_model_dir

@@ -153,3 +153,33 @@ def test_two_writers_of_one_partition_give_one_clean_conflict(spark, tmp_path, w
     expected = seeded if seed != "2025-01-07" else []
     assert canonical(table.to_pyarrow_table()) == canonical(pa.Table.from_pylist(expected + scored("2025-01-07", 4, "run-b")))
     assert [c.rows for c in b.commits] == [4] and a.commits == []
+
+
+@pytest.mark.parametrize("other_day, conflict", [("2025-01-06", False), ("2025-01-07", True)])
+def test_a_table_created_by_another_writer_meanwhile(spark, tmp_path, monkeypatch, other_day, conflict):
+    """Two nightlies of different days on a new warehouse: both find no `relevance` table and both create it. The one
+    that loses the creation commits its partition to the table the other made (it failed before: "A Delta Lake table
+    already exists"); where the other wrote the very partition this one replaces, that is a conflict, one line."""
+    import plumbing.delta as delta
+
+    root = str(tmp_path)
+    original = delta.create_table_with_add_actions
+
+    def other_writer_first(*args, **kwargs):
+        monkeypatch.setattr(delta, "create_table_with_add_actions", original)
+        Warehouse(spark, root, "delta-rs").overwrite_partition(frame(spark, scored(other_day, 2, "other")), RELEVANCE,
+                                                               {"ds": other_day}, "other")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(delta, "create_table_with_add_actions", other_writer_first)
+    wh = Warehouse(spark, root, "delta-rs")
+    write = lambda: wh.overwrite_partition(frame(spark, scored("2025-01-07", 3, "mine")), RELEVANCE,  # noqa: E731
+                                           {"ds": "2025-01-07"}, "mine")
+    if conflict:
+        with pytest.raises(WarehouseError, match="another writer committed to this partition first"):
+            write()
+        assert sorted(DeltaTable(f"{root}/relevance").to_pandas().run_id) == ["other", "other"]
+    else:
+        assert write() == 3
+        rows = DeltaTable(f"{root}/relevance").to_pandas()
+        assert sorted(zip(rows.ds, rows.run_id)) == [("2025-01-06", "other")] * 2 + [("2025-01-07", "mine")] * 3
