@@ -111,20 +111,26 @@ def test_vacuum_refuses_a_retention_below_the_minimum_unless_unsafe():
     assert "0 hours or more" in str(vacuum_retention_problem(-1, unsafe=True))
 
 
+def import_paused_before_its_commit(spark, cfg, tmp_path, capsys, monkeypatch):
+    """A second import-ubi of the same file, paused after writing its Parquet files and before its commit: the
+    table's folder, the pause, the job's thread and outcome, and the files it has written (unreferenced yet)."""
+    set_path(cfg, "imports.ubi.path", str(UBI / "bulk.ndjson"))
+    assert cli(cfg, tmp_path, capsys, "import-ubi")[0] == 0
+    query_log = Path(cfg["warehouse"]["root"]) / "query_log"
+    paused = PausedCommit(monkeypatch, "query_log")
+    thread, outcome = start_import_ubi(spark, cfg)
+    paused.wait()
+    return query_log, paused, thread, outcome, unreferenced_files(query_log)
+
+
 def test_vacuum_during_a_running_write_is_refused_and_the_write_commits_whole(spark, cfg, tmp_path, capsys, monkeypatch):
     """The fault: `vacuum --retention-hours 0` while a job had written its Parquet files but not yet committed them
     deleted those files, and the job then committed a version pointing at missing files. Now such a retention is
     refused before Spark starts (exit 2) and deletes nothing; the job commits its files; and a vacuum at the allowed
     minimum still removes an orphan older than it."""
-    set_path(cfg, "imports.ubi.path", str(UBI / "bulk.ndjson"))
-    assert cli(cfg, tmp_path, capsys, "import-ubi")[0] == 0
-    query_log = Path(cfg["warehouse"]["root"]) / "query_log"
-
-    paused = PausedCommit(monkeypatch, "query_log")
-    thread, outcome = start_import_ubi(spark, cfg)
-    paused.wait()
-    written = unreferenced_files(query_log)  # the running job's files (the previous version's are referenced)
-    assert written and all(p.exists() for p in written)
+    query_log, paused, thread, outcome, written = import_paused_before_its_commit(spark, cfg, tmp_path, capsys,
+                                                                                 monkeypatch)
+    assert written and all(p.exists() for p in written)  # the running job's files (the previous version's are referenced)
     for hours in ("0", str(MIN_VACUUM_RETENTION_HOURS - 1)):
         code, out, err = cli(cfg, tmp_path, capsys, "vacuum", "--retention-hours", hours)
         assert code == 2 and out == ""
@@ -161,13 +167,8 @@ def test_vacuum_during_a_running_write_is_refused_and_the_write_commits_whole(sp
 def test_an_unsafe_vacuum_during_a_write_loses_its_files(spark, cfg, tmp_path, capsys, monkeypatch):
     """Why the minimum exists: with `--unsafe`, a retention of 0 deletes a running job's written, uncommitted files,
     and the version it then commits points at files that are gone."""
-    set_path(cfg, "imports.ubi.path", str(UBI / "bulk.ndjson"))
-    assert cli(cfg, tmp_path, capsys, "import-ubi")[0] == 0
-    query_log = Path(cfg["warehouse"]["root"]) / "query_log"
-    paused = PausedCommit(monkeypatch, "query_log")
-    thread, outcome = start_import_ubi(spark, cfg)
-    paused.wait()
-    written = unreferenced_files(query_log)
+    query_log, paused, thread, outcome, written = import_paused_before_its_commit(spark, cfg, tmp_path, capsys,
+                                                                                 monkeypatch)
     assert written
     code, out, err = cli(cfg, tmp_path, capsys, "vacuum", "--retention-hours", "0", "--unsafe")
     assert code == 0 and "removed" in out, err
