@@ -5,6 +5,7 @@ trained: the same seed gives the same model with or without it."""
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -16,6 +17,7 @@ from tqdm import tqdm  # type: ignore[import-untyped]  # tqdm ships no type hint
 # purity: no pyspark torch transformers
 
 PLAIN_EVERY_SECONDS = 30.0
+FALLBACK_SIZE = (100, 24)  # columns and lines of a terminal that reports none
 
 
 def is_terminal(stream: TextIO) -> bool:
@@ -24,6 +26,18 @@ def is_terminal(stream: TextIO) -> bool:
         return bool(stream.isatty())
     except (AttributeError, ValueError, OSError):
         return False
+
+
+def bar_width(stream: TextIO) -> dict[str, object]:
+    """tqdm's size settings: follow the terminal's size, or a fixed FALLBACK_SIZE where the terminal reports none (a
+    pseudo-terminal without a size: `script`, `docker exec -t`), on which tqdm would draw nothing."""
+    try:
+        size = os.get_terminal_size(stream.fileno())
+    except (AttributeError, ValueError, OSError):
+        size = os.terminal_size((0, 0))
+    if size.columns > 0 and size.lines > 0:
+        return {"dynamic_ncols": True}
+    return {"ncols": FALLBACK_SIZE[0], "nrows": FALLBACK_SIZE[1]}
 
 
 def duration(seconds: float) -> str:
@@ -49,8 +63,8 @@ class StepProgress:
         self.enabled = enabled and total > 0
         self.done, self.loss_sum = 0, 0.0
         self.started = self.last_line = clock()
-        self.bar = (tqdm(total=total, desc=f"  {label}", file=stream, leave=False, dynamic_ncols=True, unit="step")
-                    if self.enabled and is_terminal(stream) else None)
+        self.bar = (tqdm(total=total, desc=f"  {label}", file=stream, leave=False, unit="step",
+                         **bar_width(stream)) if self.enabled and is_terminal(stream) else None)
 
     @property
     def mean_loss(self) -> float:
