@@ -37,6 +37,7 @@ def _job_modules() -> dict:
     from jobs import (
         audit,
         build_pairs,
+        click_model,
         demo,
         finetune,
         generate,
@@ -52,7 +53,7 @@ def _job_modules() -> dict:
     )
 
     return {m.JOB: m for m in (generate, generate_scale, import_catalog, import_judgments, import_wands, import_esci,
-                               import_ubi, build_pairs, finetune, score, audit, nightly, demo, vacuum)}
+                               import_ubi, build_pairs, click_model, finetune, score, audit, nightly, demo, vacuum)}
 
 
 def _ds(value: str) -> str:

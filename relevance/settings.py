@@ -240,7 +240,7 @@ class ClickModelSettings:
     days: int = setting(7, "days of query_log in the window, ending at --ds", ge=1, le=366, flag="--days")
     max_iterations: int = setting(300, "PBM: EM steps at most (each extrapolated round takes three)", ge=1,
                                   flag="--max-iterations")
-    tolerance: float = setting(1e-5, "PBM: EM stops once no examination probability moves more than this in a round",
+    tolerance: float = setting(1e-4, "PBM: EM stops once no examination probability moves more than this in a round",
                                gt=0, lt=1)
     max_position: int = setting(50, "positions beyond this one share its examination probability", ge=2, le=1000)
     # pairs seen a few times fit their own attractiveness to any bias (the incidental-parameter bias of the EM)

@@ -135,6 +135,61 @@ RELEVANCE = TableSpec(
     required=("query_norm", "product_id", "score", "model_version", "ds"),
 )
 
+# One row per (query, product, click model) of a window of query_log days ending at ds (relevance.click_model).
+CLICK_LABELS = TableSpec(
+    "click_labels",
+    _struct(
+        ("query_norm", S),
+        ("product_id", S),
+        ("click_model", S),  # pbm | sdbn
+        ("window_start", S),
+        ("window_end", S),
+        ("window_days", L),
+        ("query_searches", L),  # searches of the query in the window
+        ("impressions", L),  # searches that showed the product (an impression, or an action on it)
+        ("clicks", L),  # of those, searches with a click, cart or purchase on it
+        ("carts", L),
+        ("purchases", L),
+        ("mean_position", D),
+        ("weighted_clicks", D),  # clicks with carts and purchases weighted
+        ("examined", D),  # expected examined impressions under the model (plus the extra weight)
+        ("effective_impressions", D),  # examined + the prior's strength: the n of the interval
+        ("attractiveness", D),
+        ("satisfaction", D),  # sdbn: last clicks / clicks; null for pbm
+        ("relevance", D),  # the estimate (posterior mean): pbm attractiveness; sdbn attractiveness x satisfaction
+        ("ci_low", D),  # its interval at click_model.confidence
+        ("ci_high", D),
+        ("label", D),  # the click label to rank or train by: ci_low (a pair needs evidence to rank high)
+        ("prior_mean", D),  # the Beta prior's mean of attractiveness (pairs shown about as often)
+        ("model_params", S),  # JSON: the model, its weights, prior and fitted position bias
+        ("run_id", S),
+        ("ds", S),  # the window's last day
+    ),
+    partition_by=("ds",),
+    required=("query_norm", "product_id", "click_model", "relevance", "ds"),
+)
+
+# The fitted examination probability per position, with the run of click_labels that used it.
+CLICK_MODEL_POSITIONS = TableSpec(
+    "click_model_positions",
+    _struct(
+        ("click_model", S),
+        ("position", L),
+        ("examination", D),  # P(examined | position), the top position's held at 1
+        ("impressions", L),
+        ("clicks", L),
+        ("ctr", D),
+        ("identified", BooleanType()),  # fitted (or the reference); false: carried or no bias assumed
+        ("source", S),
+        ("window_start", S),
+        ("window_end", S),
+        ("run_id", S),
+        ("ds", S),
+    ),
+    partition_by=("ds",),
+    required=("position", "examination", "ds"),
+)
+
 RELEVANCE_AUDIT = TableSpec(
     "relevance_audit",
     _struct(
@@ -207,6 +262,8 @@ TABLES: dict[str, TableSpec] = {
         PAIRS,
         RELEVANCE,
         RELEVANCE_AUDIT,
+        CLICK_LABELS,
+        CLICK_MODEL_POSITIONS,
         RUNS,
         REJECTS,
     )
