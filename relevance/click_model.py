@@ -222,7 +222,7 @@ class PositionBias:
     """The fitted examination probability per position (index = position; [0] unused) and how it was found."""
 
     examination: list[float]  # 1..max bucket present
-    identified: list[bool]  # fitted (or the reference), per position
+    identified: list[bool]  # fitted (or the reference), per position; false where carried or no bias is assumed
     impressions: list[int]
     clicks: list[int]
     method: str  # "em" | "no bias"
@@ -232,6 +232,7 @@ class PositionBias:
     fit_pairs: int = 0
     log_likelihood: float | None = None
     carried: dict[int, int] = field(default_factory=dict)  # unidentified position -> the position it is carried from
+    reference: int | None = None  # the position held at 1 (the top one the fitting pairs reach)
 
     @property
     def positions(self) -> list[int]:
@@ -408,7 +409,7 @@ def fit_position_bias(position_cells: DataFrame, settings: ClickModelSettings) -
 
     def no_bias(reason: str) -> PositionBias:
         top = (present[-1] if present else 1) + 1
-        return PositionBias([1.0] * top, [True] * top, impressions[:top], clicks[:top], "no bias", reason)
+        return PositionBias([1.0] * top, [False] * top, impressions[:top], clicks[:top], "no bias", reason)
 
     if not present:
         return no_bias("no impression has a position: the position bias cannot be told from attractiveness, none "
@@ -472,7 +473,7 @@ def fit_position_bias(position_cells: DataFrame, settings: ClickModelSettings) -
         elif last_identified is not None:
             examination[p] = examination[last_identified]
     return PositionBias(examination, identified, impressions[:top], clicks[:top], "em", "", steps, converged,
-                        fit_pairs, ll, carried)
+                        fit_pairs, ll, carried, ref)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -645,7 +646,7 @@ def _position_source(bias: PositionBias, p: int) -> str:
     if p in bias.carried:
         return f"not identified: carried from position {bias.carried[p]}" if bias.carried[p] else \
             "not identified: no identified position above, 1 assumed"
-    return "reference (held at 1)" if p == min(bias.positions) else "fitted by EM"
+    return "reference (held at 1)" if p == bias.reference else "fitted by EM"
 
 
 def _log_facts(cells: DataFrame, pairs: DataFrame, searches: DataFrame, capped: CappedClients, bias: PositionBias,

@@ -266,6 +266,24 @@ def test_a_product_shown_at_one_position_only_rests_on_the_fitted_bias(spark):
     assert bias.examination[5] == pytest.approx(5 ** -0.8, rel=0.35)
 
 
+def test_a_position_no_fitting_pair_reaches_is_carried_from_the_one_above(spark):
+    rows = pbm_log(queries=3, products=3, searches=60)  # positions 1..3, every product at each
+    rng = np.random.default_rng(5)
+    for first in [r for r in rows if r["action_name"] == "impression" and r["position"] == 1]:
+        extra = first | {"object_id": f"X-{first['user_query']}", "position": 7}  # always at 7, alone
+        rows.append(extra)
+        if rng.random() < 0.3:
+            rows.append(extra | {"action_name": "click", "timestamp": first["timestamp"] + dt.timedelta(seconds=30)})
+    result = fit(spark, rows)
+    bias = result.bias
+    assert bias.method == "em" and bias.carried == {7: 3} and not bias.identified[7]
+    assert bias.examination[7] == bias.examination[3] < bias.examination[2] < 1.0
+    positions = local(result.positions).set_index("position")
+    assert positions.source[7] == "not identified: carried from position 3" and positions.source[1] == \
+        "reference (held at 1)"
+    assert any("1 positions not linked to the top one" in note for note in result.notes)
+
+
 def test_the_fit_is_deterministic(spark):
     rows = pbm_log(seed=3, queries=3, searches=60)
     first, second = fit(spark, rows), fit(spark, list(reversed(rows)))  # the same log in another order
