@@ -108,7 +108,7 @@ def run(ctx: JobContext) -> JobResult:
     rejected = classified.where(F.col("reason").isNotNull())
     wh.overwrite_partition(rejects_frame(rejected, JOB, JUDGMENTS.name, ctx.run_id, ctx.ds or "all"), REJECTS,
                            {"job": JOB, "ds": ctx.ds or "all"}, ctx.run_id)
-    served = None
+    served, said = None, version.why
     if version.promoted:
         promote(settings.model.models_root, version.name, options, expected=compared_with)
         served = version.name
@@ -116,9 +116,8 @@ def run(ctx: JobContext) -> JobResult:
         save_model_version(settings.model.models_root, version.fallback.network, version.fallback.tokenizer,
                            version.fallback.card, extra_files=version.fallback.extra_files, storage_options=options)
         promote(settings.model.models_root, version.fallback.card.version, options, expected=compared_with)
-        served = version.fallback.card.version
-    print(f"finetune: {version.why}" + (f"; {version.fallback.card.promotion['decision']}" if version.fallback and
-                                         served == version.fallback.card.version else ""))
+        served, said = version.fallback.card.version, f"{said}; {version.fallback.card.promotion['decision']}"
+    print(f"finetune: {said}")
 
     rows_used = int(classified.where(F.col("reason").isNull()).count())
     return job_result(ctx, version, inputs, str(path), rows_in, rows_used, served)
