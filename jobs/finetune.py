@@ -14,14 +14,16 @@ import os
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import torch
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from jobs.core.config import storage_options
 from jobs.core.job import JobContext, JobResult
+from plumbing.errors import InputError
 from relevance.evaluation.baselines import bm25_corpus_stats
-from relevance.frames import rejects_frame
+from relevance.frames import rejects_frame, whole_queries_up_to
 from relevance.pairs import catalog_texts, classify_judgments, latest_entry_first
 from relevance.training.pipeline import (
     FinetuneInputs,
@@ -32,8 +34,9 @@ from relevance.training.pipeline import (
     weighs_bm25,
 )
 from relevance.training.promotion import load_promoted
+from relevance.training.sources import ClickExamples, uses_clicks
 from relevance.training.split import training_examples
-from schemas.tables import CATALOG, JUDGMENTS, REJECTS
+from schemas.tables import CATALOG, CLICK_LABELS, JUDGMENTS, REJECTS
 from schemas.validate import conform
 from udfs.model import promote, promoted_version, resolve_base_model, save_model_version
 
@@ -76,15 +79,47 @@ def read_catalog_products(ctx: JobContext, limit: int, seed: int) -> list[dict[s
     return [row.asDict(recursive=True) for row in rows]
 
 
+def read_click_examples(ctx: JobContext) -> ClickExamples:
+    """Load: the click labels that may train (finetune.sources), from the `click_labels` partition named by
+    finetune.click_labels_ds or else the latest: the finetune.click_model's labels of pairs shown at least
+    finetune.click_min_impressions times whose product has a catalog text, at most finetune.max_click_examples
+    (whole queries, by seed). An InputError, before anything is written, when there are none."""
+    wh, tuning = ctx.warehouse, ctx.settings.finetune
+    where = wh.path(CLICK_LABELS.name)
+    if not wh.exists(CLICK_LABELS.name):
+        raise InputError(f"finetune.sources={tuning.sources} needs click labels and there is no click_labels table at "
+                         f"{where} (run `python -m jobs click-model --ds D` first); nothing was written")
+    labels = conform(wh.read(CLICK_LABELS), CLICK_LABELS, where)
+    ds = tuning.click_labels_ds or labels.agg(F.max("ds")).collect()[0][0]
+    chosen = labels.where((F.col("ds") == F.lit(ds)) & (F.col("click_model") == tuning.click_model)
+                          & (F.col("impressions") >= tuning.click_min_impressions))
+    counted = chosen.count()
+    with_text = chosen.join(read_catalog_texts(ctx), "product_id").select(
+        "query_norm", "product_id", "product_text", "label", "impressions").cache()
+    available = with_text.count()
+    if available == 0:
+        raise InputError(f"finetune.sources={tuning.sources}: {where} holds no {tuning.click_model} label for ds {ds} "
+                         f"of a pair shown {tuning.click_min_impressions}+ times whose product is in the catalog "
+                         f"({counted} shown that often); nothing was written")
+    kept = whole_queries_up_to(with_text, tuning.max_click_examples, tuning.seed) if (
+        available > tuning.max_click_examples) else with_text
+    frame: pd.DataFrame = kept.toPandas()
+    rows = frame.sort_values(["query_norm", "product_id"], ignore_index=True)
+    return ClickExamples(rows, where, str(ds), tuning.click_model, available, counted - available)
+
+
 def load_inputs(ctx: JobContext, base_dir: Path, classified: DataFrame) -> FinetuneInputs:
     """Load: the usable judged pairs (at most finetune.max_examples, whole queries), the catalog sample of the
-    catalog stage, the catalog's BM25 statistics and the promoted version, as far as the settings need them."""
+    catalog stage, the catalog's BM25 statistics, the promoted version and the click labels, as far as the settings
+    need them."""
     settings, tuning = ctx.settings, ctx.settings.finetune
     examples, available = training_examples(classified, tuning.max_examples, tuning.seed)
     products = read_catalog_products(ctx, catalog_sample_size(tuning), tuning.seed) if trains_on_catalog(tuning) else []
     bm25 = bm25_corpus_stats(read_catalog_texts(ctx)) if weighs_bm25(tuning) else None
     promoted = load_promoted(settings.model.models_root, storage_options(settings), settings.model.cache_dir)
-    return FinetuneInputs(base_dir, examples, available, ctx.warehouse.path(JUDGMENTS.name), products, bm25, promoted)
+    clicks = read_click_examples(ctx) if uses_clicks(tuning) else None
+    return FinetuneInputs(base_dir, examples, available, ctx.warehouse.path(JUDGMENTS.name), products, bm25, promoted,
+                          clicks)
 
 
 def run(ctx: JobContext) -> JobResult:
@@ -139,7 +174,8 @@ def job_result(ctx: JobContext, version: NewVersion, inputs: FinetuneInputs, pat
                  "usable_pairs": inputs.available, "train_seconds": history.train_seconds,
                  "catalog_seconds": history.catalog_seconds, "test": test_metrics, "threshold": threshold,
                  "lexical_weight": card.lexical_weight, "promoted": version.promoted, "promotion": card.promotion,
-                 "serving": served or (inputs.promoted.version if inputs.promoted else None)},
+                 "serving": served or (inputs.promoted.version if inputs.promoted else None),
+                 "sources": history.sources},
         summary=f"model {version.name} ({tuning.kind}) saved to {path}; held-out nDCG@{k} "
         f"{test_metrics.get(f'ndcg@{k}', float('nan')):.3f}, F1 {test_metrics['f1']:.3f} at threshold {threshold:.3f}; "
         f"trained in {history.train_seconds + history.catalog_seconds:.0f}s (the catalog stage "

@@ -354,6 +354,20 @@ class FinetuneSettings:
     # queries to learn from, twice the training time (one process only)
     refit: bool = setting(False, "after validation has chosen, train again on train + validation pairs (one process)")
     max_examples: int = setting(200000, "judged pairs collected at most (whole queries, chosen by seed)", ge=1)
+    # relevance.training.sources: validation, the gate, calibration and the held-out metrics stay on judgments
+    sources: Literal["judgments", "clicks", "both"] = setting(
+        "judgments", "what the network trains on: judged pairs, the click_labels table (the click-model job), or both")
+    max_train_queries: int | None = setting(None, "judged training queries at most (whole queries, by seed; validation "
+                                            "and test unchanged; null: all): a learning curve's steps", ge=1)
+    click_model: Literal["pbm", "sdbn"] = setting("pbm", "whose click labels train (click_labels.click_model)")
+    click_labels_ds: str | None = setting(None, "the click_labels partition (a window's last day); null: the latest")
+    click_min_impressions: int = setting(10, "click labels of pairs shown fewer times than this are left out", ge=1)
+    click_weight: float = setting(1.0, "loss weight of a click-labelled pair, against 1 for a judged pair", gt=0)
+    click_queries: Literal["not_held_out", "all"] = setting(
+        "not_held_out", "not_held_out: no click label of a validation or test query trains (the held-out metrics "
+        "measure new queries) | all: every logged query's, as a nightly has them (seen queries)")
+    max_click_examples: int = setting(100000, "click-labelled pairs loaded at most (whole queries, chosen by seed)",
+                                      ge=1)
     version: str | None = setting(None, "name of the new model version; null: <bi|ce>-<time>-<data fingerprint>")
 
 

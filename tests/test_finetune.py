@@ -155,9 +155,10 @@ def test_training_is_the_same_for_the_same_seed_and_passes_no_time_limit_quietly
 def test_refit_trains_on_train_and_validation_keeps_the_last_epoch_and_applies_the_chosen_mix(tiny_model_root):
     """`finetune.refit`: a fresh start trained on train + validation pairs for every epoch (no early stopping), mixed
     with the base at the share given; the same inputs give the same weights."""
-    from relevance.training.history import RefitHistory
+    from relevance.training.history import CatalogPlan, RefitHistory
     from relevance.training.loop import seed_everything
-    from relevance.training.pipeline import refit_with_validation
+    from relevance.training.pipeline import TrainingPlan, refit_with_validation
+    from relevance.training.sources import SourcesRecord
     from relevance.training.weights import mix_weights
     from udfs.model import BI_ENCODER, WEIGHTS_DIR, load_network, resolve_model_dir
 
@@ -168,7 +169,9 @@ def test_refit_trains_on_train_and_validation_keeps_the_last_epoch_and_applies_t
                                 patience=1, catalog_steps=0)
     def refit(parts: dict, share: float) -> tuple[dict, RefitHistory]:
         seed_everything(0)
-        network, history = refit_with_validation(base, parts, settings, SCHEME, [], share, log=lambda _: None)
+        plan = TrainingPlan(parts, parts["train"], SourcesRecord("judgments", len(parts["train"]), 2), "-", [],
+                            CatalogPlan())
+        network, history = refit_with_validation(base, plan, settings, SCHEME, share, log=lambda _: None)
         return network.state_dict(), history
 
     whole, history = refit({"train": train, "val": val}, 1.0)

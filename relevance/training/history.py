@@ -140,6 +140,7 @@ class TrainingHistory:
     weight_mix: WeightMix = field(default_factory=WeightMix)
     lexical: LexicalChoice | None = None
     refit: RefitHistory | None = None
+    sources: dict[str, Any] | None = None  # what trained the network (relevance.training.sources.SourcesRecord)
 
     @property
     def best_val_ndcg(self) -> float:
@@ -166,7 +167,7 @@ class TrainingHistory:
 
     def to_dict(self) -> dict[str, Any]:
         """The card's `training`: epochs, best_val_ndcg, train_seconds, autocast, [processes], catalog (plan and
-        stage), weight_mix, [lexical], [refit]."""
+        stage), weight_mix, [lexical], [refit], [sources]."""
         out: dict[str, Any] = {"epochs": [e.to_dict() for e in self.loop.epochs], "best_val_ndcg": self.best_val_ndcg,
                                "train_seconds": self.loop.train_seconds, "autocast": self.loop.autocast}
         if self.loop.processes is not None:
@@ -177,4 +178,6 @@ class TrainingHistory:
             out["lexical"] = self.lexical.to_dict()
         if self.refit is not None:
             out["refit"] = self.refit.to_dict()
+        if self.sources is not None:
+            out["sources"] = self.sources
         return out

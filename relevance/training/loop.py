@@ -8,6 +8,7 @@ import math
 import random
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -64,28 +65,57 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def cosent_loss(cosines: torch.Tensor, grades: torch.Tensor, scale: float) -> torch.Tensor:
-    """CoSENT: log(1 + sum over pairs (i, j) with grade_i > grade_j of exp(scale * (cos_j - cos_i))). Every
+def cosent_loss(cosines: torch.Tensor, grades: torch.Tensor, scale: float, weights: torch.Tensor | None = None,
+                groups: torch.Tensor | None = None) -> torch.Tensor:
+    """CoSENT: log(1 + sum over pairs (i, j) with grade_i > grade_j of w_i exp(scale * (cos_j - cos_i))). Every
     better-graded pair of the batch, also across queries, should have the higher cosine: a ranking loss that also
-    keeps scores comparable between queries (one threshold serves all)."""
+    keeps scores comparable between queries (one threshold serves all). With `groups`, only pairs of one group are
+    compared (a human grade and a click label are not one measurement); `weights` (None: 1) weigh each pair by its
+    better row's weight."""
     differences = scale * (cosines[None, :] - cosines[:, None])  # [i, j] = scale * (cos_j - cos_i)
-    ordered = differences[grades[:, None] > grades[None, :]]
+    better = grades[:, None] > grades[None, :]
+    if groups is not None:
+        better &= groups[:, None] == groups[None, :]
+    ordered = differences[better]
+    if weights is not None:
+        ordered = ordered + torch.log(weights)[:, None].expand_as(differences)[better].to(ordered.dtype)
     return torch.logsumexp(torch.cat([torch.zeros(1, dtype=ordered.dtype), ordered]), dim=0)
 
 
-def batch_loss(model: torch.nn.Module, inputs: TrainingInputs, rows: list[int], targets: torch.Tensor, pad_id: int,
+@dataclass(frozen=True)
+class RowTargets:
+    """What each training row is trained towards: its grade (a click label times the top grade for a click-labelled
+    row), and with more than one source (relevance.training.sources) its loss weight and source group."""
+
+    grades: torch.Tensor
+    weights: torch.Tensor | None = None
+    groups: torch.Tensor | None = None
+
+    @classmethod
+    def of(cls, train: pd.DataFrame, kind: str, top_grade: int) -> RowTargets:
+        grades = train.grade.to_numpy(dtype=np.float32)
+        targets = torch.tensor(grades / max(top_grade, 1) if kind == CROSS_ENCODER else grades)
+        if "weight" not in train.columns:
+            return cls(targets)
+        return cls(targets, torch.tensor(train.weight.to_numpy(dtype=np.float32)),
+                   torch.tensor(train.group.to_numpy(dtype=np.int64)))
+
+
+def batch_loss(model: torch.nn.Module, inputs: TrainingInputs, rows: list[int], targets: RowTargets, pad_id: int,
                settings: FinetuneSettings) -> torch.Tensor:
     """The training loss of one batch of row indices, for the kind of network `inputs` was encoded for."""
+    weights = targets.weights[rows] if targets.weights is not None else None
     if inputs.pairs is not None:
         logits = model(**collate(inputs.pairs, rows, pad_id)).logits[:, 0]
-        return torch.nn.functional.binary_cross_entropy_with_logits(logits.float(), targets[rows])
+        return torch.nn.functional.binary_cross_entropy_with_logits(logits.float(), targets.grades[rows], weight=weights)
     assert inputs.texts is not None and inputs.query_row is not None and inputs.product_row is not None
     needed = list(dict.fromkeys([inputs.query_row[i] for i in rows] + [inputs.product_row[i] for i in rows]))
     where = {text: n for n, text in enumerate(needed)}
     vectors = mean_pooled(model, collate(inputs.texts, needed, pad_id))
     queries = vectors[[where[inputs.query_row[i]] for i in rows]]
     products = vectors[[where[inputs.product_row[i]] for i in rows]]
-    return cosent_loss((queries * products).sum(dim=-1), targets[rows], settings.cosent_scale)
+    groups = targets.groups[rows] if targets.groups is not None else None
+    return cosent_loss((queries * products).sum(dim=-1), targets.grades[rows], settings.cosent_scale, weights, groups)
 
 
 def freeze_untrained(network: Any, settings: FinetuneSettings) -> None:
@@ -122,8 +152,7 @@ def train_network(
     autocast = training_autocast(settings.train_precision)
     model = torch.nn.parallel.DistributedDataParallel(network) if world > 1 else network
     inputs = encode_training_inputs(tokenizer, train, settings.kind, settings.max_length)
-    grades = train.grade.to_numpy(dtype=np.float32)
-    targets = torch.tensor(grades / max(scheme.top_grade, 1) if settings.kind == CROSS_ENCODER else grades)
+    targets = RowTargets.of(train, settings.kind, scheme.top_grade)
     steps_per_epoch = math.ceil(len(train) / settings.batch_size) // world
     total_steps = steps_per_epoch * settings.epochs
     warmup = max(1, int(total_steps * settings.warmup_fraction))

@@ -38,6 +38,7 @@ from relevance.training.evaluate import evaluate, predict_logits
 from relevance.training.history import CatalogPlan, RefitHistory, TrainingHistory
 from relevance.training.loop import train_network
 from relevance.training.promotion import gate_scores, promotion_gate, validation_refusal, validation_rivals
+from relevance.training.sources import ClickExamples, SourcesRecord, plus_judged, training_pairs
 from relevance.training.split import data_fingerprint, split_examples
 from relevance.training.weights import apply_weight_mix, choose_lexical_weight, choose_weight_mix
 from udfs.card import ModelCard, calibrate
@@ -80,6 +81,7 @@ class FinetuneInputs:
     products: list[dict[str, Any]] = field(default_factory=list)  # the catalog sample (catalog_sample_size)
     bm25: Bm25Stats | None = None  # the catalog's BM25 statistics, loaded when weighs_bm25
     promoted: LoadedModel | None = None  # the promoted version the new one must beat; None: none yet
+    clicks: ClickExamples | None = None  # the click labels, loaded when finetune.sources trains on them
 
 
 # ----------------------------------------------------------------------------- the plan
@@ -98,9 +100,12 @@ def catalog_batches(products: list[dict[str, Any]], tuning: FinetuneSettings) ->
 
 @dataclass(frozen=True)
 class TrainingPlan:
-    """The judged pairs split by query, their fingerprint, and the catalog stage's batches."""
+    """The judged pairs split by query, the pairs the network trains on (relevance.training.sources), their
+    fingerprint, and the catalog stage's batches."""
 
     parts: Splits
+    train: pd.DataFrame
+    sources: SourcesRecord
     fingerprint: str
     catalog: CatalogBatches
     catalog_plan: CatalogPlan
@@ -114,40 +119,46 @@ def plan_training(inputs: FinetuneInputs, settings: Settings, log: Callable[[str
         log(f"finetune: {inputs.available} usable judged pairs, more than finetune.max_examples={tuning.max_examples}: "
             f"training on the {len(examples)} pairs of whole queries chosen by seed {tuning.seed}")
     parts = split_examples(examples, tuning.seed, tuning.val_fraction, tuning.test_fraction, inputs.source)
-    fingerprint = data_fingerprint(examples)
+    train, sources = training_pairs(parts, inputs.clicks, tuning, settings.labels.active)
+    fingerprint = data_fingerprint(examples, train if len(train) != len(parts["train"]) or inputs.clicks else None)
     log(f"finetune: {len(examples)} judged pairs ({', '.join(f'{n} {len(p)}' for n, p in parts.items())}) "
         f"from {settings.model.base}, a {tuning.kind}")
+    if sources.sources != "judgments" or len(train) != len(parts["train"]):
+        log(f"finetune: training on {sources.judged_pairs} judged pairs of {sources.judged_queries} queries and "
+            f"{sources.click_pairs} click-labelled pairs of {sources.click_queries} queries (finetune.sources="
+            f"{sources.sources}); validation and test stay on judgments")
     catalog, catalog_plan = catalog_batches(inputs.products, tuning)
     if catalog_plan.skipped is not None:
         log(f"finetune: {catalog_plan.skipped}")
-    return TrainingPlan(parts, fingerprint, catalog, catalog_plan)
+    return TrainingPlan(parts, train, sources, fingerprint, catalog, catalog_plan)
 
 
 # ----------------------------------------------------------------------------- training
-def fine_tune(base_dir: Path, parts: Splits, tuning: FinetuneSettings, scheme: LabelScheme, catalog: CatalogBatches,
-              catalog_plan: CatalogPlan, log: Callable[[str], None] = print) -> tuple[Any, PreTrainedModel, TrainingHistory]:
-    """For a bi-encoder, train the base on the `catalog` pseudo-query batches first; then on the train split (in
-    `tuning.processes` processes), keep the best epoch and, for a bi-encoder, the best mix with the base weights;
-    returns (tokenizer, network, history)."""
+def fine_tune(base_dir: Path, plan: TrainingPlan, tuning: FinetuneSettings, scheme: LabelScheme,
+              log: Callable[[str], None] = print) -> tuple[Any, PreTrainedModel, TrainingHistory]:
+    """For a bi-encoder, train the base on the plan's catalog pseudo-query batches first; then on the plan's
+    training pairs (in `tuning.processes` processes), keep the best epoch by validation and, for a bi-encoder, the
+    best mix with the base weights; returns (tokenizer, network, history)."""
+    val, catalog = plan.parts["val"], plan.catalog
     if tuning.processes > 1:
-        tokenizer, network, loop, stage = train_distributed(str(base_dir), parts["train"], parts["val"], tuning, scheme,
+        tokenizer, network, loop, stage = train_distributed(str(base_dir), plan.train, val, tuning, scheme,
                                                             tuning.processes, catalog)
     else:
         tokenizer, network, stage = starting_network(str(base_dir), tuning, catalog, log)
-        network, loop = train_network(tokenizer, network, parts["train"], parts["val"], tuning, scheme, log=log)
-    network, mix = choose_weight_mix(tokenizer, network, str(base_dir), parts["val"], tuning, scheme, log)
-    return tokenizer, network, TrainingHistory(loop, stage, catalog_plan, mix)
+        network, loop = train_network(tokenizer, network, plan.train, val, tuning, scheme, log=log)
+    network, mix = choose_weight_mix(tokenizer, network, str(base_dir), val, tuning, scheme, log)
+    return tokenizer, network, TrainingHistory(loop, stage, plan.catalog_plan, mix, sources=plan.sources.to_dict())
 
 
-def refit_with_validation(base_dir: Path, parts: Splits, tuning: FinetuneSettings, scheme: LabelScheme,
-                          catalog: CatalogBatches, share: float,
-                          log: Callable[[str], None] = print) -> tuple[PreTrainedModel, RefitHistory]:
-    """`finetune.refit`: train the starting network again on the train and validation pairs for `tuning.epochs`
-    epochs, keep the last and mix it with the base at the `share` validation chose; returns (network, history). Its
-    validation nDCG is in-sample, logged only."""
-    tokenizer, network, _ = starting_network(str(base_dir), tuning, catalog, log)
-    both = pd.concat([parts["train"], parts["val"]], ignore_index=True)
-    network, loop = train_network(tokenizer, network, both, parts["val"], tuning, scheme, log=log, keep_last=True)
+def refit_with_validation(base_dir: Path, plan: TrainingPlan, tuning: FinetuneSettings, scheme: LabelScheme,
+                          share: float, log: Callable[[str], None] = print) -> tuple[PreTrainedModel, RefitHistory]:
+    """`finetune.refit`: train the starting network again on the training pairs and the validation pairs for
+    `tuning.epochs` epochs, keep the last and mix it with the base at the `share` validation chose; returns (network,
+    history). Its validation nDCG is in-sample, logged only."""
+    val = plan.parts["val"]
+    tokenizer, network, _ = starting_network(str(base_dir), tuning, plan.catalog, log)
+    both = plus_judged(plan.train, val)
+    network, loop = train_network(tokenizer, network, both, val, tuning, scheme, log=log, keep_last=True)
     return apply_weight_mix(network, str(base_dir), share), RefitHistory(len(both), loop.epochs, loop.train_seconds,
                                                                          share)
 
@@ -198,7 +209,7 @@ def new_version(settings: Settings, run_id: str, base_dir: Path, plan: TrainingP
     """Train, choose the BM25 weight (given `bm25_stats`), calibrate on validation, evaluate on the held-out test
     queries and decide the promotion against the zero-shot base and the `promoted` version."""
     tuning, scheme, parts = settings.finetune, settings.labels.active, plan.parts
-    tokenizer, network, history = fine_tune(base_dir, parts, tuning, scheme, plan.catalog, plan.catalog_plan, log)
+    tokenizer, network, history = fine_tune(base_dir, plan, tuning, scheme, log)
     val = parts["val"]
     val_logits = predict_logits(tokenizer, network, val, tuning.max_length, tuning.kind)
     lexical: tuple[float, Bm25Stats | None] = (0.0, None)
@@ -210,8 +221,7 @@ def new_version(settings: Settings, run_id: str, base_dir: Path, plan: TrainingP
         val_logits = predict_logits(tokenizer, network, val, tuning.max_length, tuning.kind, lexical)
     calibration = calibrate_on_validation(val_logits, val.grade.to_numpy(), scheme, settings.audit.target_precision)
     if tuning.refit:  # calibrated above on the scores of a model that never saw the validation pairs
-        network, refit = refit_with_validation(base_dir, parts, tuning, scheme, plan.catalog, history.weight_mix.share,
-                                               log)
+        network, refit = refit_with_validation(base_dir, plan, tuning, scheme, history.weight_mix.share, log)
         history = dataclasses.replace(history, refit=refit)
     test_logits = predict_logits(tokenizer, network, parts["test"], tuning.max_length, tuning.kind, lexical)
     test_scores = calibrate(test_logits, calibration.platt["a"], calibration.platt["b"])
@@ -230,8 +240,7 @@ def new_version(settings: Settings, run_id: str, base_dir: Path, plan: TrainingP
     if not promote and promoted is None and tuning.promote and calibratable(val, scheme):
         fallback = base_version(settings, run_id, base_dir, parts, zero_shot_val, plan.fingerprint,
                                 f"nothing was promoted and {card.version} was not ({why})", now)
-    return NewVersion(tokenizer, network, card, split_queries(parts), bm25_stats, history, len(parts["train"]),
-                      fallback)
+    return NewVersion(tokenizer, network, card, split_queries(parts), bm25_stats, history, len(plan.train), fallback)
 
 
 # ----------------------------------------------------------------------------- the base, when nothing has won

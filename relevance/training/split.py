@@ -47,7 +47,13 @@ def split_examples(examples: pd.DataFrame, seed: int, val_fraction: float, test_
     return parts
 
 
-def data_fingerprint(examples: pd.DataFrame) -> str:
-    """Hash of the exact training data (query, product, text, grade), order-independent."""
-    rows = sorted(zip(examples.query_norm, examples.product_id, examples.product_text, examples.grade.astype(int)))
+def data_fingerprint(examples: pd.DataFrame, trained_on: pd.DataFrame | None = None) -> str:
+    """Hash of the exact data (query, product, text, grade), order-independent: the judged examples and, when the
+    network trains on other pairs than their training split (click labels, fewer queries), those pairs too."""
+    rows: list[tuple] = sorted(zip(examples.query_norm, examples.product_id, examples.product_text,
+                                   examples.grade.astype(int)))
+    if trained_on is not None:
+        weights = trained_on.weight if "weight" in trained_on.columns else [1.0] * len(trained_on)
+        rows += [("trained on",), *sorted(zip(trained_on.query_norm, trained_on.product_id, trained_on.product_text,
+                                              trained_on.grade.astype(float).round(6), weights))]
     return hashlib.sha256(repr(rows).encode()).hexdigest()[:16]
