@@ -14,8 +14,15 @@ import torch
 
 from relevance.settings import FinetuneSettings, LabelScheme
 from relevance.training.loop import cosent_loss
-from relevance.training.sources import CLICKS, JUDGMENTS, SOURCE_GROUP, ClickExamples, first_queries, plus_judged, \
-    training_pairs
+from relevance.training.sources import (
+    CLICKS,
+    JUDGMENTS,
+    SOURCE_GROUP,
+    ClickExamples,
+    first_queries,
+    plus_judged,
+    training_pairs,
+)
 from tests.conftest import DEMO_DS, make_config, run
 
 SCHEME = LabelScheme(grades={"irrelevant": 0, "partial": 1, "relevant": 2, "exact": 3}, relevant_min_grade=2)
