@@ -1,4 +1,8 @@
-"""score: `pairs` for one ds -> `relevance` (calibrated probability per pair) with the cross-encoder in a pandas UDF."""
+"""score: `pairs` for one ds -> `relevance` (calibrated probability per pair) with the model version in pandas UDFs.
+
+Two paths (`scoring.path`): `pairs` scores each pair in a pandas UDF (a cross-encoder reads the pair, a bi-encoder
+embeds its texts in the task); `embeddings` (a bi-encoder's, the default for one under `auto`) embeds only the day's
+distinct texts the `embeddings` table lacks, appends them to it, and scores pairs by a dot product in Spark."""
 
 from __future__ import annotations
 
@@ -7,12 +11,14 @@ import datetime as dt
 import time
 from dataclasses import replace
 
+from pyspark import StorageLevel
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from jobs.core.config import storage_options
 from jobs.core.job import JobContext, JobError, JobResult
 from jobs.core.spark import session_setting
+from relevance.embeddings import embedding_details, plan_day_embeddings, scoring_path
 from relevance.frames import rejects_frame
 from relevance.scoring import (
     device_and_precision,
@@ -26,15 +32,16 @@ from relevance.scoring import (
     unusable_scores,
 )
 from relevance.settings import ARROW_BATCH_ROWS_KEY, Settings
-from schemas.tables import PAIRS, REJECTS, RELEVANCE
+from schemas.tables import EMBEDDINGS, PAIRS, REJECTS, RELEVANCE
 from schemas.validate import conform
 from udfs.card import ModelCard
 from udfs.model import (
     fetch_model_version,
     load_model_version,
     locate_model_version,
+    read_lexical_stats,
 )
-from udfs.spark_udf import ScoreCounters
+from udfs.spark_udf import EmbedCounters, ScoreCounters
 
 JOB = "score"
 
@@ -64,9 +71,7 @@ def load_checked_model(settings: Settings) -> tuple[str, ModelCard, dict[str, fl
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.description = "Score one day's pairs with the promoted (or configured) cross-encoder into `relevance`."
-
-
+    parser.description = "Score one day's pairs with the promoted (or configured) model version into `relevance`."
 
 
 def run(ctx: JobContext) -> JobResult:
@@ -77,10 +82,11 @@ def run(ctx: JobContext) -> JobResult:
 
 
 def score_day(ctx: JobContext) -> JobResult:
-    """Load (the model, checked; the day's pairs; this version's earlier scores) -> plan (relevance.scoring) ->
-    check the scores -> write relevance and rejects."""
+    """Load (the model, checked; the day's pairs; this version's earlier scores) -> plan (relevance.scoring, or
+    relevance.embeddings on the embedding path) -> check the scores -> write embeddings, relevance and rejects."""
     wh, ds, spark, config = ctx.warehouse, ctx.require_ds(), ctx.spark, ctx.settings.scoring
     model_dir, card, probe = load_checked_model(ctx.settings)
+    path = scoring_path(config.path, card)  # a ModelError for a cross-encoder asked to score through embeddings
     pairs = conform(wh.read(PAIRS, {"ds": ds}), PAIRS, wh.path(PAIRS.name)).cache()
     rows_in = pairs.count()
     if rows_in == 0:
@@ -88,13 +94,41 @@ def score_day(ctx: JobContext) -> JobResult:
     spec = scorer_spec(spark, config, str(model_dir), storage_options(ctx.settings), ctx.settings.model.cache_dir)
     device, precision = device_and_precision(spark, spec)
     previous = previous_scores(wh, card.version, precision, ds, config.reuse_lookback_days) if config.incremental else None
-    counters = ScoreCounters(spark.sparkContext)
-    day = plan_day_scoring(pairs, previous.cache() if previous is not None else None, spec, card, precision,
-                           ctx.run_id, spark.sparkContext.defaultParallelism, counters)
-    day = replace(day, fresh=day.fresh.cache())
-    started = time.time()
-    scored = day.fresh.count()
-    scoring_seconds = time.time() - started
+    previous = previous.cache() if previous is not None else None
+    partitions = spark.sparkContext.defaultParallelism
+    new_vectors: DataFrame | None = None
+    if path == "embeddings":
+        embed_counters = EmbedCounters(spark.sparkContext)
+        table = (conform(wh.read(EMBEDDINGS, {"model_version": card.version}), EMBEDDINGS, wh.path(EMBEDDINGS.name))
+                 if wh.exists(EMBEDDINGS.name) else None)
+        lexical = read_lexical_stats(fetch_model_version(model_dir, storage_options(ctx.settings),
+                                                         ctx.settings.model.cache_dir), card)
+        planned = plan_day_embeddings(pairs, previous, table, spec, card, lexical, precision, ctx.run_id, ds,
+                                      partitions, embed_counters)
+        started = time.time()
+        new_vectors = planned.new_vectors.persist(StorageLevel.MEMORY_AND_DISK)
+        embedded = {row["kind"]: int(row["count"]) for row in new_vectors.groupBy("kind").count().collect()}
+        embed_seconds = time.time() - started
+        expected = planned.to_score.count()
+        distinct_texts = planned.texts.count()
+        day = replace(planned.day, fresh=planned.day.fresh.cache())
+        started = time.time()
+        scored = day.fresh.count()
+        join_dot_seconds = time.time() - started
+        scoring_seconds = embed_seconds + join_dot_seconds
+        if scored != expected:
+            raise JobError(f"{JOB}: {expected - scored} of {expected} pairs of ds={ds} found no vector of their query "
+                           f"or product text in embeddings (model {card.version}, {precision}); relevance was not written")
+        path_details = embedding_details(embed_counters.values(), embedded, distinct_texts, spec, device, precision,
+                                         embed_seconds, join_dot_seconds)
+    else:
+        counters = ScoreCounters(spark.sparkContext)
+        day = plan_day_scoring(pairs, previous, spec, card, precision, ctx.run_id, partitions, counters)
+        day = replace(day, fresh=day.fresh.cache())
+        started = time.time()
+        scored = day.fresh.count()
+        scoring_seconds = time.time() - started
+        path_details = {"scoring_path": "pairs", **scoring_details(counters.values(), spec, device, precision)}
     bad_scores = unusable_scores(day.fresh)
     if bad_scores:
         raise JobError(f"{JOB}: model {card.version} gave {bad_scores} of {scored} pairs of ds={ds} a score that is NaN, "
@@ -102,19 +136,26 @@ def score_day(ctx: JobContext) -> JobResult:
     reused = day.reused.count() if day.reused is not None else 0
     shift = score_shift(day.relevance, card.validation_score_deciles)
 
+    if new_vectors is not None and path_details.get("texts_embedded"):
+        wh.append(new_vectors, EMBEDDINGS, ctx.run_id)  # new keys only: the texts the table lacked
     written = wh.overwrite_partition(day.relevance, RELEVANCE, {"ds": ds}, ctx.run_id)
     rejected_count = wh.overwrite_partition(rejects_frame(day.rejected, JOB, PAIRS.name, ctx.run_id, ds), REJECTS,
                                             {"job": JOB, "ds": ds}, ctx.run_id)
+    if new_vectors is not None:
+        new_vectors.unpersist()
     throughput = scored / scoring_seconds if scored and scoring_seconds > 0 else None
     far = shift is not None and shift > config.max_score_psi
+    embedded_note = (f", {path_details['texts_embedded']} of {path_details['distinct_texts']} distinct texts embedded "
+                     f"(the rest from embeddings)" if path == "embeddings" else "")
     return JobResult(
         rows_in=rows_in, rows_out=written, rows_rejected=rejected_count, rows_reused=reused,
         model_version=card.version, throughput_per_s=throughput, device=device,
         details={"serving": serving_note(card, ctx.settings.model.version), "pairs_scored": scored, "scoring_seconds": round(scoring_seconds, 3), "model_dir": str(model_dir),
-                 **scoring_details(counters.values(), spec, device, precision), **probe,
+                 **path_details, **probe,
                  "score_psi_vs_validation": shift if shift is not None else "the model card has no validation_score_deciles"},
         summary=f"{written} pairs in relevance with {card.version}: {scored} scored in {scoring_seconds:.1f}s "
-        f"({throughput or 0:.0f} pairs/s on {device}, {precision}), {reused} reused from earlier runs"
+        f"({throughput or 0:.0f} pairs/s on {device}, {precision}, {path} path{embedded_note}), {reused} reused from "
+        "earlier runs"
         + f"\nserving: {serving_note(card, ctx.settings.model.version)}"
         + (f"\nwarning: the day's scores are far from the model's validation scores (PSI {shift:.3f} > "
            f"{config.max_score_psi})" if far else ""),

@@ -9,9 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pyspark.sql.types import (
+    ArrayType,
     BooleanType,
     DataType,
     DoubleType,
+    FloatType,
     IntegerType,
     LongType,
     MapType,
@@ -133,6 +135,29 @@ RELEVANCE = TableSpec(
     ),
     partition_by=("ds",),
     required=("query_norm", "product_id", "score", "model_version", "ds"),
+)
+
+# A bi-encoder's embedding of each distinct text it scored, keyed by (model_version, precision, kind,
+# text_fingerprint): `score` embeds only the texts of a day this table lacks, then scores pairs by a dot product of
+# two rows (relevance.embeddings). A cache: removing rows costs re-embedding, never a wrong score; `vacuum` drops the
+# vectors of versions no score run has used within scoring.embeddings_retention_days.
+EMBEDDINGS = TableSpec(
+    "embeddings",
+    _struct(
+        ("model_version", S),
+        ("precision", S),  # what the network computed in (fp32 | bf16 | fp16): vectors of two precisions differ
+        ("kind", S),  # query | product
+        ("text_fingerprint", S),  # sha-256 of the exact text embedded (32 hex characters)
+        ("vector", ArrayType(FloatType())),  # mean-pooled, L2-normalized, float32
+        ("text_length", L),  # characters of the text
+        ("tokens", L),  # tokens embedded ([CLS] and [SEP] included, after truncation at the card's max_length)
+        ("run_id", S),  # the score run that embedded it
+        ("embedded_at", T),
+        ("ds", S),  # the day that run scored
+    ),
+    partition_by=("model_version",),
+    required=("model_version", "precision", "kind", "text_fingerprint", "vector"),
+    may_be_emptied=True,  # a cache: vacuum empties the partitions of versions past their retention
 )
 
 # One row per (query, product, click model) of a window of query_log days ending at ds (relevance.click_model).
@@ -261,6 +286,7 @@ TABLES: dict[str, TableSpec] = {
         GROUND_TRUTH,
         PAIRS,
         RELEVANCE,
+        EMBEDDINGS,
         RELEVANCE_AUDIT,
         CLICK_LABELS,
         CLICK_MODEL_POSITIONS,

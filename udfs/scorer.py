@@ -238,3 +238,34 @@ def score_pairs(
     """Calibrated probability of relevance for each (query, product text) pair, in input order."""
     logits, stats = score_logits(model, queries, texts, batch_tokens, max_batch_rows, cache)
     return calibrate(logits, *model.calibration), stats
+
+
+# ----------------------------------------------------------------------------- a bi-encoder's texts, embedded apart
+@dataclass
+class EmbedStats:
+    """What one `embed_texts` call computed: texts embedded, real and padded tokens, texts cut at max_length."""
+
+    texts: int
+    real_tokens: int
+    padded_tokens: int
+    truncated: int
+
+
+def embed_texts(model: LoadedModel, texts: Sequence[str], batch_tokens: int | None = None,
+                max_batch_rows: int | None = None) -> tuple[np.ndarray, list[int], EmbedStats]:
+    """A bi-encoder's embedding of each text, in input order: float32 rows, mean-pooled and L2-normalized exactly as
+    `score_logits` embeds them (`encode_texts` at the card's max_length, `mean_pooled`, the same batches and
+    autocast), so that the cosine of two rows, plus the lexical term and the calibration, is that pair's score.
+    Also each text's tokens (special tokens included, after truncation). Each distinct text is embedded once."""
+    if model.kind != BI_ENCODER:
+        raise ModelError(f"model {model.version} is a {model.kind}: only a bi-encoder embeds texts apart")
+    distinct = list(dict.fromkeys(texts))
+    encoded = encode_texts(model.tokenizer, distinct, model.max_length)
+    network = model.torch_network
+    vectors, padded = _forward(model, encoded, lambda batch: mean_pooled(network, batch), batch_tokens,
+                               max_batch_rows)
+    position = {text: i for i, text in enumerate(distinct)}
+    rows = [position[text] for text in texts]
+    tokens = [len(encoded.input_ids[i]) for i in rows]
+    stats = EmbedStats(len(distinct), sum(map(len, encoded.input_ids)), padded, encoded.truncated)
+    return (vectors[rows] if len(rows) else np.zeros((0, 0), dtype=np.float32)), tokens, stats

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 from pyspark.sql.functions import pandas_udf
-from pyspark.sql.types import ArrayType, DoubleType, StringType
+from pyspark.sql.types import ArrayType, DoubleType, FloatType, LongType, StringType, StructField, StructType
 
 from udfs.lexical import bm25_tokens
 from udfs.runtime import MAX_WORKER_MODELS, check_precision
@@ -95,3 +95,65 @@ def make_score_udf(settings: ScorerSpec, counters: ScoreCounters | None = None):
 def bm25_tokens_udf(texts: pd.Series) -> pd.Series:
     """udfs.lexical.bm25_tokens of a column of texts, computed on executors."""
     return pd.Series(bm25_tokens(texts.tolist()), index=texts.index)
+
+
+class EmbedCounters:
+    """Spark accumulators of the embedding UDF: texts it embedded, real and padded tokens, texts cut at max_length."""
+
+    FIELDS = ("texts", "real_tokens", "padded_tokens", "truncated")
+
+    def __init__(self, spark_context) -> None:
+        self.accumulators = {name: spark_context.accumulator(0) for name in self.FIELDS}
+
+    def add(self, stats) -> None:
+        for name, accumulator in self.accumulators.items():
+            accumulator.add(getattr(stats, name))
+
+    def values(self) -> dict[str, int]:
+        return {name: accumulator.value for name, accumulator in self.accumulators.items()}
+
+
+EMBEDDING_TYPE = StructType([StructField("vector", ArrayType(FloatType())), StructField("tokens", LongType())])
+
+
+def make_embed_udf(settings: ScorerSpec, counters: EmbedCounters | None = None):
+    """A pandas UDF text -> struct<vector: array<float>, tokens: long>: a bi-encoder's embedding of each text
+    (udfs.scorer.embed_texts), on the device the pair path would use (`worker_model`)."""
+
+    @pandas_udf(EMBEDDING_TYPE)  # type: ignore[call-overload]  # pyspark's stubs lack the type-hinted form
+    def embed_udf(batches: Iterator[pd.Series]) -> Iterator[pd.DataFrame]:
+        from udfs.scorer import embed_texts
+
+        model = worker_model(settings)
+        for texts in batches:
+            vectors, tokens, stats = embed_texts(model, texts.tolist(), settings.batch_tokens, settings.max_batch_rows)
+            if counters is not None:
+                counters.add(stats)
+            yield pd.DataFrame({"vector": list(vectors), "tokens": tokens}, index=texts.index)
+
+    return embed_udf
+
+
+@pandas_udf(DoubleType())  # type: ignore[call-overload]  # pyspark's stubs lack the type-hinted form
+def dot_udf(left: pd.Series, right: pd.Series) -> pd.Series:
+    """The dot product of two array<float> columns row by row, in float64 (numpy, one matrix product per batch)."""
+    import numpy as np
+
+    if len(left) == 0:
+        return pd.Series([], dtype="float64", index=left.index)
+    a = np.vstack(left.to_numpy()).astype(np.float64)
+    b = np.vstack(right.to_numpy()).astype(np.float64)
+    return pd.Series((a * b).sum(axis=1), index=left.index)
+
+
+def make_bm25_pair_udf(stats):
+    """A pandas UDF (query, product text) -> BM25 under the frozen corpus `stats` (udfs.lexical.bm25_pair_scores):
+    the lexical term a version's card may add to the logit."""
+
+    @pandas_udf(DoubleType())  # type: ignore[call-overload]  # pyspark's stubs lack the type-hinted form
+    def bm25_pair_udf(queries: pd.Series, texts: pd.Series) -> pd.Series:
+        from udfs.lexical import bm25_pair_scores
+
+        return pd.Series(bm25_pair_scores(stats, queries.tolist(), texts.tolist()), index=queries.index)
+
+    return bm25_pair_udf
