@@ -8,50 +8,31 @@ head / torso / tail (query log frequency), category=<top category>, query_len=1.
 Judged metrics use only the queries the model was not trained or tuned on (its model
 version's `split.json`); log-only audits use every scored pair of the day.
 
-The job reads the tables and the model versions, computes with relevance.evaluation (audit_rows,
-compare, summary, held_out, baselines) and writes `relevance_audit`, the reports and the thresholds.
+The job reads the tables and the model versions (load), computes with relevance.evaluation.audit_plan (compute)
+and writes `relevance_audit`, the reports and the thresholds (write).
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import pandas as pd
-from pyspark.sql import DataFrame
-from pyspark.sql import functions as F
 
 from jobs.core.config import storage_options
 from jobs.core.job import JobContext, JobError, JobResult
 from plumbing import storage
 from plumbing.errors import InputError
-from relevance.evaluation.audit_rows import (
-    AuditSettings,
-    audit_rows,
-    audit_settings,
-    curve_rows,
-    curves,
-    judged_evaluation,
-    log_only_rows,
-)
-from relevance.evaluation.baselines import ZERO_SHOT, baseline_scores
-from relevance.evaluation.behavior import behavior_per_query, worst_offenders
-from relevance.evaluation.compare import compare_rows, movement_line, regression_failure
-from relevance.evaluation.held_out import held_out_candidates, judged_candidates
-from relevance.evaluation.summary import audit_summary, markdown_report, report_metrics, thresholds_document
+from relevance.evaluation.audit_plan import AuditInputs, AuditOutcome, compute
+from relevance.evaluation.audit_rows import AuditSettings
+from relevance.evaluation.summary import markdown_report, report_metrics, thresholds_document
 from relevance.frames import to_spark
-from relevance.pairs import catalog_texts
 from relevance.scoring import serving_note
 from relevance.settings import AuditConfig
 from schemas.tables import CATALOG, JUDGMENTS, PAIRS, RELEVANCE, RELEVANCE_AUDIT
 from schemas.validate import conform
-
-if TYPE_CHECKING:
-    from udfs.model import LoadedModel
 
 JOB = "audit"
 FLAGS = ("audit.compare", "audit.fail_on_regression")  # --compare V[:PRECISION], --fail-on-regression
@@ -62,30 +43,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 # ----------------------------------------------------------------------------- load
-
-
-@dataclass(frozen=True)
-class AuditInputs:
-    """What the audit reads: the day's tables, the audited model version (where it lives, its card's threshold and
-    training split) and, with --compare, the other version loaded for scoring."""
-
-    relevance: DataFrame  # cached
-    rows_in: int
-    versions: list[str]  # model versions in the relevance partition; the first is audited
-    pairs: DataFrame
-    judgments: DataFrame | None  # None: no (or an empty) judgments table, the log-only audit
-    judgments_table: str
-    catalog: DataFrame | None  # read whenever there are judgments
-    model_location: str  # thresholds go there
-    options: dict[str, str]
-    threshold: float
-    splits: list[dict | None]  # the audited version's split.json, then the compared one's
-    other: LoadedModel | None
-    serving: str  # which model the audited scores came from, and why (relevance.scoring.serving_note)
-
-    @property
-    def model_version(self) -> str:
-        return self.versions[0]
 
 
 def judgments_table_named(table: str) -> bool:
@@ -142,80 +99,6 @@ def load(ctx: JobContext) -> AuditInputs:
         splits=[read_split(model_dir)] + ([read_split(other_dir)] if other_dir else []),
         other=other, serving=serving_note(card, settings.model.version),
     )
-
-
-# ----------------------------------------------------------------------------- compute
-
-
-@dataclass(frozen=True)
-class AuditOutcome:
-    """What the audit found: the `relevance_audit` rows, the curves the report draws, the summary and the gate."""
-
-    settings: AuditSettings
-    frame: pd.DataFrame
-    drawn: dict[str, pd.DataFrame]
-    offenders: pd.DataFrame
-    summary: str
-    judged_queries: int
-    movement: dict
-    failure: str | None
-    created_at: dt.datetime
-
-
-def compute(ctx: JobContext, inputs: AuditInputs) -> AuditOutcome:
-    from udfs.model import resolve_base_model
-    from udfs.scorer import score_pairs
-
-    config, ds = ctx.settings, ctx.require_ds()
-    settings = audit_settings(config.audit, config.labels.active, inputs.threshold)
-    behavior = (
-        inputs.relevance.join(inputs.pairs.where((F.col("impressions") > 0) | (F.col("clicks") > 0)),
-                              ["query_norm", "product_id"])
-        .select("query_norm", "product_id", "segment", "score", "impressions", "clicks", "purchases", "mean_position")
-    )
-    behavior_queries = behavior_per_query(behavior, settings.threshold, settings.ks).toPandas()
-    frames = [log_only_rows(behavior_queries, settings)]
-    drawn: dict[str, pd.DataFrame] = {}
-    judged_queries, comparison = 0, None
-    movement: dict = {}
-    if inputs.judgments is not None:
-        assert inputs.catalog is not None  # read whenever there are judgments
-        texts = catalog_texts(inputs.catalog, config.pairs)[0].cache()  # judged and BM25
-        candidates, judged, scope = held_out_candidates(
-            *judged_candidates(inputs.relevance, inputs.pairs, inputs.catalog, texts, inputs.judgments,
-                               config.labels.active),
-            inputs.splits, config.audit.max_judged_pairs, settings.seed)
-        settings = replace(settings, scope=f"{scope}; judged by table {inputs.judgments_table}")
-        judged_queries = int(candidates.query_norm.nunique())
-        names = config.audit.baselines
-        baselines = (baseline_scores(names, texts, candidates,
-                                     resolve_base_model(config.model.base) if ZERO_SHOT in names else None,
-                                     config.audit.zero_shot_max_length)
-                     if judged_queries else {})
-        evaluation = judged_evaluation(candidates, judged, settings, baselines)  # scores, per-query metrics, segments
-        frames.insert(0, audit_rows(evaluation, settings))
-        if judged_queries:
-            drawn = curves(evaluation.pairs, list(evaluation.systems), settings)
-            frames.append(curve_rows(drawn, settings))
-        if inputs.other is not None:  # audit.compare is set
-            other_scores, _ = score_pairs(inputs.other, evaluation.candidates.query_norm.tolist(),
-                                          evaluation.candidates.product_text.tolist())
-            comparison, movement = compare_rows(evaluation, other_scores, str(config.audit.compare), settings)
-            frames.append(comparison)
-    frame = pd.concat([f for f in frames if not f.empty], ignore_index=True)
-    frame = frame.reindex(columns=list(dict.fromkeys([*frame.columns, *RELEVANCE_AUDIT.columns])))  # log-only rows lack some
-    now = dt.datetime.now(dt.timezone.utc)
-    frame = frame.assign(run_id=ctx.run_id, model_version=inputs.model_version, created_at=now, ds=ds)
-    offenders = worst_offenders(behavior, settings.threshold)
-    summary = audit_summary(frame, inputs.model_version, ds, settings.scope, judged_queries, offenders,
-                            len(behavior_queries))
-    failure = None
-    if comparison is not None:
-        primary = config.audit.regression.metric
-        summary += "\n\n" + movement_line(str(config.audit.compare), primary, movement)
-        failure = regression_failure(comparison, primary, config.audit.regression.margin)
-    return AuditOutcome(settings=settings, frame=frame, drawn=drawn, offenders=offenders, summary=summary,
-                        judged_queries=judged_queries, movement=movement, failure=failure, created_at=now)
 
 
 # ----------------------------------------------------------------------------- write
@@ -282,4 +165,4 @@ def write(ctx: JobContext, inputs: AuditInputs, outcome: AuditOutcome) -> JobRes
 
 def run(ctx: JobContext) -> JobResult:
     inputs = load(ctx)
-    return write(ctx, inputs, compute(ctx, inputs))
+    return write(ctx, inputs, compute(ctx.settings, ctx.require_ds(), ctx.run_id, inputs))
