@@ -6,7 +6,9 @@ Systems, all ranked over the same candidates and judged on the same pairs: the m
 ranking seen in the logs (`logged_position`, by mean impression position). Segments: all,
 head / torso / tail (query log frequency), category=<top category>, query_len=1..4+.
 Judged metrics use only the queries the model was not trained or tuned on (its model
-version's `split.json`); log-only audits use every scored pair of the day.
+version's `split.json`); log-only audits use every scored pair of the day. Where the click-model job wrote
+`click_labels` (a partition at most audit.click_labels_max_age_days before ds), the click audit adds the model's and
+the logged ranking's nDCG@k against click labels on the day's queries without judgments.
 
 The job reads the tables and the model versions (load), computes with relevance.evaluation.audit_plan (compute)
 and writes `relevance_audit`, the reports and the thresholds (write).
@@ -27,11 +29,12 @@ from plumbing import storage
 from plumbing.errors import InputError
 from relevance.evaluation.audit_plan import AuditInputs, AuditOutcome, compute
 from relevance.evaluation.audit_rows import AuditSettings
+from relevance.evaluation.click_agreement import click_report_note
 from relevance.evaluation.summary import markdown_report, report_metrics, thresholds_document
 from relevance.frames import to_spark
 from relevance.scoring import serving_note
 from relevance.settings import AuditConfig
-from schemas.tables import CATALOG, JUDGMENTS, PAIRS, RELEVANCE, RELEVANCE_AUDIT
+from schemas.tables import CATALOG, CLICK_LABELS, JUDGMENTS, PAIRS, RELEVANCE, RELEVANCE_AUDIT
 from schemas.validate import conform
 
 JOB = "audit"
@@ -77,6 +80,8 @@ def load(ctx: JobContext) -> AuditInputs:
     if judgments is None and compared:
         raise FileNotFoundError(f"--compare needs judgments: no table at {wh.path(judgments_spec.name)}")
     catalog = conform(wh.read(CATALOG), CATALOG, wh.path(CATALOG.name)) if judgments is not None else None
+    click_labels = (conform(wh.read(CLICK_LABELS), CLICK_LABELS, wh.path(CLICK_LABELS.name))
+                    if wh.exists(CLICK_LABELS.name) else None)  # the click audit picks its partition
 
     relevance = relevance.cache()
     rows_in = relevance.count()
@@ -97,7 +102,7 @@ def load(ctx: JobContext) -> AuditInputs:
         judgments_table=judgments_spec.name, catalog=catalog, model_location=model_location, options=options,
         threshold=card.threshold,
         splits=[read_split(model_dir)] + ([read_split(other_dir)] if other_dir else []),
-        other=other, serving=serving_note(card, settings.model.version),
+        other=other, serving=serving_note(card, settings.model.version), click_labels=click_labels,
     )
 
 
@@ -139,7 +144,8 @@ def write(ctx: JobContext, inputs: AuditInputs, outcome: AuditOutcome) -> JobRes
         pr_curves=outcome.drawn.get("pr_curves", pd.DataFrame()),
         reliability=outcome.drawn.get("reliability", pd.DataFrame()),
         score_histograms=outcome.drawn.get("score_histograms", pd.DataFrame()), worst_offenders=outcome.offenders,
-        threshold=settings.threshold, target_precision=settings.target_precision, summary_text=summary)))
+        threshold=settings.threshold, target_precision=settings.target_precision, summary_text=summary,
+        click_note=click_report_note(outcome.click_note))))
     thresholds = write_thresholds(inputs.model_location, ds, ctx.run_id, frame, settings, inputs.options)
     reports = [str(path) for path in (html, markdown, thresholds) if path]
     if reports:

@@ -410,6 +410,12 @@ class AuditConfig:
                                   metavar="MODEL_VERSION[:PRECISION]")
     fail_on_regression: bool = setting(False, "exit non-zero when audit.regression.metric drops by more than "
                                        "audit.regression.margin", flag="--fail-on-regression")
+    click_model: Literal["pbm", "sdbn"] = setting(
+        "pbm", "whose click labels (click_labels.click_model) the day's queries without judgments are audited against")
+    click_min_impressions: int = setting(10, "click labels of pairs shown fewer times than this are left out of the "
+                                         "click audit", ge=1)
+    click_labels_max_age_days: int = setting(7, "the click audit uses the latest click_labels partition on or before "
+                                             "the audit's ds only when it is at most this many days older", ge=0)
     regression: RegressionGate = field(default_factory=RegressionGate)
 
 

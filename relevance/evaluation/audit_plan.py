@@ -4,7 +4,8 @@ the summary and the regression gate.
 `compute` takes typed inputs (the settings tree, the day, the run's id and `AuditInputs`, which the job's load step
 fills) and reads and writes nothing: the log-only audits (Spark aggregations, one row per query on the driver), the
 judged audit of the held-out judged queries (the model against its baselines and the logged ranking, curves, and
-with `audit.compare` the paired deltas against another model version), then the summary.
+with `audit.compare` the paired deltas against another model version), the click audit of the day's queries without
+judgments (where a recent `click_labels` partition exists), then the summary.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from relevance.evaluation.audit_rows import (
 )
 from relevance.evaluation.baselines import ZERO_SHOT, baseline_scores
 from relevance.evaluation.behavior import behavior_per_query, worst_offenders
+from relevance.evaluation.click_agreement import click_agreement_rows, click_note
+from relevance.evaluation.click_ndcg import click_agreement, click_partition
 from relevance.evaluation.compare import compare_rows, movement_line, regression_failure
 from relevance.evaluation.held_out import held_out_candidates, judged_candidates
 from relevance.evaluation.summary import audit_summary
@@ -57,6 +60,7 @@ class AuditInputs:
     splits: list[dict | None]  # the audited version's split.json, then the compared one's
     other: LoadedModel | None
     serving: str  # which model the audited scores came from, and why (relevance.scoring.serving_note)
+    click_labels: DataFrame | None = None  # the whole click_labels table; None without one
 
     @property
     def model_version(self) -> str:
@@ -76,6 +80,7 @@ class AuditOutcome:
     movement: dict
     failure: str | None
     created_at: dt.datetime
+    click_note: str = ""  # the click audit's labels and queries, or why there is none
 
 
 @dataclass(frozen=True)
@@ -147,6 +152,18 @@ def judged_part(config: Settings, inputs: AuditInputs, settings: AuditSettings) 
                       comparison, movement)
 
 
+def click_part(config: Settings, ds: str, inputs: AuditInputs, settings: AuditSettings) -> tuple[pd.DataFrame, str]:
+    """The click audit of the day's queries without judgments against the latest click_labels partition on or before
+    `ds` (within audit.click_labels_max_age_days): its rows (none without usable labels) and its summary line."""
+    partition = click_partition(inputs.click_labels, ds, config.audit.click_labels_max_age_days)
+    if inputs.click_labels is None or partition.ds is None:
+        return pd.DataFrame(), partition.note
+    agreement = click_agreement(inputs.relevance, inputs.pairs, inputs.judgments, inputs.judgments_table,
+                                inputs.click_labels, partition.ds, config.audit.click_model,
+                                config.audit.click_min_impressions, settings.ks)
+    return click_agreement_rows(agreement.per_query, agreement.scope, settings), click_note(agreement.scope, partition)
+
+
 def audit_frame(parts: list[pd.DataFrame], run_id: str, model_version: str, created_at: dt.datetime,
                 ds: str) -> pd.DataFrame:
     """The `relevance_audit` rows: the parts in order, with every column of the table (log-only rows lack some)."""
@@ -156,20 +173,25 @@ def audit_frame(parts: list[pd.DataFrame], run_id: str, model_version: str, crea
 
 
 def compute(config: Settings, ds: str, run_id: str, inputs: AuditInputs) -> AuditOutcome:
-    """The audit of one day: log-only audits, the judged audit, the summary and the regression gate."""
+    """The audit of one day: log-only audits, the judged audit, the click audit, the summary and the regression
+    gate."""
     settings = audit_settings(config.audit, config.labels.active, inputs.threshold)
     logged = log_only_part(inputs, settings)
     judged = judged_part(config, inputs, settings)
+    clicks, click_line = click_part(config, ds, inputs, settings)
     settings = judged.settings
     comparison = judged.comparison if judged.comparison is not None else pd.DataFrame()
     now = dt.datetime.now(dt.timezone.utc)
-    frame = audit_frame([judged.rows, logged.rows, judged.curve_rows, comparison], run_id, inputs.model_version, now, ds)
+    frame = audit_frame([judged.rows, logged.rows, judged.curve_rows, comparison, clicks], run_id,
+                        inputs.model_version, now, ds)
     offenders = worst_offenders(logged.behavior, settings.threshold)
-    summary = audit_summary(frame, inputs.model_version, ds, settings.scope, judged.queries, offenders, logged.queries)
+    summary = audit_summary(frame, inputs.model_version, ds, settings.scope, judged.queries, offenders, logged.queries,
+                            click_line)
     failure = None
     if judged.comparison is not None:
         primary = config.audit.regression.metric
         summary += "\n\n" + movement_line(str(config.audit.compare), primary, judged.movement)
         failure = regression_failure(judged.comparison, primary, config.audit.regression.margin)
     return AuditOutcome(settings=settings, frame=frame, drawn=judged.drawn, offenders=offenders, summary=summary,
-                        judged_queries=judged.queries, movement=judged.movement, failure=failure, created_at=now)
+                        judged_queries=judged.queries, movement=judged.movement, failure=failure, created_at=now,
+                        click_note=click_line)

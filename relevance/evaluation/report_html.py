@@ -28,6 +28,9 @@ from relevance.evaluation.svg_charts import Bars, Chart, Guide, Marker, Series, 
 __all__ = ["AuditReport", "render_audit_html", "write_html_report"]
 
 MODEL = "model"
+# The click audit's rows (relevance.evaluation.click_agreement, not imported: this module needs only pandas, jinja2
+# and its templates, e.g. from a zip).
+CLICK_PREFIX, CLICK_SYSTEMS = "click_ndcg@", (MODEL, "logged_position")
 # Okabe-Ito: distinguishable with the common colour-vision deficiencies.
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#000000", "#999999")
 METRIC_COLUMNS = ("system", "segment", "metric", "k", "threshold", "value", "support", "ci_low", "ci_high",
@@ -58,6 +61,7 @@ class AuditReport:
     threshold: float
     target_precision: float
     summary_text: str
+    click_note: str = ""  # the click section's note: the labels and queries it covered, what biases click labels
 
 
 # ---------------------------------------------------------------------------------------------- frames
@@ -181,9 +185,9 @@ def _meta(report: AuditReport) -> list[tuple[str, str]]:
 
 
 def _comparable_rows(metrics: pd.DataFrame) -> pd.DataFrame:
-    """Ranking and classifier rows: not the log-only audits nor the model-vs-model deltas."""
+    """Ranking and classifier rows: not the log-only audits, the model-vs-model deltas nor the click audit."""
     names = metrics.metric
-    return metrics[~names.str.startswith("irrelevant_") & ~names.str.startswith("delta_")]
+    return metrics[~names.str.startswith("irrelevant_") & ~names.str.startswith("delta_") & ~names.str.startswith(CLICK_PREFIX)]
 
 
 def _best_systems(cells: dict[str, pd.Series], metric: str) -> set[str]:
@@ -367,6 +371,27 @@ def _offenders_section(offenders: pd.DataFrame) -> Section:
     return Section("worst-offenders", title, note, table=_table([h for _, h, _, _ in columns], rows))
 
 
+def _click_section(metrics: pd.DataFrame, note: str) -> Section | None:
+    """The click audit: click nDCG per segment of the model and the logged ranking, under `note` (the labels and
+    queries it covered, what biases click labels); None (no section) without click rows: the plain-text summary
+    says why there are none."""
+    rows = metrics[metrics.metric.str.startswith(CLICK_PREFIX)]
+    if rows.empty:
+        return None
+    systems = [s for s in CLICK_SYSTEMS if (rows.system == s).any()]
+    indexed = {key: r for key, r in zip(zip(rows.system, rows.segment, rows.metric), rows.itertuples(index=False))}
+    table = []
+    for metric in _ordered_metrics(rows.metric):
+        for segment in _ordered_segments(rows[rows.metric == metric].segment):
+            cells = [indexed.get((s, segment, metric)) for s in systems]
+            support = next((c.support for c in cells if c is not None), None)
+            table.append([Cell(metric), Cell(segment), *[
+                Cell(DASH, "num") if c is None else
+                Cell(fmt_number(c.value), "num", f"{s}: n={fmt_count(c.support)}", fmt_interval(c.ci_low, c.ci_high))
+                for s, c in zip(systems, cells)], Cell(fmt_count(support), "num")])
+    return Section("click-agreement", "Click agreement on queries without judgments", note, table=_table(["metric", "segment", *systems, "queries"], table))
+
+
 def _comparison_section(metrics: pd.DataFrame) -> Section | None:
     """Model-vs-model deltas; None (no section at all) when the run compared nothing."""
     rows = metrics[metrics.metric.str.startswith("delta_")]
@@ -418,6 +443,7 @@ def render_audit_html(report: AuditReport) -> str:
         _histogram_section(report.score_histograms),
         _log_only_section(metrics),
         _offenders_section(report.worst_offenders),
+        _click_section(metrics, report.click_note),
         _comparison_section(metrics),
         _definitions_section(metrics),
         Section("summary", "Plain-text summary", text=report.summary_text),

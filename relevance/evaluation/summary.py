@@ -3,6 +3,8 @@ the thresholds for the target precision (what serving reads). Pure functions of 
 
 from __future__ import annotations
 
+import textwrap
+
 import pandas as pd
 
 from relevance.evaluation.audit_rows import (
@@ -15,6 +17,7 @@ from relevance.evaluation.audit_rows import (
     ZERO_SHOT,
     AuditSettings,
 )
+from relevance.evaluation.click_agreement import CLICK_BIAS, CLICK_PREFIX, CLICK_SYSTEMS
 
 # purity: no pyspark torch transformers
 
@@ -47,7 +50,7 @@ def format_comparison(frame: pd.DataFrame, scope: str) -> str:
 
 def format_summary(frame: pd.DataFrame, model_version: str, ds: str) -> str:
     """A readable table: model metric per frequency segment, with the logged ranking in brackets."""
-    model = frame[(frame.system == MODEL) & ~frame.metric.str.startswith(CURVE_PREFIXES)].copy()
+    model = frame[(frame.system == MODEL) & ~frame.metric.str.startswith((*CURVE_PREFIXES, CLICK_PREFIX))].copy()
     if model.empty:
         return f"audit ds={ds}: no judged queries among the scored pairs; nothing to report"
     lines = [f"audit ds={ds} model={model_version}  value [95% CI] (logged ranking)", ""]
@@ -72,16 +75,38 @@ def format_summary(frame: pd.DataFrame, model_version: str, ds: str) -> str:
     return "\n".join(lines)
 
 
+def format_click_agreement(frame: pd.DataFrame, note: str) -> str:
+    """The click audit: click nDCG of the model and the logged ranking per frequency segment, the labels and queries
+    it covered, and what click labels are biased by; without click rows, `note` alone (one line)."""
+    rows = frame[frame.metric.str.startswith(CLICK_PREFIX) & frame.system.isin(CLICK_SYSTEMS)]
+    if rows.empty:
+        return note
+    indexed = {key: row for key, row in zip(zip(rows.system, rows.segment, rows.metric), rows.itertuples())}
+    metrics = list(dict.fromkeys(rows.metric))
+    lines = ["Click agreement on the day's queries without judgments (nDCG@k, click labels as gains); value [95% CI]:",
+             *textwrap.wrap(note, 118, initial_indent="  ", subsequent_indent="  ")]
+    for segment in FREQUENCY_SEGMENTS:
+        queries = [int(r.support) for r in rows[rows.segment == segment].itertuples()]
+        if not queries:
+            continue
+        lines += ["", f"{segment} ({max(queries)} queries)".ljust(20) + "".join(f"{s:>24}" for s in CLICK_SYSTEMS)]
+        for metric in metrics:
+            lines.append(f"  {metric:<18}" + "".join(_cell(indexed.get((s, segment, metric)), 24) for s in CLICK_SYSTEMS))
+    return "\n".join([*lines, "", *textwrap.wrap(CLICK_BIAS, 118)])
+
+
 def audit_summary(frame: pd.DataFrame, model_version: str, ds: str, scope: str, judged_queries: int,
-                  offenders: pd.DataFrame, logged_queries: int) -> str:
-    """The run's summary: the systems compared (when queries were judged), the model's table, and the most-shown
-    pairs the model calls irrelevant (when the day has logged impressions or clicks)."""
+                  offenders: pd.DataFrame, logged_queries: int, click_note: str | None = None) -> str:
+    """The run's summary: the systems compared (when queries were judged), the model's table, the most-shown
+    pairs the model calls irrelevant (when the day has logged impressions or clicks) and, given `click_note`, the
+    click audit (`format_click_agreement`)."""
     return "\n\n".join(part for part in (
         format_comparison(frame, scope) if judged_queries else "",
         format_summary(frame, model_version, ds),
         "Most-shown pairs the model calls irrelevant:\n" + (
             offenders.to_string(index=False, float_format=lambda v: f"{v:.3f}") if len(offenders) else "(none)")
         if logged_queries else "Log-only audits skipped: no logged impressions or clicks for this ds (offline evaluation).",
+        format_click_agreement(frame, click_note) if click_note is not None else "",
     ) if part)
 
 
