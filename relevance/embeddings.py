@@ -21,6 +21,7 @@ from relevance.scoring import DayScoring, classify_pairs, relevance_rows, split_
 from udfs.card import BI_ENCODER, ModelCard
 from udfs.lexical import Bm25Stats
 from udfs.model import ModelError
+from udfs.runtime import batch_budget
 from udfs.spark_udf import EmbedCounters, ScorerSpec, dot_udf, make_bm25_pair_udf, make_embed_udf
 
 QUERY, PRODUCT = "query", "product"  # embeddings.kind
@@ -165,8 +166,6 @@ def embedding_details(stats: dict[str, int], texts_embedded: dict[str, int], dis
                       device: str, precision: str, embed_seconds: float, join_dot_seconds: float) -> dict[str, object]:
     """What the embedding path did, for `runs.details`: texts of the day, embedded now (by kind) and found in the
     table, the UDF's padding and truncation, and the time of each step."""
-    from udfs.runtime import batch_budget
-
     padded, embedded = stats["padded_tokens"], sum(texts_embedded.values())
     return {
         "scoring_path": "embeddings", "distinct_texts": distinct_texts, "texts_embedded": embedded,

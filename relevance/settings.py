@@ -287,7 +287,7 @@ class ScoringSettings:
                                    "this PSI", ge=0)
     # auto: embeddings for a bi-encoder version, pairs for a cross-encoder (which has no embeddings)
     path: Literal["auto", "pairs", "embeddings"] = setting(
-        "pairs", "auto: embeddings for a bi-encoder, pairs for a cross-encoder | pairs: each task embeds (or reads) its "
+        "auto", "auto: embeddings for a bi-encoder, pairs for a cross-encoder | pairs: each task embeds (or reads) its "
         "pairs' texts | embeddings: only texts the `embeddings` table lacks are embedded, pairs scored by a dot product")
     embeddings_retention_days: int = setting(
         30, "`vacuum` removes the vectors of model versions no score run has used (nor embedded with) for this many "

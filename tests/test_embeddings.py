@@ -70,6 +70,19 @@ def assert_same_relevance(by_pairs: pd.DataFrame, by_embeddings: pd.DataFrame) -
     pd.testing.assert_frame_equal(by_pairs[same], by_embeddings[same])
 
 
+def age_version(cfg: dict, version: str, days: int) -> pd.DataFrame:
+    """Move the vectors of `version` and its runs `days` back in time (rewritten with delta-rs); the vectors after."""
+    root = Path(cfg["warehouse"]["root"])
+    long_ago = pd.Timestamp.now(tz="UTC") - pd.Timedelta(days=days)
+    runs = table(cfg, "runs")
+    runs.loc[runs.model_version == version, "started_at"] = long_ago
+    write_deltalake(root / "runs", runs, mode="overwrite")
+    vectors = table(cfg, "embeddings")
+    vectors.loc[vectors.model_version == version, "embedded_at"] = long_ago
+    write_deltalake(root / "embeddings", vectors, mode="overwrite", partition_by=["model_version"])
+    return vectors
+
+
 @pytest.fixture(scope="module")
 def bi_models(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("bi_models")
@@ -249,13 +262,7 @@ def test_a_new_version_starts_new_keys_and_vacuum_removes_the_old_versions_vecto
     kept = run(spark, day, vacuum, ds=None)
     assert kept.details["embeddings"]["versions_removed"] == []
     # the old version's vectors and its score run, 40 days back; retention 30 days: only its vectors go
-    root = Path(day["warehouse"]["root"])
-    long_ago = pd.Timestamp.now(tz="UTC") - pd.Timedelta(days=40)
-    runs = table(day, "runs")
-    runs.loc[runs.model_version == BI_VERSION, "started_at"] = long_ago
-    write_deltalake(root / "runs", runs, mode="overwrite")
-    vectors.loc[vectors.model_version == BI_VERSION, "embedded_at"] = long_ago
-    write_deltalake(root / "embeddings", vectors, mode="overwrite", partition_by=["model_version"])
+    vectors = age_version(day, BI_VERSION, 40)
     dry = run(spark, with_settings(day, warehouse__vacuum_dry_run=True), vacuum, ds=None)
     assert dry.details["embeddings"] == {"versions_removed": [BI_VERSION], "vectors_removed": first.details["texts_embedded"],
                                          "retention_days": 30, "dry_run": True}
@@ -266,6 +273,23 @@ def test_a_new_version_starts_new_keys_and_vacuum_removes_the_old_versions_vecto
     # a longer retention keeps it: it was used 40 days ago
     assert run(spark, with_settings(day, scoring__embeddings_retention_days=60), vacuum,
                ds=None).details["embeddings"]["versions_removed"] == []
+
+
+def test_the_delta_spark_writer_keeps_and_expires_vectors_too(spark, day):
+    from plumbing.delta import delta_spark_available
+
+    if not delta_spark_available(spark):
+        pytest.skip("Delta's Spark jars are not loaded (see the spark fixture)")
+    cfg = with_settings(day, scoring__path="embeddings", scoring__incremental=False, warehouse__writer="delta-spark")
+    first = run(spark, cfg, score)
+    second = run(spark, cfg, score)
+    assert first.details["texts_embedded"] == first.details["distinct_texts"] > 0
+    assert second.details["texts_embedded"] == 0 and len(table(day, "embeddings")) == first.details["texts_embedded"]
+    age_version(day, BI_VERSION, 40)
+    removed = run(spark, cfg, vacuum, ds=None)
+    assert removed.details["embeddings"]["versions_removed"] == [BI_VERSION]
+    assert len(table(day, "embeddings")) == 0
+    assert run(spark, cfg, score).details["texts_embedded"] == first.details["texts_embedded"]  # embedded anew
 
 
 def test_a_cross_encoder_scores_on_the_pair_path_and_refuses_the_embedding_path(spark, demo_warehouse, tmp_path):
