@@ -285,9 +285,10 @@ class ScoringSettings:
     reuse_lookback_days: int = setting(30, "how far back (in relevance partitions) to look for them", ge=0)
     max_score_psi: float = setting(0.25, "report the day's scores as shifted from the card's validation scores above "
                                    "this PSI", ge=0)
-    # auto: embeddings for a bi-encoder version, pairs for a cross-encoder (which has no embeddings)
+    # auto: embeddings for a bi-encoder version, pairs for a cross-encoder (which has no embeddings). The default
+    # stays `pairs` until a full test run and the nightly on a cluster have passed with `auto`
     path: Literal["auto", "pairs", "embeddings"] = setting(
-        "auto", "auto: embeddings for a bi-encoder, pairs for a cross-encoder | pairs: each task embeds (or reads) its "
+        "pairs", "auto: embeddings for a bi-encoder, pairs for a cross-encoder | pairs: each task embeds (or reads) its "
         "pairs' texts | embeddings: only texts the `embeddings` table lacks are embedded, pairs scored by a dot product")
     embeddings_retention_days: int = setting(
         30, "`vacuum` removes the vectors of model versions no score run has used (nor embedded with) for this many "
