@@ -309,7 +309,10 @@ def test_card_hyperparameters_are_the_settings_that_decide_the_weights():
                 "test_fraction": 0.35, "max_train_seconds": FinetuneSettings().max_train_seconds, "eval_k": 10, "train_precision": "auto",
                 "freeze_word_embeddings": True, "patience": 2, "cosent_scale": 20.0, "weight_mixes": (0.5, 0.75, 1.0),
                 "lexical_weights": (0.0,), "batching": "query", "max_examples": 200_000, "catalog_steps": 300, "catalog_learning_rate": 2e-5,
-                "catalog_brand_share": 0.3, "catalog_min_coverage": 0.5, "refit": False}
+                "catalog_brand_share": 0.3, "catalog_min_coverage": 0.5, "refit": False,
+                "sources": "judgments", "max_train_queries": None, "click_model": "pbm", "click_labels_ds": None,
+                "click_min_impressions": 10, "click_weight": 1.0, "click_queries": "not_held_out",
+                "max_click_examples": 100_000}
     assert hyperparameters(FinetuneSettings()) == expected
     driven = replace(FinetuneSettings(), threads=4, processes=2, promote=False, promotion_margin=0.1, force_promote=True,
                      version="v1")
