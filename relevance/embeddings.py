@@ -26,8 +26,9 @@ from udfs.spark_udf import EmbedCounters, ScorerSpec, dot_udf, make_bm25_pair_ud
 
 QUERY, PRODUCT = "query", "product"  # embeddings.kind
 PATHS = ("pairs", "embeddings")
-# The dot product: a numpy pandas UDF (the default: 1.5x as fast as Spark's higher-order functions on 100k pairs of
-# 384-d vectors here, bench/embeddings_bench.py), or Spark's higher-order functions (interpreted lambdas, no codegen).
+# The dot product: a numpy pandas UDF (the default: 1.2x as fast as Spark's higher-order functions on a 100k-pair day
+# of 384-d vectors, join included, bench/embeddings_bench.py; 1.5x on the dot alone), or Spark's higher-order
+# functions (interpreted lambdas, no codegen).
 DOTS = ("pandas", "spark")
 
 
