@@ -26,7 +26,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,6 +35,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+from bench.subprocesses import result_line, run_measured  # noqa: E402
 
 DS = "2025-01-07"
 DEMO_DAYS = 5
@@ -131,21 +132,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.one:
         kind, size = args.one.split(":")
-        print("RESULT " + json.dumps(run_one(kind, int(size), Path(args.work))))
+        print(result_line(run_one(kind, int(size), Path(args.work))))
         return 0
     runs = [("scale", int(s)) for s in args.sizes.split(",") if s] + \
         ([("demo", args.demo_searches)] if args.demo_searches else [])
     measured = []
     for kind, size in runs:
         with tempfile.TemporaryDirectory(prefix="click-model-bench-") as work:
-            started = time.perf_counter()
-            done = subprocess.run([sys.executable, __file__, "--one", f"{kind}:{size}", "--work", work],
-                                  capture_output=True, text=True, cwd=ROOT)
-            if done.returncode != 0:
-                sys.stderr.write(done.stdout[-4000:] + done.stderr[-4000:])
-                raise SystemExit(f"click-model bench on {kind} {size} failed (exit {done.returncode})")
-            line = [x for x in done.stdout.splitlines() if x.startswith("RESULT ")][-1]
-            measured.append(json.loads(line[len("RESULT "):]) | {"process_wall_s": round(time.perf_counter() - started, 1)})
+            measured.append(run_measured([sys.executable, __file__, "--one", f"{kind}:{size}", "--work", work],
+                                         f"click-model bench on {kind} {size}"))
             print(f"{kind} {size}: click-model {measured[-1]['click_model']['wall_s']:.1f}s, driver Python peak "
                   f"{measured[-1]['click_model']['driver_python_peak_mb']:.0f} MiB", flush=True)
     result = {"date_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "cores": os.cpu_count(),

@@ -23,9 +23,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script from the repository root
     sys.path.insert(0, str(ROOT))
 
+from bench.subprocesses import jobs_cli  # noqa: E402
 from jobs.core.config import load_settings  # noqa: E402
 from relevance.evaluation.intervals import bootstrap_mean_ci  # noqa: E402
 
@@ -52,18 +51,6 @@ CURVE_SIZES = (25, 50, 100)
 def curve_variants(sizes: tuple[int, ...]) -> dict[str, list[str]]:
     return {f"{name}-{n}": [*MAIN_VARIANTS[name], f"finetune.max_train_queries={n}"]
             for n in sizes for name in ("judgments", "both-new")}
-
-
-def cli(conf: str, *args: str, sets: list[str]) -> float:
-    """Run `python -m jobs ...`; returns its wall time; raises with its output when it fails."""
-    started = time.time()
-    command = [sys.executable, "-m", "jobs", *args, "--conf", conf, *[x for s in sets for x in ("--set", s)]]
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise SystemExit(f"{' '.join(command)} failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
-    lines = [line for line in done.stdout.splitlines() if line.startswith(("finetune:", "[", "click-model"))]
-    print("\n".join(lines[-3:]), flush=True)
-    return time.time() - started
 
 
 def held_out_pairs(conf: str, sets: list[str]) -> tuple[pd.DataFrame, Any, Any]:
@@ -125,15 +112,15 @@ def main() -> None:
     end, days = args.log_ds or settings.generate.end_date, args.log_days or settings.generate.n_days
     walls: dict[str, float] = {}
     if not args.no_generate and not (Path(args.warehouse) / "catalog").exists():
-        walls["generate"] = cli(args.conf, "generate", sets=sets)
+        walls["generate"] = jobs_cli(args.conf, "generate", sets=sets)
     if not (Path(args.warehouse) / "click_labels").exists():
-        walls["click-model"] = cli(args.conf, "click-model", "--ds", end, "--days", str(days), sets=sets)
+        walls["click-model"] = jobs_cli(args.conf, "click-model", "--ds", end, "--days", str(days), sets=sets)
     variants = {**MAIN_VARIANTS, **curve_variants(CURVE_SIZES)}
     chosen = [v for v in args.variants.split(",") if v]
     for name in chosen:
         if not (models_root / f"logs-{name}" / "model_card.json").is_file():
-            walls[name] = cli(args.conf, "finetune", sets=[*sets, *variants[name], f"finetune.version=logs-{name}",
-                                                           "finetune.promote=false"])
+            walls[name] = jobs_cli(args.conf, "finetune", sets=[*sets, *variants[name], f"finetune.version=logs-{name}",
+                                                                "finetune.promote=false"], show_lines=3)
 
     from relevance.evaluation.baselines import baseline_scores
     from udfs.model import read_card, resolve_base_model

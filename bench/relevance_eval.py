@@ -19,9 +19,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -31,22 +29,12 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script from the repository root
     sys.path.insert(0, str(ROOT))
 
+from bench.subprocesses import jobs_cli as cli  # noqa: E402
 from jobs.core.config import load_settings  # noqa: E402
 from relevance.evaluation.intervals import bootstrap_mean_ci  # noqa: E402
 from udfs.model import read_card  # noqa: E402
 
 SYSTEMS = ("model", "zero_shot", "bm25")
-
-
-def cli(conf: str, *args: str, sets: list[str]) -> float:
-    """Run `python -m jobs ...`; returns its wall time; raises with its output when it fails."""
-    started = time.time()
-    command = [sys.executable, "-m", "jobs", *args, "--conf", conf, *[x for s in sets for x in ("--set", s)]]
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise SystemExit(f"{' '.join(command)} failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
-    print(done.stdout.strip().splitlines()[-1] if done.stdout.strip() else "", flush=True)
-    return time.time() - started
 
 
 def audit_rows(root: str, ds: str) -> pd.DataFrame:

@@ -39,7 +39,6 @@ import datetime as dt
 import json
 import math
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -49,6 +48,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+from bench.subprocesses import result_line, run_measured  # noqa: E402
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
@@ -200,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.one:
-        print("RESULT " + json.dumps(run_one_size(args.one, Path(args.work), args.sample, args.rounds)))
+        print(result_line(run_one_size(args.one, Path(args.work), args.sample, args.rounds)))
         return 0
     sizes = [int(s) for s in args.sizes.split(",")]
     measured = []
@@ -209,13 +211,7 @@ def main(argv: list[str] | None = None) -> int:
             sample = args.sample if n == max(sizes) else 0
             command = [sys.executable, __file__, "--one", str(n), "--work", work, "--sample", str(sample),
                        "--rounds", str(args.rounds)]
-            started = time.perf_counter()
-            done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
-            if done.returncode != 0:
-                sys.stderr.write(done.stdout[-4000:] + done.stderr[-4000:])
-                raise SystemExit(f"scale bench at {n} pairs failed (exit {done.returncode})")
-            line = [x for x in done.stdout.splitlines() if x.startswith("RESULT ")][-1]
-            measured.append(json.loads(line[len("RESULT "):]) | {"process_wall_s": round(time.perf_counter() - started, 1)})
+            measured.append(run_measured(command, f"scale bench at {n} pairs"))
             print(f"{n} pairs: " + ", ".join(f"{j} {m['wall_s']:.1f}s" for j, m in measured[-1]["jobs"].items()), flush=True)
     result = {"date_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "cores": os.cpu_count(),
               "load_average_at_end": list(os.getloadavg()), "sizes": measured, "growth": growth(measured)}
