@@ -342,6 +342,16 @@ class FinetuneSettings:
     # validation is kept (ties: the smaller). (0,): the network's logit alone
     lexical_weights: tuple[float, ...] = setting((0.0,), "weights of BM25 added to the fine-tuned logit tried on "
                                                  "validation (0: the network's logit alone)", ge=0, min_items=1)
+    # the catalog's BM25 statistics such a version freezes (udfs.lexical.Bm25Stats, bm25_stats.npz) leave out the
+    # tokens of fewer than lexical_min_df products; each left-out token counts as in lexical_min_df - 1 products.
+    # 2 drops the tokens of one product (about half a catalog's vocabulary) and scores every catalog text as the full
+    # statistics do (a token outside the catalog counts as in 1 product, not 0). lexical_max_tokens raises the floor
+    # until that many tokens remain at most, which bounds the file, the driver and each executor's copy
+    # (docs/benchmarks.md, "The frozen BM25 statistics")
+    lexical_min_df: int = setting(2, "BM25 statistics frozen into a version leave out tokens of fewer products than "
+                                  "this, each counting as in lexical_min_df - 1 (1: keep every token)", ge=1)
+    lexical_max_tokens: int = setting(1_000_000, "... and keep this many tokens at most (the most frequent; "
+                                      "lexical_min_df rises until they fit)", ge=1)
     # query: each query's judged products in one batch (a ranking loss compares them) | length: random rows by length
     batching: Literal["query", "length"] = setting("query", "query: each query's judged products in one batch | "
                                                    "length: random rows by length")
@@ -389,6 +399,26 @@ class RegressionGate:
 
 
 @dataclass(frozen=True)
+class RetrievalAudit:
+    """retrieve (and the audit's retrieval rows): each audited query's top-k over the whole catalog by the serving
+    bi-encoder's exact dot product (`catalog_topk`), against what the engine showed."""
+
+    enabled: bool = setting(True, "nightly runs `retrieve` between score and audit (a bi-encoder version only; a "
+                            "cross-encoder is skipped with one line)")
+    k: int = setting(50, "products kept per query: the model's top-k over the whole catalog", ge=1, le=1000)
+    queries: int = setting(1000, "the day's logged queries retrieved for, most searched first (head, then torso, then "
+                           "tail), besides every judged query; 0: judged queries only", ge=0)
+    top_share_k: int = setting(10, "the audit's never-shown share is of the model's top this many", ge=1, le=1000)
+    query_block: int = setting(1024, "queries per matrix product in a task (block x arrow batch x 4 bytes of scores "
+                               "in memory)", ge=1)
+    product_partitions: int | Literal["auto"] = setting(
+        AUTO, "partitions of the catalog's vectors, each a task with the whole query matrix; auto: the default "
+        "parallelism", ge=1)
+    report_queries: int = setting(20, "queries with the largest gap listed in the HTML report, with product titles",
+                                  ge=0)
+
+
+@dataclass(frozen=True)
 class AuditConfig:
     """audit: metrics, baselines, confidence intervals, thresholds and comparisons."""
 
@@ -418,6 +448,7 @@ class AuditConfig:
     click_labels_max_age_days: int = setting(7, "the click audit uses the latest click_labels partition on or before "
                                              "the audit's ds only when it is at most this many days older", ge=0)
     regression: RegressionGate = field(default_factory=RegressionGate)
+    retrieval: RetrievalAudit = field(default_factory=RetrievalAudit)
 
 
 @dataclass(frozen=True)
@@ -742,6 +773,10 @@ def validate(settings: Settings) -> Settings:
     if pairs.head_share + pairs.torso_share > 1 + 1e-9:
         raise ConfigError(f"pairs.head_share ({pairs.head_share}) + pairs.torso_share ({pairs.torso_share}) must be "
                           "1 or less (the tail is the rest)")
+    retrieval = settings.audit.retrieval
+    if retrieval.top_share_k > retrieval.k:
+        raise ConfigError(f"audit.retrieval.top_share_k ({retrieval.top_share_k}) must be at most audit.retrieval.k "
+                          f"({retrieval.k}): the share is of the retrieved top-k")
     try:
         check_precision(settings.scoring.precision, settings.scoring.device)
     except ValueError as exc:

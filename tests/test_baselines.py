@@ -97,14 +97,16 @@ def test_zero_shot_uses_the_real_base_model_semantics():
 def test_frozen_bm25_statistics_from_spark_score_single_pairs_as_bm25s_does(spark):
     """A version that adds BM25 to its logit scores each pair alone with the catalog's statistics frozen by Spark;
     every pair scores what bm25s gives with the whole catalog indexed, and the statistics survive their file."""
-    from udfs.lexical import Bm25Stats, bm25_pair_scores
+    from udfs.lexical import Bm25Stats, bm25_pair_scores, bm25_tokens
 
     texts = spark.createDataFrame(list(CATALOG.items()), "product_id string, product_text string")
-    stats = Bm25Stats.from_json(bm25_corpus_stats(texts).to_json())
+    stats = Bm25Stats.from_npz(bm25_corpus_stats(texts).to_npz())
     pairs = [(q, p) for q in QUERIES for p in CATALOG]
     got = bm25_pair_scores(stats, [q for q, _ in pairs], [CATALOG[p] for _, p in pairs])
     expected = bm25_scores(CATALOG, [q for q, _ in pairs], [p for _, p in pairs])
     assert stats.documents == len(CATALOG) and sum(expected > 0) > 30
     np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-9)
     assert bm25_pair_scores(stats, ["zyxel router"], ["zyxel router with four ports"])[0] > 0
-    assert stats.idf("zyxel") > max(map(stats.idf, stats.doc_freq))  # a token no product had weighs as the rarest
+    catalog_tokens = {t for tokens in bm25_tokens(list(CATALOG.values())) for t in tokens}
+    assert len(stats.doc_freq) == len(catalog_tokens)
+    assert stats.idf("zyxel") > max(map(stats.idf, catalog_tokens))  # a token no product had weighs as the rarest

@@ -216,7 +216,8 @@ def test_finetune_saves_a_versioned_model_that_score_uses(spark, fresh_warehouse
     assert lexical["weight"] > 0  # the tiny random network ranks the demo worse than BM25 does
     assert card["lexical_weight"] == lexical["weight"] and lexical["val_ndcg_by_weight"][str(lexical["weight"])] == best
     assert card["promotion"]["new"] == best  # the gate weighs the logit that is served
-    assert (model_dir / "bm25_stats.json").is_file() == (lexical["weight"] > 0)
+    assert (model_dir / "bm25_stats.npz").is_file() == (lexical["weight"] > 0)  # hashed tokens (udfs.lexical)
+    assert lexical["statistics"]["min_df"] == 2 and not (model_dir / "bm25_stats.json").exists()
     run(spark, cfg, build_pairs)
     scored = run(spark, cfg, score)
     assert scored.model_version == "ft-test"

@@ -7,7 +7,8 @@ A model version is a directory:
         model_card.json   version, base model, label/gain mapping, threshold(s),
                           calibration, training data fingerprint, hyperparameters, metrics
         split.json        the queries of each split
-        bm25_stats.json   frozen BM25 corpus statistics, when the card's lexical_weight is not 0
+        bm25_stats.npz    frozen BM25 corpus statistics (hashed tokens), when the card's lexical_weight is not 0
+        bm25_stats.json   ... as JSON, in versions written before the .npz (still read)
 
 `<models_root>/PROMOTED` names the version that `score` uses by default.
 
@@ -36,7 +37,7 @@ from transformers import AutoModel, AutoModelForSequenceClassification, AutoToke
 from plumbing import storage
 from plumbing.errors import ModelError
 from udfs.card import BI_ENCODER, CROSS_ENCODER, MODEL_KINDS, CardError, ModelCard
-from udfs.lexical import LEXICAL_FILE, Bm25Stats
+from udfs.lexical import LEXICAL_FILE, LEXICAL_NPZ_FILE, Bm25Stats
 from udfs.runtime import check_precision, device_type, effective_precision, gpu_ordinal
 
 __all__ = ["BI_ENCODER", "CROSS_ENCODER", "MODEL_KINDS", "ModelCard"]  # the model kinds and card, from udfs.card
@@ -184,10 +185,10 @@ def read_card(model_dir: str | Path, storage_options: Mapping[str, Any] | None =
 
 
 def save_model_version(models_root: str | Path, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, card: ModelCard,
-                       extra_files: dict[str, str] | None = None,
+                       extra_files: Mapping[str, str | bytes] | None = None,
                        storage_options: Mapping[str, Any] | None = None) -> Path | str:
     """Write a model version directory atomically: every file (weights, tokenizer, card and `extra_files`, name ->
-    text, such as split.json) goes into a temp folder renamed into place, so a version is complete or absent.
+    text or bytes, such as split.json) goes into a temp folder renamed into place, so a version is complete or absent.
     Folders are 0755 and files 0644, so executors running as another user can read it.
 
     On an object-store `models_root` the folder is written to a local temp folder and uploaded, its card last
@@ -206,9 +207,12 @@ def save_model_version(models_root: str | Path, model: PreTrainedModel, tokenize
     try:
         model.save_pretrained(staging / WEIGHTS_DIR)
         tokenizer.save_pretrained(staging / WEIGHTS_DIR)
-        for name, text in (extra_files or {}).items():
+        for name, content in (extra_files or {}).items():
             (staging / name).parent.mkdir(parents=True, exist_ok=True)
-            (staging / name).write_text(text)
+            if isinstance(content, bytes):
+                (staging / name).write_bytes(content)
+            else:
+                (staging / name).write_text(content)
         (staging / CARD_FILE).write_text(card.to_json())
         for folder, _, files in os.walk(staging):
             os.chmod(folder, 0o755)
@@ -222,7 +226,7 @@ def save_model_version(models_root: str | Path, model: PreTrainedModel, tokenize
 
 
 def _upload_model_version(models_root: str | Path, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
-                          card: ModelCard, extra_files: dict[str, str] | None,
+                          card: ModelCard, extra_files: Mapping[str, str | bytes] | None,
                           storage_options: Mapping[str, Any] | None) -> str:
     """save_model_version to an object store: saved locally, uploaded without its card, then the card."""
     options = storage.resolve_storage_options(storage_options)
@@ -401,15 +405,17 @@ def load_model_version(model_dir: str | Path, device: torch.device | str = "cpu"
 
 def read_lexical_stats(model_dir: Path, card: ModelCard) -> Bm25Stats | None:
     """The version's frozen BM25 statistics when its card weighs BM25 (ModelError when they are missing or
-    unreadable: its scores would not be the ones it was calibrated for); None when it does not."""
+    unreadable: its scores would not be the ones it was calibrated for); None when it does not. The binary file
+    (LEXICAL_NPZ_FILE) where the version has one, else the JSON of versions written before it (LEXICAL_FILE)."""
     if not card.lexical_weight:
         return None
-    path = model_dir / LEXICAL_FILE
+    binary = model_dir / LEXICAL_NPZ_FILE
+    name = LEXICAL_NPZ_FILE if binary.exists() else LEXICAL_FILE
     try:
-        return Bm25Stats.from_json(path.read_text())
+        return Bm25Stats.from_npz(binary) if binary.exists() else Bm25Stats.from_json((model_dir / LEXICAL_FILE).read_text())
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ModelError(f"model version {model_dir}: its card adds BM25 x {card.lexical_weight:g} to the logit but "
-                         f"{LEXICAL_FILE} does not load ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+                         f"{name} does not load ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
 
 
 def quiet_transformers() -> None:

@@ -24,13 +24,23 @@ import bm25s
 import numpy as np
 import pandas as pd
 import torch
+from pyspark import StorageLevel
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from relevance.evaluation.audit_rows import BM25, ZERO_SHOT
 from relevance.settings import AuditConfig
 from udfs.card import ModelCard
-from udfs.lexical import BM25_B, BM25_K1, Bm25Stats, bm25_tokens
+from udfs.lexical import (
+    BM25_B,
+    BM25_K1,
+    Bm25Stats,
+    HashedDocFreq,
+    bm25_tokens,
+    pruning_min_df,
+    token_hash,
+    token_hashes,
+)
 from udfs.model import BI_ENCODER, LoadedModel, load_network
 from udfs.scorer import score_logits
 from udfs.spark_udf import bm25_tokens_udf
@@ -64,13 +74,30 @@ def _corpus_documents(texts: DataFrame) -> tuple[DataFrame, int, float]:
     return docs, int(n_docs), float(avgdl or 0.0)
 
 
-def bm25_corpus_stats(texts: DataFrame) -> Bm25Stats:
+def bm25_corpus_stats(texts: DataFrame, min_df: int = 1, max_tokens: int | None = None) -> Bm25Stats:
     """The frozen BM25 statistics of a corpus, computed with Spark: texts are (product_id, product_text) of the whole
-    catalog, one row per product. Each distinct token's document frequency reaches the driver."""
+    catalog, one row per product. Tokens in fewer than `min_df` products are left out, and rarer ones still until at
+    most `max_tokens` remain (udfs.lexical.pruning_min_df; a left-out token then counts as in min_df - 1 products).
+    Only the kept tokens reach the driver, as Arrow, and are hashed there (udfs.lexical.HashedDocFreq): what the
+    driver holds grows with `max_tokens`, not with the catalog."""
     docs, n_docs, avgdl = _corpus_documents(texts)
     doc_freq = (docs.select("product_id", F.explode(F.array_distinct("tokens")).alias("term"))
-                .groupBy("term").agg(F.count("*").alias("df")).collect())
-    return Bm25Stats(n_docs, avgdl, {row.term: int(row.df) for row in doc_freq})
+                .groupBy("term").agg(F.count("*").alias("df")))
+    floor = max(1, min_df)
+    if max_tokens is not None:
+        doc_freq = doc_freq.persist(StorageLevel.MEMORY_AND_DISK)
+        histogram = {int(row.df): int(row["count"]) for row in doc_freq.groupBy("df").count().collect()}
+        floor = pruning_min_df(histogram, floor, max_tokens)
+    try:
+        kept = doc_freq.where(F.col("df") >= floor).toArrow()
+    finally:
+        doc_freq.unpersist()
+    terms = kept.column("term").to_pylist()
+    freqs = kept.column("df").to_numpy()
+    del kept
+    hashed = HashedDocFreq.from_keys(token_hashes(terms), freqs, lambda colliding: {
+        term: int(df) for term, df in zip(terms, freqs) if token_hash(term) in colliding})
+    return Bm25Stats(n_docs, avgdl, hashed, floor)
 
 
 def bm25_scores_spark(texts: DataFrame, candidates: DataFrame) -> DataFrame:

@@ -86,9 +86,13 @@ class LexicalChoice:
     weight: float
     val_ndcg: float
     val_ndcg_by_weight: dict[str, float]
+    # the frozen BM25 statistics (udfs.lexical.Bm25Stats.describe): documents, tokens kept, the min_df they were
+    # pruned at (finetune.lexical_min_df, raised to fit finetune.lexical_max_tokens) and the largest idf change
+    statistics: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"weight": self.weight, "val_ndcg": self.val_ndcg, "val_ndcg_by_weight": self.val_ndcg_by_weight}
+        return {"weight": self.weight, "val_ndcg": self.val_ndcg, "val_ndcg_by_weight": self.val_ndcg_by_weight,
+                **({"statistics": self.statistics} if self.statistics else {})}
 
 
 @dataclass(frozen=True)
