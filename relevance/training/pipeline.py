@@ -42,7 +42,7 @@ from relevance.training.sources import ClickExamples, SourcesRecord, plus_judged
 from relevance.training.split import data_fingerprint, split_examples
 from relevance.training.weights import apply_weight_mix, choose_lexical_weight, choose_weight_mix
 from udfs.card import ModelCard, calibrate
-from udfs.lexical import LEXICAL_FILE, Bm25Stats, bm25_pair_scores
+from udfs.lexical import LEXICAL_NPZ_FILE, Bm25Stats, bm25_pair_scores
 from udfs.model import BI_ENCODER, LoadedModel, load_network
 
 if TYPE_CHECKING:
@@ -120,11 +120,10 @@ def plan_training(inputs: FinetuneInputs, settings: Settings, log: Callable[[str
             f"training on the {len(examples)} pairs of whole queries chosen by seed {tuning.seed}")
     parts = split_examples(examples, tuning.seed, tuning.val_fraction, tuning.test_fraction, inputs.source)
     train, sources = training_pairs(parts, inputs.clicks, tuning, settings.labels.active)
-    other_than_split = train is not parts["train"]  # click labels, or fewer training queries
-    fingerprint = data_fingerprint(examples, train if other_than_split else None)
+    fingerprint = data_fingerprint(examples, train if len(train) != len(parts["train"]) or inputs.clicks else None)
     log(f"finetune: {len(examples)} judged pairs ({', '.join(f'{n} {len(p)}' for n, p in parts.items())}) "
         f"from {settings.model.base}, a {tuning.kind}")
-    if other_than_split:
+    if sources.sources != "judgments" or len(train) != len(parts["train"]):
         log(f"finetune: training on {sources.judged_pairs} judged pairs of {sources.judged_queries} queries and "
             f"{sources.click_pairs} click-labelled pairs of {sources.click_queries} queries (finetune.sources="
             f"{sources.sources}); validation and test stay on judgments")
@@ -181,9 +180,10 @@ class NewVersion:
     fallback: BaseVersion | None = None
 
     @property
-    def extra_files(self) -> dict[str, str]:
-        """The version's files besides weights, tokenizer and card: its split, and its BM25 statistics when used."""
-        lexical = {LEXICAL_FILE: self.lexical.to_json()} if self.card.lexical_weight and self.lexical else {}
+    def extra_files(self) -> dict[str, str | bytes]:
+        """The version's files besides weights, tokenizer and card: its split, and its BM25 statistics when used
+        (hashed tokens, udfs.lexical.LEXICAL_NPZ_FILE)."""
+        lexical = {LEXICAL_NPZ_FILE: self.lexical.to_npz()} if self.card.lexical_weight and self.lexical else {}
         return {SPLIT_FILE: self.split, **lexical}
 
     @property
@@ -216,8 +216,8 @@ def new_version(settings: Settings, run_id: str, base_dir: Path, plan: TrainingP
     lexical: tuple[float, Bm25Stats | None] = (0.0, None)
     if bm25_stats is not None:
         val_bm25 = bm25_pair_scores(bm25_stats, val.query_norm.tolist(), val.product_text.tolist())
-        history = dataclasses.replace(history, lexical=choose_lexical_weight(val, val_logits, val_bm25, tuning, scheme,
-                                                                             log))
+        choice = choose_lexical_weight(val, val_logits, val_bm25, tuning, scheme, log)
+        history = dataclasses.replace(history, lexical=dataclasses.replace(choice, statistics=bm25_stats.describe()))
         lexical = (history.lexical_weight, bm25_stats)
         val_logits = predict_logits(tokenizer, network, val, tuning.max_length, tuning.kind, lexical)
     calibration = calibrate_on_validation(val_logits, val.grade.to_numpy(), scheme, settings.audit.target_precision)
