@@ -65,9 +65,10 @@ def held_out_pairs(conf: str, sets: list[str]) -> tuple[pd.DataFrame, Any, Any]:
     spark = build_spark(settings)
     ctx = JobContext(job="logs-eval", settings=settings, spark=spark, warehouse=open_warehouse(spark, settings), ds=None)
     tuning = settings.finetune
-    examples, _ = training_examples(finetune.read_judged_pairs(ctx), tuning.max_examples, tuning.seed)
+    texts = finetune.read_catalog_texts(ctx).cache()
+    examples, _ = training_examples(finetune.read_judged_pairs(ctx, texts), tuning.max_examples, tuning.seed)
     parts = split_examples(examples, tuning.seed, tuning.val_fraction, tuning.test_fraction, "judgments")
-    return parts["test"], finetune.read_catalog_texts(ctx), settings
+    return parts["test"], texts, settings
 
 
 def per_query_ndcg(test: pd.DataFrame, scores: np.ndarray, settings: Any, k: int) -> pd.Series:

@@ -48,12 +48,14 @@ def _job_modules() -> dict:
         import_ubi,
         import_wands,
         nightly,
+        retrieve,
         score,
         vacuum,
     )
 
     return {m.JOB: m for m in (generate, generate_scale, import_catalog, import_judgments, import_wands, import_esci,
-                               import_ubi, build_pairs, click_model, finetune, score, audit, nightly, demo, vacuum)}
+                               import_ubi, build_pairs, click_model, finetune, score, retrieve, audit, nightly, demo,
+                               vacuum)}
 
 
 def _ds(value: str) -> str:

@@ -22,6 +22,7 @@ from pyspark.sql import functions as F
 from jobs.core.config import storage_options
 from jobs.core.job import JobContext, JobResult
 from plumbing.errors import InputError
+from relevance.click_model import usable_labels
 from relevance.evaluation.baselines import bm25_corpus_stats
 from relevance.frames import rejects_frame, whole_queries_up_to
 from relevance.pairs import catalog_texts, classify_judgments, latest_entry_first
@@ -59,11 +60,11 @@ def read_catalog_texts(ctx: JobContext) -> DataFrame:
     return catalog_texts(catalog, ctx.settings.pairs)[0]
 
 
-def read_judged_pairs(ctx: JobContext) -> DataFrame:
-    """Load: the judgments classified against the catalog's product texts (build_pairs' texts), cached."""
+def read_judged_pairs(ctx: JobContext, texts: DataFrame) -> DataFrame:
+    """Load: the judgments classified against the catalog's product `texts` (read_catalog_texts), cached."""
     wh = ctx.warehouse
     judgments = conform(wh.read(JUDGMENTS), JUDGMENTS, wh.path(JUDGMENTS.name))
-    return classify_judgments(judgments, read_catalog_texts(ctx), ctx.settings.labels.active).cache()
+    return classify_judgments(judgments, texts, ctx.settings.labels.active).cache()
 
 
 def read_catalog_products(ctx: JobContext, limit: int, seed: int) -> list[dict[str, Any]]:
@@ -79,10 +80,10 @@ def read_catalog_products(ctx: JobContext, limit: int, seed: int) -> list[dict[s
     return [row.asDict(recursive=True) for row in rows]
 
 
-def read_click_examples(ctx: JobContext) -> ClickExamples:
+def read_click_examples(ctx: JobContext, texts: DataFrame) -> ClickExamples:
     """Load: the click labels that may train (finetune.sources), from the `click_labels` partition named by
     finetune.click_labels_ds or else the latest: the finetune.click_model's labels of pairs shown at least
-    finetune.click_min_impressions times whose product has a catalog text, at most finetune.max_click_examples
+    finetune.click_min_impressions times whose product has a catalog text (`texts`), at most finetune.max_click_examples
     (whole queries, by seed). An InputError, before anything is written, when there are none."""
     wh, tuning = ctx.warehouse, ctx.settings.finetune
     where = wh.path(CLICK_LABELS.name)
@@ -91,11 +92,9 @@ def read_click_examples(ctx: JobContext) -> ClickExamples:
                          f"{where} (run `python -m jobs click-model --ds D` first); nothing was written")
     labels = conform(wh.read(CLICK_LABELS), CLICK_LABELS, where)
     ds = tuning.click_labels_ds or labels.agg(F.max("ds")).collect()[0][0]
-    chosen = labels.where((F.col("ds") == F.lit(ds)) & (F.col("click_model") == tuning.click_model)
-                          & (F.col("impressions") >= tuning.click_min_impressions))
+    chosen = usable_labels(labels, ds, tuning.click_model, tuning.click_min_impressions)
     counted = chosen.count()
-    with_text = chosen.join(read_catalog_texts(ctx), "product_id").select(
-        "query_norm", "product_id", "product_text", "label", "impressions").cache()
+    with_text = chosen.join(texts, "product_id").select("query_norm", "product_id", "product_text", "label").cache()
     available = with_text.count()
     if available == 0:
         raise InputError(f"finetune.sources={tuning.sources}: {where} holds no {tuning.click_model} label for ds {ds} "
@@ -108,17 +107,17 @@ def read_click_examples(ctx: JobContext) -> ClickExamples:
     return ClickExamples(rows, where, str(ds), tuning.click_model, available, counted - available)
 
 
-def load_inputs(ctx: JobContext, base_dir: Path, classified: DataFrame) -> FinetuneInputs:
+def load_inputs(ctx: JobContext, base_dir: Path, classified: DataFrame, texts: DataFrame) -> FinetuneInputs:
     """Load: the usable judged pairs (at most finetune.max_examples, whole queries), the catalog sample of the
-    catalog stage, the catalog's BM25 statistics, the promoted version and the click labels, as far as the settings
-    need them."""
+    catalog stage, the catalog's BM25 statistics (of `texts`), the promoted version and the click labels, as far as
+    the settings need them."""
     settings, tuning = ctx.settings, ctx.settings.finetune
     examples, available = training_examples(classified, tuning.max_examples, tuning.seed)
     products = read_catalog_products(ctx, catalog_sample_size(tuning), tuning.seed) if trains_on_catalog(tuning) else []
-    bm25 = (bm25_corpus_stats(read_catalog_texts(ctx), tuning.lexical_min_df, tuning.lexical_max_tokens)
-            if weighs_bm25(tuning) else None)
+    bm25 = (bm25_corpus_stats(texts, tuning.lexical_min_df, tuning.lexical_max_tokens) if weighs_bm25(tuning)
+            else None)
     promoted = load_promoted(settings.model.models_root, storage_options(settings), settings.model.cache_dir)
-    clicks = read_click_examples(ctx) if uses_clicks(tuning) else None
+    clicks = read_click_examples(ctx, texts) if uses_clicks(tuning) else None
     return FinetuneInputs(base_dir, examples, available, ctx.warehouse.path(JUDGMENTS.name), products, bm25, promoted,
                           clicks)
 
@@ -130,10 +129,11 @@ def run(ctx: JobContext) -> JobResult:
     torch.set_num_threads(tuning.threads or os.cpu_count() or 1)
 
     # load
-    classified = read_judged_pairs(ctx)
+    texts = read_catalog_texts(ctx).cache()  # judgments, BM25 and click labels each need them
+    classified = read_judged_pairs(ctx, texts)
     rows_in = classified.count()
     compared_with = promoted_version(settings.model.models_root, options)  # what the gate compares against
-    inputs = load_inputs(ctx, base_dir, classified)
+    inputs = load_inputs(ctx, base_dir, classified, texts)
 
     # compute
     version = train_new_version(inputs, settings, ctx.run_id)

@@ -9,7 +9,8 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from typing import Any
 
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame
@@ -21,6 +22,7 @@ from jobs.core.spark import session_setting
 from relevance.embeddings import embedding_details, plan_day_embeddings, scoring_path
 from relevance.frames import rejects_frame
 from relevance.scoring import (
+    DayScoring,
     device_and_precision,
     plan_day_scoring,
     probe_model,
@@ -36,12 +38,12 @@ from schemas.tables import EMBEDDINGS, PAIRS, REJECTS, RELEVANCE
 from schemas.validate import conform
 from udfs.card import ModelCard
 from udfs.model import (
+    LoadedModel,
     fetch_model_version,
     load_model_version,
     locate_model_version,
-    read_lexical_stats,
 )
-from udfs.spark_udf import EmbedCounters, ScoreCounters
+from udfs.spark_udf import EmbedCounters, ScoreCounters, ScorerSpec
 
 JOB = "score"
 
@@ -57,17 +59,18 @@ def previous_scores(wh, model_version: str, precision: str, ds: str, lookback_da
                        & (F.col("ds") >= since) & (F.col("ds") <= ds))
 
 
-def load_checked_model(settings: Settings) -> tuple[str, ModelCard, dict[str, float]]:
+def load_checked_model(settings: Settings) -> tuple[str, LoadedModel, dict[str, float]]:
     """Locate the model version (a local folder, or its URI on an object store: what executors are handed),
     fetch and load it on the driver as executors will (fetch_model_version) and probe it (probe_model): a broken
-    model stops here. Returns where the version is, its card and the probe's score range."""
+    model stops here. Returns where the version is, the loaded version (its card, its frozen BM25 statistics) and
+    the probe's score range."""
     options = storage_options(settings)
     model_dir = locate_model_version(settings.model.models_root, settings.model.version, options)
     model = load_model_version(fetch_model_version(model_dir, options, settings.model.cache_dir))
     mismatch = product_text_mismatch(model.card, settings.pairs)
     if mismatch:
         raise JobError(f"{JOB}: {mismatch}")
-    return model_dir, model.card, probe_model(model)
+    return model_dir, model, probe_model(model)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -81,11 +84,67 @@ def run(ctx: JobContext) -> JobResult:
         return score_day(ctx)
 
 
+@dataclass
+class ScoredDay:
+    """A day's pairs scored on one path: the split (fresh, reused, rejected), the pairs scored now, the seconds it
+    took, the path's details for `runs`, and on the embedding path the new vectors to append (persisted)."""
+
+    day: DayScoring
+    scored: int
+    seconds: float
+    details: dict[str, Any]
+    new_vectors: DataFrame | None = None
+
+
+def score_pair_by_pair(ctx: JobContext, pairs: DataFrame, previous: DataFrame | None, spec: ScorerSpec,
+                       card: ModelCard, device: str, precision: str) -> ScoredDay:
+    """The pair path: each pair scored in a pandas UDF (relevance.scoring.plan_day_scoring)."""
+    counters = ScoreCounters(ctx.spark.sparkContext)
+    day = plan_day_scoring(pairs, previous, spec, card, precision, ctx.run_id, ctx.spark.sparkContext.defaultParallelism,
+                           counters)
+    day = replace(day, fresh=day.fresh.cache())
+    started = time.time()
+    scored = day.fresh.count()
+    seconds = time.time() - started
+    return ScoredDay(day, scored, seconds,
+                     {"scoring_path": "pairs", **scoring_details(counters.values(), spec, device, precision)})
+
+
+def score_through_embeddings(ctx: JobContext, pairs: DataFrame, previous: DataFrame | None, spec: ScorerSpec,
+                             model: LoadedModel, device: str, precision: str) -> ScoredDay:
+    """The embedding path (relevance.embeddings.plan_day_embeddings): the texts the `embeddings` table lacks are
+    embedded (and persisted, to append once the scores pass), then every pair is a join and a dot product. A pair
+    that finds no vector stops the job before anything is written."""
+    wh, ds, card = ctx.warehouse, ctx.require_ds(), model.card
+    counters = EmbedCounters(ctx.spark.sparkContext)
+    table = (conform(wh.read(EMBEDDINGS, {"model_version": card.version}), EMBEDDINGS, wh.path(EMBEDDINGS.name))
+             if wh.exists(EMBEDDINGS.name) else None)
+    planned = plan_day_embeddings(pairs, previous, table, spec, card, model.lexical, precision, ctx.run_id, ds,
+                                  ctx.spark.sparkContext.defaultParallelism, counters)
+    started = time.time()
+    new_vectors = planned.new_vectors.persist(StorageLevel.MEMORY_AND_DISK)
+    embedded = {row["kind"]: int(row["count"]) for row in new_vectors.groupBy("kind").count().collect()}
+    embed_seconds = time.time() - started
+    expected = planned.to_score.count()
+    distinct_texts = planned.texts.count()
+    day = replace(planned.day, fresh=planned.day.fresh.cache())
+    started = time.time()
+    scored = day.fresh.count()
+    join_dot_seconds = time.time() - started
+    if scored != expected:
+        raise JobError(f"{JOB}: {expected - scored} of {expected} pairs of ds={ds} found no vector of their query "
+                       f"or product text in embeddings (model {card.version}, {precision}); relevance was not written")
+    details = embedding_details(counters.values(), embedded, distinct_texts, spec, device, precision, embed_seconds,
+                                join_dot_seconds)
+    return ScoredDay(day, scored, embed_seconds + join_dot_seconds, details, new_vectors)
+
+
 def score_day(ctx: JobContext) -> JobResult:
     """Load (the model, checked; the day's pairs; this version's earlier scores) -> plan (relevance.scoring, or
     relevance.embeddings on the embedding path) -> check the scores -> write embeddings, relevance and rejects."""
     wh, ds, spark, config = ctx.warehouse, ctx.require_ds(), ctx.spark, ctx.settings.scoring
-    model_dir, card, probe = load_checked_model(ctx.settings)
+    model_dir, model, probe = load_checked_model(ctx.settings)
+    card = model.card
     path = scoring_path(config.path, card)  # a ModelError for a cross-encoder asked to score through embeddings
     pairs = conform(wh.read(PAIRS, {"ds": ds}), PAIRS, wh.path(PAIRS.name)).cache()
     rows_in = pairs.count()
@@ -95,40 +154,11 @@ def score_day(ctx: JobContext) -> JobResult:
     device, precision = device_and_precision(spark, spec)
     previous = previous_scores(wh, card.version, precision, ds, config.reuse_lookback_days) if config.incremental else None
     previous = previous.cache() if previous is not None else None
-    partitions = spark.sparkContext.defaultParallelism
-    new_vectors: DataFrame | None = None
-    if path == "embeddings":
-        embed_counters = EmbedCounters(spark.sparkContext)
-        table = (conform(wh.read(EMBEDDINGS, {"model_version": card.version}), EMBEDDINGS, wh.path(EMBEDDINGS.name))
-                 if wh.exists(EMBEDDINGS.name) else None)
-        lexical = read_lexical_stats(fetch_model_version(model_dir, storage_options(ctx.settings),
-                                                         ctx.settings.model.cache_dir), card)
-        planned = plan_day_embeddings(pairs, previous, table, spec, card, lexical, precision, ctx.run_id, ds,
-                                      partitions, embed_counters)
-        started = time.time()
-        new_vectors = planned.new_vectors.persist(StorageLevel.MEMORY_AND_DISK)
-        embedded = {row["kind"]: int(row["count"]) for row in new_vectors.groupBy("kind").count().collect()}
-        embed_seconds = time.time() - started
-        expected = planned.to_score.count()
-        distinct_texts = planned.texts.count()
-        day = replace(planned.day, fresh=planned.day.fresh.cache())
-        started = time.time()
-        scored = day.fresh.count()
-        join_dot_seconds = time.time() - started
-        scoring_seconds = embed_seconds + join_dot_seconds
-        if scored != expected:
-            raise JobError(f"{JOB}: {expected - scored} of {expected} pairs of ds={ds} found no vector of their query "
-                           f"or product text in embeddings (model {card.version}, {precision}); relevance was not written")
-        path_details = embedding_details(embed_counters.values(), embedded, distinct_texts, spec, device, precision,
-                                         embed_seconds, join_dot_seconds)
-    else:
-        counters = ScoreCounters(spark.sparkContext)
-        day = plan_day_scoring(pairs, previous, spec, card, precision, ctx.run_id, partitions, counters)
-        day = replace(day, fresh=day.fresh.cache())
-        started = time.time()
-        scored = day.fresh.count()
-        scoring_seconds = time.time() - started
-        path_details = {"scoring_path": "pairs", **scoring_details(counters.values(), spec, device, precision)}
+    scored_day = (score_through_embeddings(ctx, pairs, previous, spec, model, device, precision) if path == "embeddings"
+                  else score_pair_by_pair(ctx, pairs, previous, spec, card, device, precision))
+    day, scored, scoring_seconds, path_details = (scored_day.day, scored_day.scored, scored_day.seconds,
+                                                  scored_day.details)
+    new_vectors = scored_day.new_vectors
     bad_scores = unusable_scores(day.fresh)
     if bad_scores:
         raise JobError(f"{JOB}: model {card.version} gave {bad_scores} of {scored} pairs of ds={ds} a score that is NaN, "

@@ -694,3 +694,11 @@ def _log_facts(cells: DataFrame, pairs: DataFrame, searches: DataFrame, capped: 
                "clients_capped": capped.clients, "clients_capped_examples": capped.examples,
                "clicks_left_out_by_cap": capped.clicks_left_out}
     return {"notes": notes, "details": details}
+
+
+def usable_labels(labels: DataFrame, labels_ds: str, click_model: str, min_impressions: int) -> DataFrame:
+    """(query_norm, product_id, label) of a `click_labels` table: the `click_model`'s labels of partition `labels_ds`
+    of pairs shown at least `min_impressions` times (what the audit and fine-tuning use)."""
+    return (labels.where((F.col("ds") == F.lit(labels_ds)) & (F.col("click_model") == F.lit(click_model))
+                         & (F.col("impressions") >= min_impressions) & F.col("label").isNotNull())
+            .select("query_norm", "product_id", F.col("label").cast("double").alias("label")))

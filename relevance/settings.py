@@ -399,6 +399,26 @@ class RegressionGate:
 
 
 @dataclass(frozen=True)
+class RetrievalAudit:
+    """retrieve (and the audit's retrieval rows): each audited query's top-k over the whole catalog by the serving
+    bi-encoder's exact dot product (`catalog_topk`), against what the engine showed."""
+
+    enabled: bool = setting(True, "nightly runs `retrieve` between score and audit (a bi-encoder version only; a "
+                            "cross-encoder is skipped with one line)")
+    k: int = setting(50, "products kept per query: the model's top-k over the whole catalog", ge=1, le=1000)
+    queries: int = setting(1000, "the day's logged queries retrieved for, most searched first (head, then torso, then "
+                           "tail), besides every judged query; 0: judged queries only", ge=0)
+    top_share_k: int = setting(10, "the audit's never-shown share is of the model's top this many", ge=1, le=1000)
+    query_block: int = setting(1024, "queries per matrix product in a task (block x arrow batch x 4 bytes of scores "
+                               "in memory)", ge=1)
+    product_partitions: int | Literal["auto"] = setting(
+        AUTO, "partitions of the catalog's vectors, each a task with the whole query matrix; auto: the default "
+        "parallelism", ge=1)
+    report_queries: int = setting(20, "queries with the largest gap listed in the HTML report, with product titles",
+                                  ge=0)
+
+
+@dataclass(frozen=True)
 class AuditConfig:
     """audit: metrics, baselines, confidence intervals, thresholds and comparisons."""
 
@@ -428,6 +448,7 @@ class AuditConfig:
     click_labels_max_age_days: int = setting(7, "the click audit uses the latest click_labels partition on or before "
                                              "the audit's ds only when it is at most this many days older", ge=0)
     regression: RegressionGate = field(default_factory=RegressionGate)
+    retrieval: RetrievalAudit = field(default_factory=RetrievalAudit)
 
 
 @dataclass(frozen=True)
@@ -752,6 +773,10 @@ def validate(settings: Settings) -> Settings:
     if pairs.head_share + pairs.torso_share > 1 + 1e-9:
         raise ConfigError(f"pairs.head_share ({pairs.head_share}) + pairs.torso_share ({pairs.torso_share}) must be "
                           "1 or less (the tail is the rest)")
+    retrieval = settings.audit.retrieval
+    if retrieval.top_share_k > retrieval.k:
+        raise ConfigError(f"audit.retrieval.top_share_k ({retrieval.top_share_k}) must be at most audit.retrieval.k "
+                          f"({retrieval.k}): the share is of the retrieved top-k")
     try:
         check_precision(settings.scoring.precision, settings.scoring.device)
     except ValueError as exc:

@@ -160,6 +160,31 @@ EMBEDDINGS = TableSpec(
     may_be_emptied=True,  # a cache: vacuum empties the partitions of versions past their retention
 )
 
+# Each audited query's top-k products over the whole catalog by the serving bi-encoder's exact dot product of the
+# `embeddings` vectors (relevance.retrieval), with whether the engine showed them that day. Written by `retrieve`.
+CATALOG_TOPK = TableSpec(
+    "catalog_topk",
+    _struct(
+        ("query_norm", S),
+        ("product_id", S),
+        ("rank", L),  # 1..k by score desc, then product_id asc
+        ("score", D),  # the retrieval score: the cosine of the two normalized vectors (float32 vectors, summed in double)
+        ("relevance_score", D),  # the pair's calibrated score as `relevance` gives it (cosine + the lexical term, Platt)
+        ("shown_by_engine", BooleanType()),  # the day's pairs hold (query_norm, product_id) with impressions > 0
+        ("in_pairs", BooleanType()),  # the day's pairs hold it at all (shown, clicked, or a judged candidate)
+        ("segment", S),  # the query's frequency segment that day (head | torso | tail); null for a judged query not logged
+        ("query_searches", L),  # the query's searches that day (0 for a judged query not logged)
+        ("judged", BooleanType()),  # the query has judgments (audit.judgments_table)
+        ("model_version", S),
+        ("precision", S),
+        ("k", L),  # audit.retrieval.k of the run
+        ("run_id", S),
+        ("ds", S),
+    ),
+    partition_by=("ds",),
+    required=("query_norm", "product_id", "rank", "score", "shown_by_engine", "model_version", "ds"),
+)
+
 # One row per (query, product, click model) of a window of query_log days ending at ds (relevance.click_model).
 CLICK_LABELS = TableSpec(
     "click_labels",
@@ -287,6 +312,7 @@ TABLES: dict[str, TableSpec] = {
         PAIRS,
         RELEVANCE,
         EMBEDDINGS,
+        CATALOG_TOPK,
         RELEVANCE_AUDIT,
         CLICK_LABELS,
         CLICK_MODEL_POSITIONS,

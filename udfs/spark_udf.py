@@ -55,10 +55,11 @@ def worker_model(settings: ScorerSpec):
     return _WORKER_MODELS[key]
 
 
-class ScoreCounters:
-    """Spark accumulators that bring the workers' scorer statistics back to the driver."""
+class StatCounters:
+    """Spark accumulators that bring the workers' statistics (the attributes FIELDS of a stats object) back to the
+    driver."""
 
-    FIELDS = ("pairs", "unique_pairs", "real_tokens", "padded_tokens", "truncated")
+    FIELDS: tuple[str, ...] = ()
 
     def __init__(self, spark_context) -> None:
         self.accumulators = {name: spark_context.accumulator(0) for name in self.FIELDS}
@@ -69,6 +70,12 @@ class ScoreCounters:
 
     def values(self) -> dict[str, int]:
         return {name: accumulator.value for name, accumulator in self.accumulators.items()}
+
+
+class ScoreCounters(StatCounters):
+    """The scorer's statistics: pairs, distinct pairs, real and padded tokens, pairs cut at max_length."""
+
+    FIELDS = ("pairs", "unique_pairs", "real_tokens", "padded_tokens", "truncated")
 
 
 def make_score_udf(settings: ScorerSpec, counters: ScoreCounters | None = None):
@@ -97,20 +104,10 @@ def bm25_tokens_udf(texts: pd.Series) -> pd.Series:
     return pd.Series(bm25_tokens(texts.tolist()), index=texts.index)
 
 
-class EmbedCounters:
-    """Spark accumulators of the embedding UDF: texts it embedded, real and padded tokens, texts cut at max_length."""
+class EmbedCounters(StatCounters):
+    """The embedding UDF's statistics: texts it embedded, real and padded tokens, texts cut at max_length."""
 
     FIELDS = ("texts", "real_tokens", "padded_tokens", "truncated")
-
-    def __init__(self, spark_context) -> None:
-        self.accumulators = {name: spark_context.accumulator(0) for name in self.FIELDS}
-
-    def add(self, stats) -> None:
-        for name, accumulator in self.accumulators.items():
-            accumulator.add(getattr(stats, name))
-
-    def values(self) -> dict[str, int]:
-        return {name: accumulator.value for name, accumulator in self.accumulators.items()}
 
 
 EMBEDDING_TYPE = StructType([StructField("vector", ArrayType(FloatType())), StructField("tokens", LongType())])

@@ -12,6 +12,7 @@ import pandas as pd
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
+from relevance.click_model import usable_labels
 from relevance.evaluation.audit_rows import LOGGED, MODEL
 from relevance.evaluation.click_agreement import (
     MIN_LABELLED,
@@ -41,14 +42,6 @@ def click_partition(labels: DataFrame | None, ds: str, max_age_days: int) -> Cli
         return choose_click_partition(None, ds, max_age_days, table_exists=False)
     latest = labels.where(F.col("ds") <= F.lit(ds)).agg(F.max("ds")).collect()[0][0]
     return choose_click_partition(latest, ds, max_age_days)
-
-
-def usable_labels(labels: DataFrame, labels_ds: str, click_model: str, min_impressions: int) -> DataFrame:
-    """(query_norm, product_id, label): the `click_model`'s labels of partition `labels_ds` of pairs shown at least
-    `min_impressions` times."""
-    return (labels.where((F.col("ds") == F.lit(labels_ds)) & (F.col("click_model") == F.lit(click_model))
-                         & (F.col("impressions") >= min_impressions) & F.col("label").isNotNull())
-            .select("query_norm", "product_id", F.col("label").cast("double").alias("label")))
 
 
 def judged_queries(judgments: DataFrame) -> DataFrame:

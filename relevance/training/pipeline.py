@@ -120,10 +120,11 @@ def plan_training(inputs: FinetuneInputs, settings: Settings, log: Callable[[str
             f"training on the {len(examples)} pairs of whole queries chosen by seed {tuning.seed}")
     parts = split_examples(examples, tuning.seed, tuning.val_fraction, tuning.test_fraction, inputs.source)
     train, sources = training_pairs(parts, inputs.clicks, tuning, settings.labels.active)
-    fingerprint = data_fingerprint(examples, train if len(train) != len(parts["train"]) or inputs.clicks else None)
+    other_than_split = train is not parts["train"]  # click labels, or fewer training queries
+    fingerprint = data_fingerprint(examples, train if other_than_split else None)
     log(f"finetune: {len(examples)} judged pairs ({', '.join(f'{n} {len(p)}' for n, p in parts.items())}) "
         f"from {settings.model.base}, a {tuning.kind}")
-    if sources.sources != "judgments" or len(train) != len(parts["train"]):
+    if other_than_split:
         log(f"finetune: training on {sources.judged_pairs} judged pairs of {sources.judged_queries} queries and "
             f"{sources.click_pairs} click-labelled pairs of {sources.click_queries} queries (finetune.sources="
             f"{sources.sources}); validation and test stay on judgments")

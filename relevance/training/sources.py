@@ -21,6 +21,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from relevance.settings import FinetuneSettings, LabelScheme
@@ -43,9 +44,9 @@ def uses_clicks(tuning: FinetuneSettings) -> bool:
 
 @dataclass(frozen=True)
 class ClickExamples:
-    """The click labels the job loaded: one row per (query_norm, product_id) with the product's text, its `label`
-    and `impressions` (at least finetune.click_min_impressions), at most finetune.max_click_examples (whole
-    queries), and where they came from."""
+    """The click labels the job loaded: one row per (query_norm, product_id) with the product's text and its
+    `label` (of a pair shown at least finetune.click_min_impressions times), at most finetune.max_click_examples
+    (whole queries), and where they came from."""
 
     rows: pd.DataFrame
     table: str  # the click_labels table's path
@@ -77,9 +78,9 @@ class SourcesRecord:
 def first_queries(rows: pd.DataFrame, max_queries: int | None, seed: int) -> pd.DataFrame:
     """`rows` of at most `max_queries` queries, the first in a seeded hash order of query_norm (None: all): the
     same seed keeps the same queries, and a larger limit keeps a superset (a learning curve's steps nest)."""
-    queries = sorted(rows.query_norm.unique(), key=lambda q: hashlib.sha256(f"{seed}\x1f{q}".encode()).digest())
-    if max_queries is None or len(queries) <= max_queries:
+    if max_queries is None or rows.query_norm.nunique() <= max_queries:
         return rows
+    queries = sorted(rows.query_norm.unique(), key=lambda q: hashlib.sha256(f"{seed}\x1f{q}".encode()).digest())
     return rows[rows.query_norm.isin(set(queries[:max_queries]))].reset_index(drop=True)
 
 
@@ -90,12 +91,13 @@ def click_training_rows(clicks: ClickExamples, parts: dict[str, pd.DataFrame], t
     every pair of a validation or test query."""
     rows = clicks.rows
     held_out = set().union(*(set(parts[name].query_norm) for name in HELD_OUT_SPLITS))
-    of_held_out = rows.query_norm.isin(held_out)
-    drop_held_out = of_held_out if tuning.click_queries == "not_held_out" else pd.Series(False, index=rows.index)
+    of_held_out = rows.query_norm.isin(held_out).to_numpy()
+    nothing = np.zeros(len(rows), dtype=bool)
+    drop_held_out = of_held_out if tuning.click_queries == "not_held_out" else nothing
     judged = pd.MultiIndex.from_frame(parts["train"][["query_norm", "product_id"]])
     drop_judged = (pd.MultiIndex.from_frame(rows[["query_norm", "product_id"]]).isin(judged) if uses_judgments(tuning)
-                   else pd.Series(False, index=rows.index).to_numpy())
-    kept = rows[~(drop_held_out.to_numpy() | drop_judged)]
+                   else nothing)
+    kept = rows[~(drop_held_out | drop_judged)]
     training = pd.DataFrame({"query_norm": kept.query_norm, "product_id": kept.product_id,
                              "product_text": kept.product_text, "grade": kept.label.astype(float) * scheme.top_grade})
     left_out = {"table": clicks.table, "ds": clicks.ds, "click_model": clicks.click_model,
