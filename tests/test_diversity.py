@@ -104,3 +104,78 @@ def test_concentration_of_a_top() -> None:
     assert row["brand_entropy@k"] == pytest.approx(-(0.75 * math.log2(0.75) + 0.25 * math.log2(0.25)))
     assert brand_entropy(["x"] * 4) == 0.0 and brand_entropy(list("abcd")) == pytest.approx(2.0)
     assert concentration_at_k(top, 3)["shown@k"] == 3
+
+
+# ----------------------------------------------------------------------------- MMR and the audit's rows
+def test_mmr_lambda_one_is_the_plain_ranking_and_lower_lambdas_spread_the_top() -> None:
+    from relevance.evaluation.mmr import mmr_order
+
+    ids = ["a", "b", "c", "d"]
+    scores = np.array([0.90, 0.89, 0.50, 0.88])
+    vectors = np.array([[1.0, 0.0], [1.0, 0.01], [0.0, 1.0], [0.99, 0.05]])  # a, b, d near-duplicates; c apart
+    assert mmr_order(ids, scores, vectors, 1.0).tolist() == [0, 1, 3, 2]
+    assert mmr_order(ids, scores, vectors, 0.5).tolist()[:2] == [0, 2]  # c comes second: it is unlike a
+    assert mmr_order(ids, scores, vectors, 0.5).tolist() == mmr_order(ids, scores, vectors, 0.5).tolist()
+    with pytest.raises(ValueError, match="lambda"):
+        mmr_order(ids, scores, vectors, 1.5)
+
+
+def small_evaluation():
+    from relevance.evaluation.audit_rows import AuditSettings, judged_evaluation
+
+    # q1: the model puts three acme laptops first; the relevant products span laptops and cases (two intents)
+    candidates = pd.DataFrame({
+        "query_norm": ["q1"] * 5 + ["q2"] * 3,
+        "product_id": ["p1", "p2", "p3", "p4", "p5", "p6", "p7", "p8"],
+        "score": [0.9, 0.8, 0.7, 0.6, 0.5, 0.9, 0.8, 0.7],
+        "mean_position": [1.0, 2.0, 3.0, 4.0, 5.0, 1.0, 2.0, 3.0],
+        "segment": ["head"] * 5 + ["tail"] * 3,
+    })
+    judged = pd.DataFrame({"query_norm": ["q1"] * 5 + ["q2"] * 3,
+                           "product_id": ["p1", "p2", "p3", "p4", "p5", "p6", "p7", "p8"],
+                           "grade": [2, 2, 0, 2, 0, 2, 2, 2]})
+    facets = pd.DataFrame({"product_id": ["p1", "p2", "p3", "p4", "p5", "p6", "p7", "p8"],
+                           "brand": ["acme", "acme", "acme", "zeta", "", "b1", "b2", "b3"],
+                           "category": ["Electronics"] * 8,
+                           "product_type": ["Electronics > Laptops"] * 3 + ["Electronics > Cases"] * 2
+                           + ["Electronics > Phones"] * 3})
+    settings = AuditSettings(ks=(10,), relevant_min_grade=1, bootstrap_samples=50)
+    return judged_evaluation(candidates, judged, settings), facets, settings
+
+
+def test_diversity_rows_of_a_hand_checked_audit() -> None:
+    from relevance.evaluation.audit_rows import LOGGED, MODEL
+    from relevance.evaluation.diversity_rows import DiversitySettings, diversity_audit, product_facets
+
+    evaluation, facets, settings = small_evaluation()
+    rows, per_system = diversity_audit(evaluation, facets, settings, DiversitySettings(k=10))
+    q1 = per_system[MODEL].set_index("query_norm").loc["q1"]
+    assert q1["distinct_brands@10"] == 2 and q1["top_brand_share@10"] == pytest.approx(3 / 4)
+    assert q1["distinct_types@10"] == 2
+    # relevant: p1, p2 (laptops), p4 (case); ranked p1 p2 p3 p4 p5; alpha = 0.5
+    alpha_dcg = 1 + 0.5 / np.log2(3) + 1 / np.log2(5)
+    ideal = 1 + 1 / np.log2(3) + 0.5 / np.log2(4)  # laptop, case, laptop
+    assert q1["alpha_ndcg@10"] == pytest.approx(alpha_dcg / ideal)
+    assert np.isnan(per_system[MODEL].set_index("query_norm").loc["q2", "alpha_ndcg@10"])  # one intent
+    assert set(rows.system) == {MODEL, LOGGED}
+    everyone = rows[(rows.system == MODEL) & (rows.segment == "all") & (rows.metric == "distinct_brands@10")]
+    assert everyone.value.item() == pytest.approx((2 + 3) / 2) and everyone.support.item() == 2
+    assert (rows.segment == "query=q1").any() and rows.definition.str.contains("queries:").all()
+    catalog = pd.DataFrame({"product_id": ["x"], "brand": [None], "category": ["Kitchen > Storage > Mug Racks"]})
+    assert product_facets(catalog).iloc[0].to_dict() == {
+        "product_id": "x", "brand": "", "category": "Kitchen", "product_type": "Kitchen > Storage > Mug Racks"}
+
+
+def test_mmr_tradeoff_at_lambda_one_is_the_model() -> None:
+    from relevance.evaluation.audit_rows import MODEL
+    from relevance.evaluation.diversity_rows import DiversitySettings, mmr_tradeoff
+
+    evaluation, facets, settings = small_evaluation()
+    vectors = np.eye(8)[[0, 0, 0, 1, 1, 2, 3, 4]] + 0.01  # laptops alike, cases alike
+    rows = mmr_tradeoff(evaluation, facets, vectors, settings, DiversitySettings(k=10), (1.0, 0.3)).set_index(
+        ["system", "metric"])
+    model_ndcg = evaluation.per_query[MODEL]["ndcg@10"].mean()
+    assert rows.loc[("model_mmr_lambda=1", "ndcg@10"), "value"] == pytest.approx(model_ndcg)
+    # at 0.3 the case p4 comes second in q1: alpha-nDCG rises
+    assert rows.loc[("model_mmr_lambda=0.3", "alpha_ndcg@10"), "value"] > rows.loc[
+        ("model_mmr_lambda=1", "alpha_ndcg@10"), "value"]
