@@ -34,7 +34,7 @@ from relevance.evaluation.summary import markdown_report, report_metrics, thresh
 from relevance.frames import to_spark
 from relevance.scoring import serving_note
 from relevance.settings import AuditConfig
-from schemas.tables import CATALOG, CLICK_LABELS, JUDGMENTS, PAIRS, RELEVANCE, RELEVANCE_AUDIT
+from schemas.tables import CATALOG, CATALOG_TOPK, CLICK_LABELS, JUDGMENTS, PAIRS, RELEVANCE, RELEVANCE_AUDIT
 from schemas.validate import conform
 
 JOB = "audit"
@@ -79,7 +79,10 @@ def load(ctx: JobContext) -> AuditInputs:
     compared = settings.audit.compare
     if judgments is None and compared:
         raise FileNotFoundError(f"--compare needs judgments: no table at {wh.path(judgments_spec.name)}")
-    catalog = conform(wh.read(CATALOG), CATALOG, wh.path(CATALOG.name)) if judgments is not None else None
+    catalog_topk = (conform(wh.read(CATALOG_TOPK, {"ds": ds}), CATALOG_TOPK, wh.path(CATALOG_TOPK.name))
+                    if wh.exists(CATALOG_TOPK.name) else None)  # the retrieval audit (relevance.retrieval)
+    catalog = (conform(wh.read(CATALOG), CATALOG, wh.path(CATALOG.name))
+               if judgments is not None or catalog_topk is not None else None)  # judged audit; the report's titles
     click_labels = (conform(wh.read(CLICK_LABELS), CLICK_LABELS, wh.path(CLICK_LABELS.name))
                     if wh.exists(CLICK_LABELS.name) else None)  # the click audit picks its partition
 
@@ -103,6 +106,7 @@ def load(ctx: JobContext) -> AuditInputs:
         threshold=card.threshold,
         splits=[read_split(model_dir)] + ([read_split(other_dir)] if other_dir else []),
         other=other, serving=serving_note(card, settings.model.version), click_labels=click_labels,
+        catalog_topk=catalog_topk,
     )
 
 
@@ -145,7 +149,9 @@ def write(ctx: JobContext, inputs: AuditInputs, outcome: AuditOutcome) -> JobRes
         reliability=outcome.drawn.get("reliability", pd.DataFrame()),
         score_histograms=outcome.drawn.get("score_histograms", pd.DataFrame()), worst_offenders=outcome.offenders,
         threshold=settings.threshold, target_precision=settings.target_precision, summary_text=summary,
-        click_note=click_report_note(outcome.click_note))))
+        click_note=click_report_note(outcome.click_note),
+        retrieval_gaps=outcome.retrieval.gaps if outcome.retrieval is not None else pd.DataFrame(),
+        retrieval_note=outcome.retrieval.note if outcome.retrieval is not None else "")))
     thresholds = write_thresholds(inputs.model_location, ds, ctx.run_id, frame, settings, inputs.options)
     reports = [str(path) for path in (html, markdown, thresholds) if path]
     if reports:

@@ -33,6 +33,7 @@ from relevance.evaluation.click_agreement import click_agreement_rows, click_not
 from relevance.evaluation.click_ndcg import click_agreement, click_partition
 from relevance.evaluation.compare import compare_rows, movement_line, regression_failure
 from relevance.evaluation.held_out import held_out_candidates, judged_candidates
+from relevance.evaluation.retrieval_audit import RetrievalPart, retrieval_part
 from relevance.evaluation.summary import audit_summary
 from relevance.pairs import catalog_texts
 from relevance.settings import Settings
@@ -61,6 +62,7 @@ class AuditInputs:
     other: LoadedModel | None
     serving: str  # which model the audited scores came from, and why (relevance.scoring.serving_note)
     click_labels: DataFrame | None = None  # the whole click_labels table; None without one
+    catalog_topk: DataFrame | None = None  # the ds partition of catalog_topk; None without one
 
     @property
     def model_version(self) -> str:
@@ -81,6 +83,7 @@ class AuditOutcome:
     failure: str | None
     created_at: dt.datetime
     click_note: str = ""  # the click audit's labels and queries, or why there is none
+    retrieval: RetrievalPart | None = None  # the catalog retrieval audit (its gaps go to the report)
 
 
 @dataclass(frozen=True)
@@ -179,14 +182,18 @@ def compute(config: Settings, ds: str, run_id: str, inputs: AuditInputs) -> Audi
     logged = log_only_part(inputs, settings)
     judged = judged_part(config, inputs, settings)
     clicks, click_line = click_part(config, ds, inputs, settings)
+    retrieval = retrieval_part(inputs.catalog_topk, inputs.pairs, inputs.judgments, inputs.catalog,
+                               inputs.model_version, ds, settings, config.audit.retrieval.top_share_k,
+                               config.audit.retrieval.report_queries)
     settings = judged.settings
     comparison = judged.comparison if judged.comparison is not None else pd.DataFrame()
     now = dt.datetime.now(dt.timezone.utc)
-    frame = audit_frame([judged.rows, logged.rows, judged.curve_rows, comparison, clicks], run_id,
+    frame = audit_frame([judged.rows, logged.rows, judged.curve_rows, comparison, clicks, retrieval.rows], run_id,
                         inputs.model_version, now, ds)
     offenders = worst_offenders(logged.behavior, settings.threshold)
     summary = audit_summary(frame, inputs.model_version, ds, settings.scope, judged.queries, offenders, logged.queries,
                             click_line)
+    summary += "\n\n" + retrieval.note
     failure = None
     if judged.comparison is not None:
         primary = config.audit.regression.metric
@@ -194,4 +201,4 @@ def compute(config: Settings, ds: str, run_id: str, inputs: AuditInputs) -> Audi
         failure = regression_failure(judged.comparison, primary, config.audit.regression.margin)
     return AuditOutcome(settings=settings, frame=frame, drawn=judged.drawn, offenders=offenders, summary=summary,
                         judged_queries=judged.queries, movement=judged.movement, failure=failure, created_at=now,
-                        click_note=click_line)
+                        click_note=click_line, retrieval=retrieval)

@@ -31,6 +31,7 @@ MODEL = "model"
 # The click audit's rows (relevance.evaluation.click_agreement, not imported: this module needs only pandas, jinja2
 # and its templates, e.g. from a zip).
 CLICK_PREFIX, CLICK_SYSTEMS = "click_ndcg@", (MODEL, "logged_position")
+RETRIEVAL_PREFIX = "retrieval_"  # relevance.evaluation.retrieval_rows
 # Okabe-Ito: distinguishable with the common colour-vision deficiencies.
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#000000", "#999999")
 METRIC_COLUMNS = ("system", "segment", "metric", "k", "threshold", "value", "support", "ci_low", "ci_high",
@@ -62,6 +63,8 @@ class AuditReport:
     target_precision: float
     summary_text: str
     click_note: str = ""  # the click section's note: the labels and queries it covered, what biases click labels
+    retrieval_gaps: pd.DataFrame | None = None  # relevance.evaluation.retrieval_audit.largest_gaps
+    retrieval_note: str = ""  # the retrieval audit's summary line (or why there is none)
 
 
 # ---------------------------------------------------------------------------------------------- frames
@@ -187,7 +190,8 @@ def _meta(report: AuditReport) -> list[tuple[str, str]]:
 def _comparable_rows(metrics: pd.DataFrame) -> pd.DataFrame:
     """Ranking and classifier rows: not the log-only audits, the model-vs-model deltas nor the click audit."""
     names = metrics.metric
-    return metrics[~names.str.startswith("irrelevant_") & ~names.str.startswith("delta_") & ~names.str.startswith(CLICK_PREFIX)]
+    return metrics[~names.str.startswith("irrelevant_") & ~names.str.startswith("delta_") & ~names.str.startswith(CLICK_PREFIX)
+                   & ~names.str.startswith(RETRIEVAL_PREFIX)]
 
 
 def _best_systems(cells: dict[str, pd.Series], metric: str) -> set[str]:
@@ -392,6 +396,35 @@ def _click_section(metrics: pd.DataFrame, note: str) -> Section | None:
     return Section("click-agreement", "Click agreement on queries without judgments", note, table=_table(["metric", "segment", *systems, "queries"], table))
 
 
+def _retrieval_section(metrics: pd.DataFrame, note: str) -> Section | None:
+    """The catalog retrieval audit: its rows per segment (model and engine side by side); None (no section) when
+    the run had no catalog_topk and no note."""
+    rows = metrics[metrics.metric.str.startswith(RETRIEVAL_PREFIX)]
+    if rows.empty:
+        return Section("retrieval", "Recall beyond the shown set", note) if note else None
+    return Section("retrieval", "Recall beyond the shown set", note,
+                   table=_table(["metric", "system", "segment", "value", "CI", "queries"], [
+                       [Cell(r.metric), Cell(r.system), Cell(r.segment), Cell(fmt_number(r.value), "num"),
+                        Cell(fmt_interval(r.ci_low, r.ci_high) or DASH, "num"), Cell(fmt_count(r.support), "num")]
+                       for r in rows.sort_values(["metric", "system", "segment"], kind="stable").itertuples()]))
+
+
+def _gaps_section(gaps: pd.DataFrame | None) -> Section | None:
+    """The logged queries with the most products the model ranks in its top and calls relevant but the engine never
+    showed, each such product with its title: what a merchandiser can act on."""
+    if not isinstance(gaps, pd.DataFrame) or gaps.empty:
+        return None
+    note = ("logged queries with the most products in the model's top (over the whole catalog) that the model calls "
+            "relevant (score >= the decision threshold) and the engine never showed that day; gap: how many")
+    rows = [[Cell(str(r.query_norm)), Cell(DASH if is_missing_value(r.segment) else str(r.segment)),
+             Cell(fmt_count(r.query_searches), "num"), Cell(fmt_count(r.gap), "num"), Cell(fmt_count(r.rank), "num"),
+             Cell(str(r.product_id)), Cell(DASH if is_missing_value(r.title) else str(r.title)),
+             Cell(fmt_number(r.relevance_score), "num")] for r in gaps.itertuples()]
+    return Section("retrieval-gaps", "Relevant products the engine never showed", note,
+                   table=_table(["query", "segment", "searches", "gap", "model rank", "product", "title", "score"],
+                                rows))
+
+
 def _comparison_section(metrics: pd.DataFrame) -> Section | None:
     """Model-vs-model deltas; None (no section at all) when the run compared nothing."""
     rows = metrics[metrics.metric.str.startswith("delta_")]
@@ -444,6 +477,8 @@ def render_audit_html(report: AuditReport) -> str:
         _log_only_section(metrics),
         _offenders_section(report.worst_offenders),
         _click_section(metrics, report.click_note),
+        _retrieval_section(metrics, report.retrieval_note),
+        _gaps_section(report.retrieval_gaps),
         _comparison_section(metrics),
         _definitions_section(metrics),
         Section("summary", "Plain-text summary", text=report.summary_text),

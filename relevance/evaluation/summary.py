@@ -18,6 +18,7 @@ from relevance.evaluation.audit_rows import (
     AuditSettings,
 )
 from relevance.evaluation.click_agreement import CLICK_BIAS, CLICK_PREFIX, CLICK_SYSTEMS
+from relevance.evaluation.retrieval_rows import RETRIEVAL_PREFIX
 
 # purity: no pyspark torch transformers
 
@@ -50,7 +51,8 @@ def format_comparison(frame: pd.DataFrame, scope: str) -> str:
 
 def format_summary(frame: pd.DataFrame, model_version: str, ds: str) -> str:
     """A readable table: model metric per frequency segment, with the logged ranking in brackets."""
-    model = frame[(frame.system == MODEL) & ~frame.metric.str.startswith((*CURVE_PREFIXES, CLICK_PREFIX))].copy()
+    model = frame[(frame.system == MODEL)
+                  & ~frame.metric.str.startswith((*CURVE_PREFIXES, CLICK_PREFIX, RETRIEVAL_PREFIX))].copy()
     if model.empty:
         return f"audit ds={ds}: no judged queries among the scored pairs; nothing to report"
     lines = [f"audit ds={ds} model={model_version}  value [95% CI] (logged ranking)", ""]
