@@ -61,6 +61,7 @@ def read_split(model_dir: Path) -> dict | None:
 
 
 def load(ctx: JobContext) -> AuditInputs:
+    from udfs.card import BI_ENCODER
     from udfs.model import fetch_model_version, load_model_version, locate_model_version, read_card, resolve_model_dir
 
     wh, ds, settings = ctx.warehouse, ctx.require_ds(), ctx.settings
@@ -100,13 +101,16 @@ def load(ctx: JobContext) -> AuditInputs:
         version, _, precision = compared.partition(":")
         other_dir = resolve_model_dir(models_root, version, options, cache_dir)
         other = load_model_version(other_dir, "cpu", precision or "fp32")
+    diversity = settings.audit.diversity
+    serving_model = (load_model_version(model_dir, "cpu") if judgments is not None and diversity.enabled
+                     and diversity.mmr_lambdas and card.kind == BI_ENCODER else None)  # the MMR trade-off's vectors
     return AuditInputs(
         relevance=relevance, rows_in=rows_in, versions=versions, pairs=pairs, judgments=judgments,
         judgments_table=judgments_spec.name, catalog=catalog, model_location=model_location, options=options,
         threshold=card.threshold,
         splits=[read_split(model_dir)] + ([read_split(other_dir)] if other_dir else []),
         other=other, serving=serving_note(card, settings.model.version), click_labels=click_labels,
-        catalog_topk=catalog_topk,
+        catalog_topk=catalog_topk, serving_model=serving_model,
     )
 
 
@@ -151,7 +155,9 @@ def write(ctx: JobContext, inputs: AuditInputs, outcome: AuditOutcome) -> JobRes
         threshold=settings.threshold, target_precision=settings.target_precision, summary_text=summary,
         click_note=click_report_note(outcome.click_note),
         retrieval_gaps=outcome.retrieval.gaps if outcome.retrieval is not None else pd.DataFrame(),
-        retrieval_note=outcome.retrieval.note if outcome.retrieval is not None else "")))
+        retrieval_note=outcome.retrieval.note if outcome.retrieval is not None else "",
+        concentrated=outcome.diversity.concentrated if outcome.diversity is not None else pd.DataFrame(),
+        diversity_note=outcome.diversity.note if outcome.diversity is not None else "")))
     thresholds = write_thresholds(inputs.model_location, ds, ctx.run_id, frame, settings, inputs.options)
     reports = [str(path) for path in (html, markdown, thresholds) if path]
     if reports:

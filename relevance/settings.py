@@ -419,6 +419,28 @@ class RetrievalAudit:
 
 
 @dataclass(frozen=True)
+class DiversityAudit:
+    """The audit's diversity rows (relevance.evaluation.diversity_rows) on the judged queries: what the top of each
+    system's ranking shows (brands, categories, product types) and, on multi-intent queries, alpha-nDCG and IA-nDCG;
+    and the price of variety: the model re-ranked by maximal marginal relevance at a few lambdas."""
+
+    enabled: bool = setting(True, "the audit adds the diversity rows (needs judgments and the catalog's brand and "
+                            "category)")
+    k: int = setting(10, "the top of a ranking that the diversity metrics look at", ge=1, le=1000)
+    intent: Literal["product_type", "category", "brand"] = setting(
+        "product_type", "a relevant judged product's intent in alpha-nDCG and IA-nDCG: its product type (the whole "
+        "category path), its top-level category or its brand")
+    alpha: float = setting(0.5, "alpha of alpha-nDCG: how much a second product of an intent already shown is worth "
+                           "less", ge=0, le=1)
+    mmr_lambdas: tuple[float, ...] = setting(
+        (1.0, 0.9, 0.8, 0.7, 0.5), "lambdas of the MMR trade-off (1: the model's own ranking; lower: more variety); "
+        "empty: no trade-off (a bi-encoder version only: the similarity is the cosine of its product embeddings)",
+        ge=0, le=1)
+    report_queries: int = setting(10, "the most concentrated queries (largest top-brand share) listed in the HTML "
+                                  "report with their top products", ge=0)
+
+
+@dataclass(frozen=True)
 class AuditConfig:
     """audit: metrics, baselines, confidence intervals, thresholds and comparisons."""
 
@@ -449,6 +471,7 @@ class AuditConfig:
                                              "the audit's ds only when it is at most this many days older", ge=0)
     regression: RegressionGate = field(default_factory=RegressionGate)
     retrieval: RetrievalAudit = field(default_factory=RetrievalAudit)
+    diversity: DiversityAudit = field(default_factory=DiversityAudit)
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from pyspark.sql import functions as F
 
 from relevance.evaluation.audit_rows import (
     AuditSettings,
+    JudgedEvaluation,
     audit_rows,
     audit_settings,
     curve_rows,
@@ -32,9 +33,10 @@ from relevance.evaluation.behavior import behavior_per_query, worst_offenders
 from relevance.evaluation.click_agreement import click_agreement_rows, click_note
 from relevance.evaluation.click_ndcg import click_agreement, click_partition
 from relevance.evaluation.compare import compare_rows, movement_line, regression_failure
+from relevance.evaluation.diversity_audit import DiversityPart, diversity_part
 from relevance.evaluation.held_out import held_out_candidates, judged_candidates
 from relevance.evaluation.retrieval_audit import RetrievalPart, retrieval_part
-from relevance.evaluation.summary import audit_summary
+from relevance.evaluation.summary import audit_summary, format_diversity
 from relevance.pairs import catalog_texts
 from relevance.settings import Settings
 from schemas.tables import RELEVANCE_AUDIT
@@ -63,6 +65,7 @@ class AuditInputs:
     serving: str  # which model the audited scores came from, and why (relevance.scoring.serving_note)
     click_labels: DataFrame | None = None  # the whole click_labels table; None without one
     catalog_topk: DataFrame | None = None  # the ds partition of catalog_topk; None without one
+    serving_model: LoadedModel | None = None  # the audited bi-encoder, for the MMR trade-off; None otherwise
 
     @property
     def model_version(self) -> str:
@@ -84,6 +87,7 @@ class AuditOutcome:
     created_at: dt.datetime
     click_note: str = ""  # the click audit's labels and queries, or why there is none
     retrieval: RetrievalPart | None = None  # the catalog retrieval audit (its gaps go to the report)
+    diversity: DiversityPart | None = None  # the diversity audit (its most concentrated queries go to the report)
 
 
 @dataclass(frozen=True)
@@ -107,6 +111,7 @@ class JudgedPart:
     queries: int = 0
     comparison: pd.DataFrame | None = None
     movement: dict = field(default_factory=dict)
+    evaluation: JudgedEvaluation | None = None  # what the rows were computed from (the diversity audit's input)
 
 
 def log_only_part(inputs: AuditInputs, settings: AuditSettings) -> LogOnlyPart:
@@ -152,7 +157,7 @@ def judged_part(config: Settings, inputs: AuditInputs, settings: AuditSettings) 
                                       evaluation.candidates.product_text.tolist())
         comparison, movement = compare_rows(evaluation, other_scores, str(config.audit.compare), settings)
     return JudgedPart(settings, rows, curve_rows(drawn, settings) if queries else pd.DataFrame(), drawn, queries,
-                      comparison, movement)
+                      comparison, movement, evaluation)
 
 
 def click_part(config: Settings, ds: str, inputs: AuditInputs, settings: AuditSettings) -> tuple[pd.DataFrame, str]:
@@ -186,14 +191,16 @@ def compute(config: Settings, ds: str, run_id: str, inputs: AuditInputs) -> Audi
                                inputs.model_version, ds, settings, config.audit.retrieval.top_share_k,
                                config.audit.retrieval.report_queries)
     settings = judged.settings
+    diversity = diversity_part(judged.evaluation, inputs.catalog, inputs.serving_model, settings,
+                               config.audit.diversity)
     comparison = judged.comparison if judged.comparison is not None else pd.DataFrame()
     now = dt.datetime.now(dt.timezone.utc)
-    frame = audit_frame([judged.rows, logged.rows, judged.curve_rows, comparison, clicks, retrieval.rows], run_id,
-                        inputs.model_version, now, ds)
+    frame = audit_frame([judged.rows, logged.rows, judged.curve_rows, comparison, clicks, retrieval.rows,
+                         diversity.rows], run_id, inputs.model_version, now, ds)
     offenders = worst_offenders(logged.behavior, settings.threshold)
     summary = audit_summary(frame, inputs.model_version, ds, settings.scope, judged.queries, offenders, logged.queries,
                             click_line)
-    summary += "\n\n" + retrieval.note
+    summary += "\n\n" + retrieval.note + "\n\n" + format_diversity(frame, diversity.note)
     failure = None
     if judged.comparison is not None:
         primary = config.audit.regression.metric
@@ -201,4 +208,4 @@ def compute(config: Settings, ds: str, run_id: str, inputs: AuditInputs) -> Audi
         failure = regression_failure(judged.comparison, primary, config.audit.regression.margin)
     return AuditOutcome(settings=settings, frame=frame, drawn=judged.drawn, offenders=offenders, summary=summary,
                         judged_queries=judged.queries, movement=judged.movement, failure=failure, created_at=now,
-                        click_note=click_line, retrieval=retrieval)
+                        click_note=click_line, retrieval=retrieval, diversity=diversity)

@@ -21,7 +21,9 @@ from relevance.evaluation.mmr import mmr_order
 from relevance.evaluation.ranking import gain, rank_query
 
 FACETS = ("brand", "category", "product_type")
-INTENT_FACETS = ("product_type", "category", "brand")
+DIVERSITY_PREFIXES = ("distinct_", "top_brand_share@", "brand_entropy@", "alpha_ndcg@", "ia_ndcg@")
+MMR_PREFIX = "model_mmr_lambda="
+MMR_SYSTEM = MMR_PREFIX + "{:g}"
 
 
 @dataclass(frozen=True)
@@ -105,8 +107,7 @@ def per_query_diversity(candidates: pd.DataFrame, scores: np.ndarray, judged: pd
 
 
 def metric_columns(frame: pd.DataFrame) -> list[str]:
-    prefixes = ("distinct_", "top_brand_share@", "brand_entropy@", "alpha_ndcg@", "ia_ndcg@", "ndcg@")
-    return [c for c in frame.columns if c.startswith(prefixes)]
+    return [c for c in frame.columns if c.startswith((*DIVERSITY_PREFIXES, "ndcg@"))]
 
 
 def summary_rows(per_query: pd.DataFrame, system: str, segments: dict[str, set[str]], settings: AuditSettings,
@@ -163,7 +164,6 @@ def most_concentrated(per_query: pd.DataFrame, tops: pd.DataFrame, k: int, limit
 
 
 # ----------------------------------------------------------------------------- the MMR trade-off
-MMR_SYSTEM = "model_mmr_lambda={:g}"
 
 
 def mmr_scores(candidates: pd.DataFrame, scores: np.ndarray, vectors: np.ndarray, lam: float) -> np.ndarray:

@@ -32,6 +32,9 @@ MODEL = "model"
 # and its templates, e.g. from a zip).
 CLICK_PREFIX, CLICK_SYSTEMS = "click_ndcg@", (MODEL, "logged_position")
 RETRIEVAL_PREFIX = "retrieval_"  # relevance.evaluation.retrieval_rows
+# relevance.evaluation.diversity_rows' metrics and the MMR trade-off's systems (`model_mmr_lambda=<l>`)
+DIVERSITY_PREFIXES = ("distinct_", "top_brand_share@", "brand_entropy@", "alpha_ndcg@", "ia_ndcg@")
+MMR_PREFIX = "model_mmr_lambda="
 # Okabe-Ito: distinguishable with the common colour-vision deficiencies.
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#000000", "#999999")
 METRIC_COLUMNS = ("system", "segment", "metric", "k", "threshold", "value", "support", "ci_low", "ci_high",
@@ -65,6 +68,8 @@ class AuditReport:
     click_note: str = ""  # the click section's note: the labels and queries it covered, what biases click labels
     retrieval_gaps: pd.DataFrame | None = None  # relevance.evaluation.retrieval_audit.largest_gaps
     retrieval_note: str = ""  # the retrieval audit's summary line (or why there is none)
+    concentrated: pd.DataFrame | None = None  # relevance.evaluation.diversity_rows.most_concentrated
+    diversity_note: str = ""  # the diversity audit's summary line (or why there is none)
 
 
 # ---------------------------------------------------------------------------------------------- frames
@@ -191,7 +196,7 @@ def _comparable_rows(metrics: pd.DataFrame) -> pd.DataFrame:
     """Ranking and classifier rows: not the log-only audits, the model-vs-model deltas nor the click audit."""
     names = metrics.metric
     return metrics[~names.str.startswith("irrelevant_") & ~names.str.startswith("delta_") & ~names.str.startswith(CLICK_PREFIX)
-                   & ~names.str.startswith(RETRIEVAL_PREFIX)]
+                   & ~names.str.startswith(RETRIEVAL_PREFIX) & ~names.str.startswith(DIVERSITY_PREFIXES)]
 
 
 def _best_systems(cells: dict[str, pd.Series], metric: str) -> set[str]:
@@ -425,6 +430,72 @@ def _gaps_section(gaps: pd.DataFrame | None) -> Section | None:
                                 rows))
 
 
+def _diversity_section(metrics: pd.DataFrame, note: str) -> Section | None:
+    """Each system's diversity of the top k (segment all, value and CI); None (no section) without rows or note."""
+    rows = metrics[metrics.metric.str.startswith(DIVERSITY_PREFIXES) & (metrics.segment == "all")
+                   & ~metrics.system.str.startswith(MMR_PREFIX)]
+    title = "Diversity of the top"
+    if rows.empty:
+        return Section("diversity", title, note) if note else None
+    systems = _ordered_systems(rows.system)
+    indexed = {key: r for key, r in zip(zip(rows.system, rows.metric), rows.itertuples(index=False))}
+    table = []
+    for metric in list(dict.fromkeys(rows.metric)):
+        cells = [indexed.get((s, metric)) for s in systems]
+        support = next((c.support for c in cells if c is not None), None)
+        table.append([Cell(metric, title=str(next(c.definition for c in cells if c is not None))), *[
+            Cell(DASH, "num") if c is None else
+            Cell(fmt_number(c.value), "num", f"{s}: n={fmt_count(c.support)}", fmt_interval(c.ci_low, c.ci_high))
+            for s, c in zip(systems, cells)], Cell(fmt_count(support), "num")])
+    return Section("diversity", title, note, table=_table(["metric", *systems, "queries"], table))
+
+
+def _tradeoff_section(metrics: pd.DataFrame, x_metric: str, x_label: str, anchor: str) -> Section | None:
+    """nDCG@k against a diversity metric for the model re-ranked by MMR at each lambda (one point per lambda,
+    its CIs in the tooltip); None without trade-off rows."""
+    rows = metrics[metrics.system.str.startswith(MMR_PREFIX) & (metrics.segment == "all")]
+    ndcg = next((m for m in _ordered_metrics(rows.metric) if m.startswith("ndcg@")), None)
+    x_name = next((m for m in rows.metric.unique() if m.startswith(x_metric)), None)
+    if ndcg is None or x_name is None:
+        return None
+    by = {key: r for key, r in zip(zip(rows.system, rows.metric), rows.itertuples(index=False))}
+    points = [(system[len(MMR_PREFIX):], by[(system, x_name)], by[(system, ndcg)])
+              for system in dict.fromkeys(rows.system) if (system, x_name) in by and (system, ndcg) in by]
+    tips = tuple(f"lambda {lam}: {ndcg} {fmt_number(y.value)} {fmt_interval(y.ci_low, y.ci_high)}, {x_name} "
+                 f"{fmt_number(x.value)} {fmt_interval(x.ci_low, x.ci_high)} (n={fmt_count(y.support)})"
+                 for lam, x, y in points)
+    series = [Series("model + MMR", tuple(float(x.value) for _, x, _ in points), tuple(float(y.value) for _, _, y in points),
+                     PALETTE[0], "linepoints", tuple(4.0 for _ in points), tips)]
+    markers = [Marker(float(x.value), float(y.value), f"λ={lam}", PALETTE[0]) for lam, x, y in points]
+    xs = [v for _, x, _ in points for v in (x.value, x.ci_low, x.ci_high) if not is_missing_value(v)]
+    ys = [v for _, _, y in points for v in (y.value, y.ci_low, y.ci_high) if not is_missing_value(v)]
+    caption = ("the model's ranking re-ordered by maximal marginal relevance at each lambda (1: as scored); hover a "
+               "point for both CIs")
+    chart = xy_chart(series, title=f"{ndcg} vs {x_name}", caption=caption, x_label=x_label, y_label=ndcg,
+                     x_range=_padded_span(xs), y_range=_padded_span(ys), markers=markers)
+    return Section(anchor, f"Diversity trade-off: {ndcg} vs {x_name}", chart=chart)
+
+
+def _padded_span(values: list[float], pad: float = 0.02) -> tuple[float, float]:
+    """The values' range widened by `pad` on each side (within [0, 1] where they are): a trade-off's points sit close
+    together, and a chart from 0 to 1 would hide their differences."""
+    lo, hi = data_span(values, (min(values, default=0.0), max(values, default=1.0)))
+    return max(min(lo, 0.0) if lo < 0 else 0.0, lo - pad), min(max(hi, 1.0) if hi > 1 else 1.0, hi + pad)
+
+
+def _concentrated_section(concentrated: pd.DataFrame | None) -> Section | None:
+    """The judged queries whose model top is most concentrated on one brand, with their top products."""
+    if not isinstance(concentrated, pd.DataFrame) or concentrated.empty:
+        return None
+    share = next(c for c in concentrated.columns if c.startswith("top_brand_share@"))
+    note = f"judged queries with the largest top-brand share in the model's top {share.split('@')[1]}, then the fewest brands"
+    rows = [[Cell(str(r["query_norm"])), Cell(fmt_number(r[share]), "num"), Cell(fmt_count(r["rank"]), "num"),
+             Cell(str(r["product_id"])), Cell(str(r["brand"]) or DASH), Cell(str(r["product_type"]) or DASH),
+             Cell(str(r.get("title", "")) or DASH)] for r in concentrated.to_dict("records")]
+    return Section("concentrated", "Most concentrated queries", note,
+                   table=_table(["query", "top brand share", "rank", "product", "brand", "type", "title"], rows))
+
+
 def _comparison_section(metrics: pd.DataFrame) -> Section | None:
     """Model-vs-model deltas; None (no section at all) when the run compared nothing."""
     rows = metrics[metrics.metric.str.startswith("delta_")]
@@ -468,9 +539,10 @@ def render_audit_html(report: AuditReport) -> str:
     """One self-contained HTML document for the run: inline CSS and SVG, no scripts, no external references."""
     metrics = _metrics_frame(report.metrics)
     colors = _system_colors(report)
+    ranked = metrics[~metrics.system.str.startswith(MMR_PREFIX)]  # the systems as scored
     sections = [
-        _systems_section(metrics),
-        _segments_section(metrics, colors),
+        _systems_section(ranked),
+        _segments_section(ranked, colors),
         _pr_section(report, colors),
         _reliability_section(report.reliability, colors),
         _histogram_section(report.score_histograms),
@@ -479,6 +551,10 @@ def render_audit_html(report: AuditReport) -> str:
         _click_section(metrics, report.click_note),
         _retrieval_section(metrics, report.retrieval_note),
         _gaps_section(report.retrieval_gaps),
+        _diversity_section(metrics, report.diversity_note),
+        _tradeoff_section(metrics, "alpha_ndcg@", "alpha-nDCG (intents covered)", "tradeoff-intents"),
+        _tradeoff_section(metrics, "top_brand_share@", "top brand's share of the top", "tradeoff-brands"),
+        _concentrated_section(report.concentrated),
         _comparison_section(metrics),
         _definitions_section(metrics),
         Section("summary", "Plain-text summary", text=report.summary_text),

@@ -18,6 +18,7 @@ from relevance.evaluation.audit_rows import (
     AuditSettings,
 )
 from relevance.evaluation.click_agreement import CLICK_BIAS, CLICK_PREFIX, CLICK_SYSTEMS
+from relevance.evaluation.diversity_rows import DIVERSITY_PREFIXES, MMR_PREFIX
 from relevance.evaluation.retrieval_rows import RETRIEVAL_PREFIX
 
 # purity: no pyspark torch transformers
@@ -52,7 +53,8 @@ def format_comparison(frame: pd.DataFrame, scope: str) -> str:
 def format_summary(frame: pd.DataFrame, model_version: str, ds: str) -> str:
     """A readable table: model metric per frequency segment, with the logged ranking in brackets."""
     model = frame[(frame.system == MODEL)
-                  & ~frame.metric.str.startswith((*CURVE_PREFIXES, CLICK_PREFIX, RETRIEVAL_PREFIX))].copy()
+                  & ~frame.metric.str.startswith((*CURVE_PREFIXES, CLICK_PREFIX, RETRIEVAL_PREFIX,
+                                                  *DIVERSITY_PREFIXES))].copy()
     if model.empty:
         return f"audit ds={ds}: no judged queries among the scored pairs; nothing to report"
     lines = [f"audit ds={ds} model={model_version}  value [95% CI] (logged ranking)", ""]
@@ -95,6 +97,28 @@ def format_click_agreement(frame: pd.DataFrame, note: str) -> str:
         for metric in metrics:
             lines.append(f"  {metric:<18}" + "".join(_cell(indexed.get((s, segment, metric)), 24) for s in CLICK_SYSTEMS))
     return "\n".join([*lines, "", *textwrap.wrap(CLICK_BIAS, 118)])
+
+
+def format_diversity(frame: pd.DataFrame, note: str) -> str:
+    """The diversity rows in words: each system's top-k concentration and intent metrics (segment all), then the MMR
+    trade-off per lambda; `note` (what was covered, or why nothing) first."""
+    rows = frame[(frame.segment == "all") & frame.metric.str.startswith(DIVERSITY_PREFIXES)]
+    if rows.empty:
+        return note
+    indexed = {key: row for key, row in zip(zip(rows.system, rows.metric), rows.itertuples())}
+    systems = [s for s in SYSTEMS if (rows.system == s).any()]
+    lines = [note, "", f"{'metric':<24}" + "".join(f"{s:>24}" for s in systems)]
+    for metric in dict.fromkeys(rows[rows.system.isin(systems)].metric):
+        lines.append(f"{metric:<24}" + "".join(_cell(indexed.get((s, metric)), 24) for s in systems))
+    mmr = frame[frame.system.str.startswith(MMR_PREFIX) & (frame.segment == "all")]
+    if len(mmr):
+        metrics = list(dict.fromkeys(mmr.metric))
+        traded = {key: row for key, row in zip(zip(mmr.system, mmr.metric), mmr.itertuples())}
+        lines += ["", "MMR trade-off (the model's ranking re-ordered; lambda 1 = as scored):",
+                  f"{'lambda':<10}" + "".join(f"{m:>24}" for m in metrics)]
+        for system in dict.fromkeys(mmr.system):
+            lines.append(f"{system[len(MMR_PREFIX):]:<10}" + "".join(_cell(traded.get((system, m)), 24) for m in metrics))
+    return "\n".join(lines)
 
 
 def audit_summary(frame: pd.DataFrame, model_version: str, ds: str, scope: str, judged_queries: int,
