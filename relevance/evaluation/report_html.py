@@ -466,21 +466,27 @@ def _tradeoff_section(metrics: pd.DataFrame, x_metric: str, x_label: str, anchor
                  for lam, x, y in points)
     series = [Series("model + MMR", tuple(float(x.value) for _, x, _ in points), tuple(float(y.value) for _, _, y in points),
                      PALETTE[0], "linepoints", tuple(4.0 for _ in points), tips)]
-    markers = [Marker(float(x.value), float(y.value), f"λ={lam}", PALETTE[0]) for lam, x, y in points]
+    whiskers = [Guide((float(x.value), float(x.value)), (float(y.ci_low), float(y.ci_high)), color="#999999")
+                for _, x, y in points if not (is_missing_value(y.ci_low) or is_missing_value(y.ci_high))]
+    whiskers += [Guide((float(x.ci_low), float(x.ci_high)), (float(y.value), float(y.value)), color="#999999")
+                 for _, x, y in points if not (is_missing_value(x.ci_low) or is_missing_value(x.ci_high))]
+    ends = [points[0], points[-1]] if len(points) > 1 else points  # the first and last lambda are labelled
+    markers = [Marker(float(x.value), float(y.value), f"λ={lam}", PALETTE[0]) for lam, x, y in ends]
     xs = [v for _, x, _ in points for v in (x.value, x.ci_low, x.ci_high) if not is_missing_value(v)]
     ys = [v for _, _, y in points for v in (y.value, y.ci_low, y.ci_high) if not is_missing_value(v)]
-    caption = ("the model's ranking re-ordered by maximal marginal relevance at each lambda (1: as scored); hover a "
-               "point for both CIs")
+    caption = ("the model's ranking re-ordered by maximal marginal relevance at each lambda (1: as scored; ◇ the first "
+               "and last lambda); grey dashes: 95% CIs of both metrics; hover a point for its values")
     chart = xy_chart(series, title=f"{ndcg} vs {x_name}", caption=caption, x_label=x_label, y_label=ndcg,
-                     x_range=_padded_span(xs), y_range=_padded_span(ys), markers=markers)
+                     x_range=_padded_span(xs), y_range=_padded_span(ys), guides=whiskers, markers=markers)
     return Section(anchor, f"Diversity trade-off: {ndcg} vs {x_name}", chart=chart)
 
 
-def _padded_span(values: list[float], pad: float = 0.02) -> tuple[float, float]:
-    """The values' range widened by `pad` on each side (within [0, 1] where they are): a trade-off's points sit close
-    together, and a chart from 0 to 1 would hide their differences."""
+def _padded_span(values: list[float]) -> tuple[float, float]:
+    """The values' range widened by a tenth on each side: a trade-off's points sit close together, and a chart from
+    0 to 1 would hide their differences."""
     lo, hi = data_span(values, (min(values, default=0.0), max(values, default=1.0)))
-    return max(min(lo, 0.0) if lo < 0 else 0.0, lo - pad), min(max(hi, 1.0) if hi > 1 else 1.0, hi + pad)
+    pad = max(0.1 * (hi - lo), 0.005)
+    return lo - pad, hi + pad
 
 
 def _concentrated_section(concentrated: pd.DataFrame | None) -> Section | None:

@@ -112,7 +112,7 @@ def format_diversity(frame: pd.DataFrame, note: str) -> str:
         lines.append(f"{metric:<24}" + "".join(_cell(indexed.get((s, metric)), 24) for s in systems))
     mmr = frame[frame.system.str.startswith(MMR_PREFIX) & (frame.segment == "all")]
     if len(mmr):
-        metrics = list(dict.fromkeys(mmr.metric))
+        metrics = sorted(dict.fromkeys(mmr.metric), key=lambda m: not m.startswith("ndcg@"))  # nDCG first
         traded = {key: row for key, row in zip(zip(mmr.system, mmr.metric), mmr.itertuples())}
         lines += ["", "MMR trade-off (the model's ranking re-ordered; lambda 1 = as scored):",
                   f"{'lambda':<10}" + "".join(f"{m:>24}" for m in metrics)]
