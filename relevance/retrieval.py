@@ -119,8 +119,11 @@ def top_k_over_catalog(spark: SparkSession, matrix: np.ndarray, product_vectors:
     `product_vectors` (product_id, vector): per task a running top-k (relevance.topk), then a window keeps the
     global top-k by score desc, then product_id asc."""
     broadcast = spark.sparkContext.broadcast(np.ascontiguousarray(matrix, dtype=np.float32))
-    per_task = (product_vectors.select("product_id", "vector").repartition(partitions)
-                .mapInArrow(_partition_top_k(broadcast, k, query_block), TOPK_TYPE))
+    vectors = product_vectors.select("product_id", "vector")
+    # more partitions than tasks: merged without a shuffle (the catalog's vectors are not moved); fewer: spread
+    vectors = (vectors.coalesce(partitions) if vectors.rdd.getNumPartitions() >= partitions
+               else vectors.repartition(partitions))
+    per_task = vectors.mapInArrow(_partition_top_k(broadcast, k, query_block), TOPK_TYPE)
     best = Window.partitionBy("qid").orderBy(F.col("score").desc(), F.col("product_id"))
     return per_task.withColumn("rank", F.row_number().over(best).cast("long")).where(F.col("rank") <= k)
 

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from deltalake import DeltaTable
 
-from jobs import audit, build_pairs, retrieve, score
+from jobs import build_pairs, retrieve, score
 from jobs.core.config import set_path
 from relevance.topk import RunningTopK, brute_force_top_k
 from tests.conftest import DEMO_DS, copy_warehouse, run
@@ -181,27 +181,55 @@ def test_a_rerun_gives_the_same_table_and_embeds_nothing(spark, retrieved):
     assert after.run_id.nunique() == 1 and after.run_id.iloc[0] != before.run_id.iloc[0]
 
 
-def test_the_audit_adds_retrieval_rows_with_titles_in_the_report(spark, retrieved):
+def test_the_retrieval_audit_of_the_day_and_the_reports_gap_table(spark, retrieved):
+    """retrieval_part on the job's catalog_topk, the day's pairs and the judgments: the rows equal a pandas count of
+    the same tables, and the report lists the largest gaps with product titles."""
+    import markupsafe
+
+    from plumbing.delta import Warehouse
+    from relevance.evaluation.audit_rows import AuditSettings
+    from relevance.evaluation.report_html import AuditReport, render_audit_html
+    from relevance.evaluation.retrieval_audit import retrieval_part
+    from schemas.tables import CATALOG, CATALOG_TOPK, JUDGMENTS, PAIRS
+    from udfs.text import normalize_text
+
     cfg = retrieved["cfg"]
-    result = run(spark, cfg, audit)
-    rows = table(cfg, "relevance_audit")
-    retrieval = rows[rows.metric.str.startswith("retrieval_")]
-    assert {"retrieval_unshown_share@5", f"retrieval_shown_recall@{K}", f"retrieval_judged_recall@{K}"} <= set(
-        retrieval.metric)
-    assert "catalog retrieval (top" in result.summary
-    topk = table(cfg, "catalog_topk")
+    wh = Warehouse(spark, cfg["warehouse"]["root"], "delta-rs")
+    part = retrieval_part(wh.read(CATALOG_TOPK, {"ds": DEMO_DS}), wh.read(PAIRS, {"ds": DEMO_DS}), wh.read(JUDGMENTS),
+                          wh.read(CATALOG), "tiny-bi", DEMO_DS, AuditSettings(bootstrap_samples=20, threshold=0.0), 5, 3)
+    rows = part.rows.set_index(["system", "segment", "metric"])
+    assert part.note.startswith("catalog retrieval (top 12 over the whole catalog")
+    topk, pairs, judgments = table(cfg, "catalog_topk"), table(cfg, "pairs"), table(cfg, "judgments")
     logged = topk[(topk.query_searches > 0) & (topk["rank"] <= 5)]
-    share = retrieval[(retrieval.metric == "retrieval_unshown_share@5") & (retrieval.segment == "all")].iloc[0]
+    share = rows.loc[("model", "all", "retrieval_unshown_share@5")]
     assert share.value == pytest.approx((~logged.shown_by_engine).groupby(logged.query_norm).mean().mean())
     assert share.support == logged.query_norm.nunique()
-    html = (Path(cfg["warehouse"]["root"]) / "reports" / f"audit_{DEMO_DS}.html").read_text()
-    assert "Recall beyond the shown set" in html
-    titles = table(cfg, "catalog").set_index("product_id").title
-    missed = topk[(topk["rank"] <= 5) & ~topk.shown_by_engine & (topk.query_searches > 0)
-                  & (topk.relevance_score >= 0.5)]
-    if len(missed):  # the queries with the largest gap are listed with their products' titles
-        assert "Relevant products the engine never showed" in html
-        assert any(titles[p] in html for p in missed.product_id)
+    judged_logged = topk[topk.judged & (topk.query_searches > 0)]
+    shown = pairs[pairs.impressions > 0]
+    relevant = judgments[judgments.grade >= 1].assign(query_norm=lambda j: j["query"].map(normalize_text))
+    model, engine = [], []
+    for query, group in judged_logged.groupby("query_norm"):
+        mine = set(relevant[relevant.query_norm == query].product_id)
+        if mine:
+            model.append(len(mine & set(group.product_id)) / len(mine))
+            engine.append(len(mine & set(shown[shown.query_norm == query].product_id)) / len(mine))
+    recall = rows.loc[("model", "all", f"retrieval_judged_recall@{K}")]
+    assert len(model) > 0 and recall.support == len(model)
+    assert recall.value == pytest.approx(np.mean(model)) and recall.baseline_value == pytest.approx(np.mean(engine))
+    assert rows.loc[("logged_position", "all", f"retrieval_shown_recall@{K}"), "value"] == pytest.approx(
+        (judged_logged.groupby("query_norm").shown_by_engine.sum() / K).mean())
+
+    gaps = part.gaps  # threshold 0: every never-shown product of a logged query's top 5 counts
+    missed = logged[~logged.shown_by_engine]
+    assert set(gaps.query_norm) <= set(missed.query_norm) and gaps.query_norm.nunique() == min(3, missed.query_norm.nunique())
+    worst = missed.groupby("query_norm").size().max()
+    assert gaps.gap.max() == worst and gaps.title.notna().all()
+    html = render_audit_html(AuditReport(
+        ds=DEMO_DS, model_version="tiny-bi", run_id="r", created_at="now", metrics=part.rows, pr_curves=pd.DataFrame(),
+        reliability=pd.DataFrame(), score_histograms=pd.DataFrame(), worst_offenders=pd.DataFrame(), threshold=0.5,
+        target_precision=0.9, summary_text=part.note, retrieval_gaps=gaps, retrieval_note=part.note))
+    assert "Recall beyond the shown set" in html and "Relevant products the engine never showed" in html
+    assert all(str(markupsafe.escape(title)) in html for title in gaps.title)
 
 
 def test_without_catalog_topk_the_audit_is_unchanged_but_for_one_line(spark, retrieved):
