@@ -1019,3 +1019,32 @@ def generate_demo(seed: int = _SIZES.seed, n_products: int = _SIZES.n_products, 
     judged = pd.DataFrame({"query": judgments["query"].to_numpy(dtype=object), "intent": jq, "product": jp})
     ground_truth = _ground_truth(vocab, products, intents, pd.concat([impressed, judged], ignore_index=True))
     return {"catalog": catalog, "query_log": query_log, "judgments": judgments, "ground_truth": ground_truth}
+
+
+def catalog_truth(seed: int = _SIZES.seed, n_products: int = _SIZES.n_products, n_queries: int = _SIZES.n_queries,
+                  end_date: str = _SIZES.end_date, min_grade: int = 1) -> pd.DataFrame:
+    """The noise-free grade of every (query, product) of the whole catalog with grade >= `min_grade`, for every query
+    text the demo of these sizes can log (each intent's variants, normalized as build_pairs normalizes them):
+    query_norm, intent, product_id, grade. The generator's own first steps (vocabulary, catalog, intents) are
+    replayed with the same seed, so the products and intents are those `generate_demo` wrote; a query_norm two
+    intents share keeps the first intent. For benchmarks of recall over the whole catalog (bench/retrieval_truth.py);
+    `ground_truth` holds only the impressed and judged pairs."""
+    rng = np.random.default_rng(seed)
+    vocab = _build_vocab()
+    type_w = _type_weights(rng, vocab)
+    products, _ = _generate_catalog(rng, vocab, n_products, _end_us(end_date), type_w)
+    intents = _generate_intents(rng, vocab, n_queries, type_w)
+    queries: dict[str, int] = {}
+    for i in range(len(intents.texts)):
+        for text in intents.variants[i]:
+            queries.setdefault(normalize_text(str(text)), i)
+    all_products = np.arange(len(products.type))
+    frames = []
+    for intent in sorted(set(queries.values())):
+        grade = _grade(vocab, products, intents, np.full(len(all_products), intent), all_products)
+        keep = grade >= min_grade
+        frames.append(pd.DataFrame({"intent": intent, "product_id": _product_ids(all_products[keep]),
+                                    "grade": grade[keep]}))
+    by_intent = pd.concat(frames, ignore_index=True)
+    names = pd.DataFrame({"query_norm": list(queries), "intent": list(queries.values())})
+    return names.merge(by_intent, on="intent").sort_values(["query_norm", "product_id"], ignore_index=True)
