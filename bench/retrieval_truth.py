@@ -2,15 +2,14 @@
 
 Usage (from the repository root):
 
-    .venv/bin/python bench/retrieval_truth.py [--model base|finetuned] [--epochs 1] [--k 50]
-                                              [--out bench/retrieval_truth_results.json]
+    .venv/bin/python bench/retrieval_truth.py [--model base|finetuned] [--epochs N] [--k 50] [--out FILE]
 
 Method
 ------
 The demo's data (`generate` with its default sizes and seed: 3,000 products, 400 intents, 3 days) in a temporary
 warehouse; a bi-encoder model version: `base` is the zero-shot base MiniLM saved as a bi-encoder version
 (bench.models.make_base_bi_encoder_version, cosine calibrated as is), `finetuned` fine-tunes one as `make run` does
-(`finetune`, `--epochs`); then for ds 2025-01-07 `build_pairs`, `score` (embedding path) and `retrieve` with
+(`finetune` with the default settings, `--epochs` to change finetune.epochs); then for ds 2025-01-07 `build_pairs`, `score` (embedding path) and `retrieve` with
 `audit.retrieval.queries` covering every logged query of the day.
 
 The generator knows every product's true grade (relevance.data.demo.catalog_truth replays its catalog and intents
@@ -41,7 +40,7 @@ if str(ROOT) not in sys.path:
 DS = "2025-01-07"
 
 
-def run_jobs(cfg: dict, model: str, epochs: int) -> dict[str, Any]:
+def run_jobs(cfg: dict, model: str, epochs: int | None) -> dict[str, Any]:
     from jobs import build_pairs, finetune, generate, retrieve, score
     from jobs.core.config import set_path
     from jobs.core.job import JobContext, run_job
@@ -65,7 +64,8 @@ def run_jobs(cfg: dict, model: str, epochs: int) -> dict[str, Any]:
         version = make_base_bi_encoder_version(Path(cfg["model"]["models_root"]))
         set_path(cfg, "model.version", str(version))
     else:
-        set_path(cfg, "finetune.epochs", epochs)
+        if epochs is not None:
+            set_path(cfg, "finetune.epochs", epochs)
         job(finetune, None)
     job(build_pairs)
     job(score)
@@ -130,9 +130,10 @@ def recall_figures(root: Path, k: int) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", choices=("base", "finetuned"), default="base")
-    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--epochs", type=int, default=None, help="finetune.epochs (default: the setting's)")
     parser.add_argument("--k", type=int, default=50)
-    parser.add_argument("--out", default=str(ROOT / "bench" / "retrieval_truth_results.json"))
+    parser.add_argument("--out", default=None, help="default: bench/retrieval_truth_results.json (base) or "
+                        "bench/retrieval_truth_finetuned.json")
     args = parser.parse_args()
 
     from jobs.core.config import load_config, set_path
@@ -145,10 +146,12 @@ def main() -> None:
         set_path(cfg, "audit.retrieval.k", args.k)
         set_path(cfg, "audit.retrieval.queries", 100000)  # every logged query of the day
         jobs = run_jobs(cfg, args.model, args.epochs)
-        result = {"model": args.model, "epochs": args.epochs if args.model == "finetuned" else 0, **jobs,
+        result = {"model": args.model, "epochs": args.epochs if args.model == "finetuned" else None, **jobs,
                   **recall_figures(Path(work) / "warehouse", args.k)}
     print(json.dumps(result["by_level_and_segment"], indent=1))
-    Path(args.out).write_text(json.dumps(result, indent=1, default=str) + "\n")
+    out = args.out or str(ROOT / "bench" / ("retrieval_truth_results.json" if args.model == "base"
+                                            else "retrieval_truth_finetuned.json"))
+    Path(out).write_text(json.dumps(result, indent=1, default=str) + "\n")
 
 
 if __name__ == "__main__":

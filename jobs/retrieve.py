@@ -108,7 +108,7 @@ def run(ctx: JobContext) -> JobResult:
     if sum(embedded.values()):
         wh.append(new_vectors, EMBEDDINGS, ctx.run_id)  # new keys only: the texts the table lacked
     written = wh.overwrite_partition(rows, CATALOG_TOPK, {"ds": ds}, ctx.run_id)
-    top10 = rows.where(F.col("rank") <= config.top_share_k).agg(
+    top10 = rows.where((F.col("rank") <= config.top_share_k) & (F.col("query_searches") > 0)).agg(
         F.avg(F.when(F.col("shown_by_engine"), 0.0).otherwise(1.0)).alias("unshown")).first()
     rows.unpersist()
     new_vectors.unpersist()
@@ -130,6 +130,7 @@ def run(ctx: JobContext) -> JobResult:
         summary=f"catalog_topk: top {config.k} of {catalog_size} products for {len(names)} queries ({judged} judged) "
                 f"with {card.version} in {retrieve_seconds:.1f}s ({throughput or 0:,.0f} dot products/s), "
                 f"{sum(embedded.values())} texts embedded (the rest from embeddings); {written} rows"
-                + (f"; {unshown:.1%} of the model's top {config.top_share_k} never shown by the engine"
+                + (f"; {unshown:.1%} of the model's top {config.top_share_k} of the day's logged queries never shown "
+                   "by the engine"
                    if unshown is not None else ""),
     )
