@@ -1,5 +1,7 @@
 """The audit's baselines: BM25 over the catalog text, and the real base checkpoint used zero-shot."""
 
+from collections import Counter
+
 import numpy as np
 import pytest
 
@@ -110,3 +112,9 @@ def test_frozen_bm25_statistics_from_spark_score_single_pairs_as_bm25s_does(spar
     catalog_tokens = {t for tokens in bm25_tokens(list(CATALOG.values())) for t in tokens}
     assert len(stats.doc_freq) == len(catalog_tokens)
     assert stats.idf("zyxel") > max(map(stats.idf, catalog_tokens))  # a token no product had weighs as the rarest
+    # pruned in Spark (only the kept tokens reach the driver) as in memory: min_df 2, raised until 5 tokens remain
+    tokens = bm25_tokens(list(CATALOG.values()))
+    full = Bm25Stats(len(tokens), float(np.mean([len(doc) for doc in tokens])),
+                     dict(Counter(t for doc in tokens for t in set(doc))))
+    pruned = bm25_corpus_stats(texts, min_df=2, max_tokens=5)
+    assert pruned == full.pruned(2, 5).hashed() and len(pruned.doc_freq) <= 5 and pruned.min_df > 2

@@ -56,7 +56,7 @@ class HashedDocFreq:
     keys a token outside them finds a stored token's key with a chance of about n / 2^64 (5e-14 for a million)."""
 
     keys: np.ndarray  # int64, strictly increasing
-    freqs: np.ndarray  # int64, the document frequency of each key
+    freqs: np.ndarray  # uint32, the document frequency of each key
     exact: dict[str, int] = field(default_factory=dict)
 
     @classmethod
@@ -86,7 +86,7 @@ class HashedDocFreq:
                 raise ValueError(f"{int(repeated.sum())} tokens share keys and their names are unknown")
             exact = dict(tokens_of({int(k) for k in keys[repeated]}))
             keys, freqs = keys[~repeated], freqs[~repeated]
-        return cls(keys, freqs, exact)
+        return cls(keys, freqs.astype(np.uint32), exact)
 
     def lookup(self, tokens: Sequence[str], default: int) -> np.ndarray:
         """The document frequency of each token (`default` for a token the statistics do not hold)."""
@@ -229,8 +229,8 @@ class Bm25Stats:
             raise ValueError(f"{int(out_of_range.sum())} frequencies are not from 0 to documents ({documents}), e.g. "
                              f"{int(freqs[out_of_range][0])}")
         _check_doc_freq(list(exact.items()), documents)
-        return cls(documents, mean_length, HashedDocFreq(keys, freqs, {str(k): int(v) for k, v in exact.items()}),
-                   min_df)
+        return cls(documents, mean_length, HashedDocFreq(keys, freqs.astype(np.uint32),
+                                                         {str(k): int(v) for k, v in exact.items()}), min_df)
 
     @classmethod
     def from_json(cls, text: str) -> Bm25Stats:
