@@ -111,14 +111,20 @@ def pair_logits(pairs: DataFrame, vectors: DataFrame, card: ModelCard, lexical: 
                                                               F.col("vector").alias("_pvec"))
     joined = (pairs.withColumn("_qkey", text_key(F.col("query_norm"))).withColumn("_pkey", text_key(F.col("product_text")))
               .join(query, "_qkey").join(product, "_pkey"))
-    logit = dot_product("_qvec", "_pvec", dot)
-    if card.lexical_weight:
-        if lexical is None:
-            raise ModelError(f"model {card.version}: its card adds BM25 x {card.lexical_weight:g} to the logit but "
-                             "it was loaded without the BM25 statistics")
-        logit = logit + F.lit(float(card.lexical_weight)) * make_bm25_pair_udf(lexical)(F.col("query_norm"),
-                                                                                       F.col("product_text"))
+    logit = with_lexical_term(dot_product("_qvec", "_pvec", dot), card, lexical)
     return joined.withColumn("_logit", logit).drop("_qkey", "_pkey", "_qvec", "_pvec")
+
+
+def with_lexical_term(cosine: Column, card: ModelCard, lexical: Bm25Stats | None) -> Column:
+    """A pair's logit from its cosine: plus the card's lexical weight x BM25 of `query_norm` and `product_text`
+    under `lexical` (the version's frozen statistics), as `udfs.scorer.score_logits` computes it."""
+    if not card.lexical_weight:
+        return cosine
+    if lexical is None:
+        raise ModelError(f"model {card.version}: its card adds BM25 x {card.lexical_weight:g} to the logit but it "
+                         "was loaded without the BM25 statistics")
+    return cosine + F.lit(float(card.lexical_weight)) * make_bm25_pair_udf(lexical)(F.col("query_norm"),
+                                                                                   F.col("product_text"))
 
 
 def calibrated(logit: Column, card: ModelCard) -> Column:

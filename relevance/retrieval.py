@@ -30,13 +30,11 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql.types import DoubleType, LongType, StringType, StructField, StructType
 
-from relevance.embeddings import PRODUCT, QUERY, calibrated, text_key
+from relevance.embeddings import PRODUCT, QUERY, calibrated, text_key, with_lexical_term
 from relevance.frames import with_normalized_query
 from relevance.topk import RunningTopK
 from udfs.card import ModelCard
 from udfs.lexical import Bm25Stats
-from udfs.model import ModelError
-from udfs.spark_udf import make_bm25_pair_udf
 
 SEGMENT_ORDER = {"head": 0, "torso": 1, "tail": 2}
 TOPK_TYPE = StructType([StructField("qid", LongType()), StructField("product_id", StringType()),
@@ -147,13 +145,7 @@ def catalog_topk_rows(top: DataFrame, query_names: list[str], queries: DataFrame
             .join(queries, "query_norm", "left")
             .join(engine_flags(pairs), ["query_norm", "product_id"], "left")
             .join(products.select("product_id", "product_text"), "product_id", "left"))
-    logit = F.col("score")
-    if card.lexical_weight:
-        if lexical is None:
-            raise ModelError(f"model {card.version}: its card adds BM25 x {card.lexical_weight:g} to the logit but "
-                             "it was loaded without the BM25 statistics")
-        logit = logit + F.lit(float(card.lexical_weight)) * make_bm25_pair_udf(lexical)(F.col("query_norm"),
-                                                                                       F.col("product_text"))
+    logit = with_lexical_term(F.col("score"), card, lexical)
     return rows.select(
         "query_norm", "product_id", "rank", "score", calibrated(logit, card).alias("relevance_score"),
         F.coalesce("shown_by_engine", F.lit(False)).alias("shown_by_engine"),

@@ -83,6 +83,21 @@ def make_config(warehouse: Path, models_root: Path, **overrides) -> dict:
     return cfg
 
 
+def table(cfg: dict, name: str):
+    """The warehouse table `name` of `cfg`, read whole with delta-rs (a pandas frame)."""
+    from deltalake import DeltaTable
+
+    return DeltaTable(str(Path(cfg["warehouse"]["root"]) / name)).to_pandas()
+
+
+def with_settings(cfg: dict, **values) -> dict:
+    """A copy of `cfg` with settings changed, each named with `__` for `.` (model__version=...)."""
+    out = copy.deepcopy(cfg)
+    for key, value in values.items():
+        set_path(out, key.replace("__", "."), value)
+    return out
+
+
 def run(spark, cfg: dict, module, ds: str | None = DEMO_DS):
     """Run one job module through the same path as the CLI (records to `runs`)."""
     from jobs.core.job import JobContext, run_job

@@ -33,7 +33,7 @@ from relevance.pairs import CONFLICT_RULE, MAX_CHARS_PER_WORD, catalog_texts, cl
 from relevance.scoring import population_stability, score_shift, unusable_scores
 from relevance.settings import LabelScheme, PairsSettings
 from schemas.tables import CATALOG, JUDGMENTS, MAX_POSITION, QUERY_LOG
-from tests.conftest import DEMO_DS, ROOT, copy_warehouse, make_config, run, settings_of
+from tests.conftest import DEMO_DS, ROOT, copy_warehouse, make_config, run, settings_of, table
 from udfs.model import ModelError, load_model_version, save_model_version
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -44,10 +44,6 @@ _conf_numbers = itertools.count()
 
 
 # ---- helpers ----------------------------------------------------------------------------
-
-def table(cfg: dict, name: str) -> pd.DataFrame:
-    return DeltaTable(str(Path(cfg["warehouse"]["root"]) / name)).to_pandas()
-
 
 def row_counts(cfg: dict) -> dict[str, int]:
     """Rows of every data table under the warehouse (runs and rejects are logs: they grow by design)."""

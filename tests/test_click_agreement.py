@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from deltalake import DeltaTable
 
 from jobs.core.config import set_path
 from relevance.evaluation.audit_rows import AuditSettings
@@ -27,7 +26,7 @@ from relevance.evaluation.click_agreement import (
     click_report_note,
     click_scope,
 )
-from tests.conftest import DEMO_DS, run
+from tests.conftest import DEMO_DS, run, table
 
 KS = (2, 3)
 SETTINGS = AuditSettings(ks=KS, bootstrap_samples=200)
@@ -205,10 +204,6 @@ def test_summary_and_report_carry_the_click_section_and_the_bias(tmp_path):
 # ---------------------------------------------------------------------------------------------------------------
 # End to end on the small demo
 # ---------------------------------------------------------------------------------------------------------------
-
-
-def table(cfg: dict, name: str) -> pd.DataFrame:
-    return DeltaTable(str(Path(cfg["warehouse"]["root"]) / name)).to_pandas()
 
 
 def expected_click_ndcg(cfg: dict, k: int, min_impressions: int) -> pd.DataFrame:

@@ -8,19 +8,13 @@ import copy
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
-from deltalake import DeltaTable
 
 from jobs import audit, build_pairs, score
 from jobs.core.config import set_path
-from tests.conftest import DEMO_DS, copy_warehouse, run
+from tests.conftest import DEMO_DS, copy_warehouse, run, table
 
 LAMBDAS = [1.0, 0.5]
-
-
-def table(cfg: dict, name: str) -> pd.DataFrame:
-    return DeltaTable(str(Path(cfg["warehouse"]["root"]) / name)).to_pandas()
 
 
 @pytest.fixture(scope="module")

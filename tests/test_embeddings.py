@@ -3,7 +3,6 @@ model version and precision, vectors kept in the `embeddings` table, and old ver
 
 from __future__ import annotations
 
-import copy
 import json
 import shutil
 from pathlib import Path
@@ -11,11 +10,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from deltalake import DeltaTable, write_deltalake
+from deltalake import write_deltalake
 
 from jobs import build_pairs, score, vacuum
-from jobs.core.config import set_path
-from tests.conftest import DEMO_DS, copy_warehouse, run
+from tests.conftest import DEMO_DS, copy_warehouse, run, table, with_settings
 
 TOLERANCE = 1e-5
 BI_VERSION = "tiny-bi"
@@ -43,17 +41,6 @@ def make_tiny_bi_encoder_version(models_root: Path, version: str = BI_VERSION) -
                      lexical_weight=0.05)
     return Path(save_model_version(models_root, BertModel(config), tokenizer, card,
                                    extra_files={LEXICAL_FILE: stats.to_json()}))
-
-
-def table(cfg: dict, name: str) -> pd.DataFrame:
-    return DeltaTable(str(Path(cfg["warehouse"]["root"]) / name)).to_pandas()
-
-
-def with_settings(cfg: dict, **values) -> dict:
-    out = copy.deepcopy(cfg)
-    for key, value in values.items():
-        set_path(out, key.replace("__", "."), value)
-    return out
 
 
 def scores_of(cfg: dict) -> pd.DataFrame:

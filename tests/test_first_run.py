@@ -7,16 +7,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pandas as pd
-from deltalake import DeltaTable
-
 from jobs import finetune, nightly
-from tests.conftest import DEMO_DS, make_config, run
+from tests.conftest import DEMO_DS, make_config, run, table
 from udfs.model import promoted_version
-
-
-def table(cfg: dict, name: str) -> pd.DataFrame:
-    return DeltaTable(str(Path(cfg["warehouse"]["root"]) / name)).to_pandas()
 
 
 def test_a_refused_first_finetune_leaves_the_base_serving_and_nightly_scores_with_it(spark, fresh_warehouse,

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from deltalake import DeltaTable
 
 from jobs import build_pairs, import_esci, import_ubi, import_wands
 from jobs.__main__ import main
@@ -27,15 +26,11 @@ from relevance.data.importers import (
 )
 from relevance.frames import to_spark
 from schemas.tables import CATALOG
-from tests.conftest import SHARED_DATA, make_config, run
+from tests.conftest import SHARED_DATA, make_config, run, table
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 UBI = FIXTURES / "ubi"
 UTC = "UTC"
-
-
-def table(cfg: dict, name: str) -> pd.DataFrame:
-    return DeltaTable(str(Path(cfg["warehouse"]["root"]) / name)).to_pandas()
 
 
 def rejects_of(cfg: dict, job: str) -> pd.DataFrame:

@@ -18,16 +18,12 @@ from jobs.core.job import JobError
 from plumbing.delta import Warehouse
 from relevance.settings import ARROW_BATCH_ROWS_KEY as ARROW_BATCH_ROWS
 from schemas.tables import QUERY_LOG, TABLES
-from tests.conftest import DEMO_DS, ROOT, make_config, run, settings_of
+from tests.conftest import DEMO_DS, ROOT, make_config, run, settings_of, table
 from udfs.model import load_model_version, resolve_model_dir
 from udfs.scorer import score_pairs
 from udfs.text import build_product_text, normalize_text
 
 OUTPUT_TABLES = ("pairs", "relevance", "relevance_audit", "rejects")
-
-
-def table(cfg: dict, name: str) -> pd.DataFrame:
-    return DeltaTable(str(Path(cfg["warehouse"]["root"]) / name)).to_pandas()
 
 
 def runs_of(cfg: dict, job: str) -> pd.DataFrame:

@@ -11,12 +11,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from deltalake import DeltaTable
 
 from jobs import build_pairs, retrieve, score
-from jobs.core.config import set_path
 from relevance.topk import RunningTopK, brute_force_top_k
-from tests.conftest import DEMO_DS, copy_warehouse, run
+from tests.conftest import DEMO_DS, copy_warehouse, run, table, with_settings
 
 K = 12
 
@@ -24,17 +22,6 @@ K = 12
 def unit_vectors(rng: np.random.Generator, n: int, d: int) -> np.ndarray:
     x = rng.normal(size=(n, d)).astype(np.float32)
     return x / np.linalg.norm(x, axis=1, keepdims=True)
-
-
-def table(cfg: dict, name: str) -> pd.DataFrame:
-    return DeltaTable(str(Path(cfg["warehouse"]["root"]) / name)).to_pandas()
-
-
-def with_settings(cfg: dict, **values) -> dict:
-    out = copy.deepcopy(cfg)
-    for key, value in values.items():
-        set_path(out, key.replace("__", "."), value)
-    return out
 
 
 # ----------------------------------------------------------------------------- pure

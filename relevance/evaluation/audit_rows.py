@@ -11,7 +11,7 @@ irrelevant. Pure functions of pandas frames; the Spark aggregations that feed th
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -250,9 +250,13 @@ def judged_evaluation(candidates: pd.DataFrame, judged: pd.DataFrame, settings: 
 # ----------------------------------------------------------------------------- judged audit rows
 
 
-def _ranking_rows(per_query: pd.DataFrame, system: str, segment: str, settings: AuditSettings) -> list[dict]:
+def mean_rows(per_query: pd.DataFrame, columns: list[str], system: str, segment: str, settings: AuditSettings,
+              describe: Callable[[str], str] | None = None) -> list[dict]:
+    """One row per metric column of `per_query` (one row per query): its mean over the queries where it is defined
+    (not NaN) with a query-bootstrap CI, and its definition (`describe`, else the settings'); none where no query
+    has it."""
     rows = []
-    for column in ranking_metric_columns(per_query):
+    for column in columns:
         values = per_query[column].to_numpy(dtype=float)
         values = values[~np.isnan(values)]
         if len(values) == 0:
@@ -260,8 +264,12 @@ def _ranking_rows(per_query: pd.DataFrame, system: str, segment: str, settings: 
         low, high = bootstrap_mean_ci(values, settings.bootstrap_samples, settings.confidence, settings.seed)
         rows.append({"system": system, "segment": segment, "metric": column,
                      "k": metric_k(column), "value": float(values.mean()), "support": int(len(values)),
-                     "ci_low": low, "ci_high": high, "definition": settings.definition(column)})
+                     "ci_low": low, "ci_high": high, "definition": (describe or settings.definition)(column)})
     return rows
+
+
+def _ranking_rows(per_query: pd.DataFrame, system: str, segment: str, settings: AuditSettings) -> list[dict]:
+    return mean_rows(per_query, ranking_metric_columns(per_query), system, segment, settings)
 
 
 def _classifier_rows(judged_pairs: pd.DataFrame, system: str, segment: str, settings: AuditSettings) -> list[dict]:

@@ -14,9 +14,15 @@ import numpy as np
 import pandas as pd
 
 # purity: no pyspark torch transformers
-from relevance.evaluation.audit_rows import MODEL, QUERY_SEGMENT, AuditSettings, JudgedEvaluation, per_query_metrics
+from relevance.evaluation.audit_rows import (
+    MODEL,
+    QUERY_SEGMENT,
+    AuditSettings,
+    JudgedEvaluation,
+    mean_rows,
+    per_query_metrics,
+)
 from relevance.evaluation.diversity import concentration_at_k, per_query_intent_metrics
-from relevance.evaluation.intervals import bootstrap_mean_ci
 from relevance.evaluation.mmr import mmr_order
 from relevance.evaluation.ranking import gain, rank_query
 
@@ -114,19 +120,10 @@ def summary_rows(per_query: pd.DataFrame, system: str, segments: dict[str, set[s
                  describe: Callable[[str], str]) -> list[dict]:
     """Mean of each metric per segment with its bootstrap CI (queries resampled), skipping NaN (queries where the
     metric is undefined) and empty segments."""
-    rows = []
-    for segment, queries in segments.items():
-        part = per_query[per_query.query_norm.isin(queries)]
-        for column in metric_columns(per_query):
-            values = part[column].to_numpy(dtype=float)
-            values = values[~np.isnan(values)]
-            if len(values) == 0:
-                continue
-            low, high = bootstrap_mean_ci(values, settings.bootstrap_samples, settings.confidence, settings.seed)
-            rows.append({"system": system, "segment": segment, "metric": column, "k": int(column.split("@")[1]),
-                         "value": float(values.mean()), "support": int(len(values)), "ci_low": low, "ci_high": high,
-                         "definition": describe(column)})
-    return rows
+    columns = metric_columns(per_query)
+    return [row for segment, queries in segments.items()
+            for row in mean_rows(per_query[per_query.query_norm.isin(queries)], columns, system, segment, settings,
+                                 describe)]
 
 
 def diversity_audit(evaluation: JudgedEvaluation, facets: pd.DataFrame, settings: AuditSettings,
