@@ -140,8 +140,9 @@ def main() -> None:
                               "wall_seconds": {k: round(v, 1) for k, v in walls.items()}, "systems": {}}
     for name in table.columns:
         row: dict[str, Any] = {f"ndcg@{args.k}": round(float(table[name].mean()), 4)}
-        for rival in ("judgments", "zero_shot", "bm25"):
-            if rival in table.columns and rival != name and name not in ("zero_shot", "bm25"):
+        same_size = name.replace("both-new-", "judgments-") if name.startswith("both-new-") else None
+        for rival in ("judgments", "zero_shot", "bm25", same_size):  # a curve step against judgments at its size
+            if rival and rival in table.columns and rival != name and name not in ("zero_shot", "bm25"):
                 row[f"gain_vs_{rival}"] = paired((table[name] - table[rival]).to_numpy(), args.bootstrap)
         if name in cards:
             sources = cards[name].training.get("sources", {})
