@@ -9,7 +9,7 @@ from jobs.core.job import JobContext, JobResult, run_step
 from schemas.tables import TABLES
 
 JOB = "demo"
-OUTPUT_TABLES = ("pairs", "relevance", "relevance_audit", "runs", "rejects")
+OUTPUT_TABLES = ("pairs", "relevance", "embeddings", "catalog_topk", "relevance_audit", "runs", "rejects")
 EXAMPLE_SQL = Path(__file__).resolve().parent.parent / "sql" / "irrelevant_in_top_slots.sql"
 
 
@@ -26,7 +26,7 @@ def run(ctx: JobContext) -> JobResult:
 
     wh = ctx.warehouse
     print(f"Delta tables under {wh.root}:")
-    for name in OUTPUT_TABLES:
+    for name in (n for n in OUTPUT_TABLES if wh.exists(n)):  # embeddings, catalog_topk: with retrieve
         table = wh.delta_table(name)
         print(f"  {name:<16} {wh.path(name)}  (version {table.version()}, {table.count()} rows)")
     for name in ("relevance", "pairs"):
