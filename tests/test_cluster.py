@@ -19,6 +19,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -272,7 +273,10 @@ def test_two_nightlies_at_once_then_an_executor_killed_in_score(spark, cluster: 
     assert score_run["status"] == "succeeded" and score_run["rows_reused"] == 0, score_run
     killed = relevance_of(warehouse, options, DEMO_DS)
     assert not killed["reused"].any() and len(killed) == rows_out == len(reference) > 0, (len(killed), len(reference))
-    pd.testing.assert_frame_equal(killed, reference, check_exact=True)
+    # every column exactly, the score to 1e-9: the lost task re-runs on another executor, whose torch threads may
+    # sum a batch in another order (seen once: 32 of 800 scores 2e-10 apart; grades and thresholds unchanged)
+    pd.testing.assert_frame_equal(killed.drop(columns="score"), reference.drop(columns="score"), check_exact=True)
+    np.testing.assert_allclose(killed.score.to_numpy(), reference.score.to_numpy(), rtol=0, atol=1e-9)
     orphans = [p for p in kill.python_pids if Path(f"/proc/{p}").exists()]
     print(f"score with an executor killed: exit 0 in {scoring.seconds:.0f}s; killed executor {kill.executor_id} of "
           f"{kill.app_id} on {kill.executor.parent.parent.parent.name} (JVM {kill.pid}) {kill.after_s:.0f}s after "
