@@ -44,8 +44,11 @@ def spark():
     from plumbing.delta import DELTA_SPARK_PACKAGE
     from plumbing.errors import one_line
 
-    cfg = {"spark": {"master": "local[2]", "shuffle_partitions": 2, "driver_memory": "2g", "app_name": "relevance-tests",
-                     "conf": {"spark.ui.showConsoleProgress": "false"}},  # no stage bars in the test log
+    # one JVM runs ~600 tests: 3g and a cleaner that runs every 5 minutes (not 30) keep its heap clear of the
+    # broadcasts and shuffles that finished tests left behind
+    cfg = {"spark": {"master": "local[2]", "shuffle_partitions": 2, "driver_memory": "3g", "app_name": "relevance-tests",
+                     "conf": {"spark.ui.showConsoleProgress": "false",  # no stage bars in the test log
+                              "spark.cleaner.periodicGC.interval": "5min"}},
            "warehouse": {"writer": "delta-spark"}}
     try:
         session = build_spark(settings_of(cfg))
@@ -132,6 +135,15 @@ def copy_warehouse(cfg: dict, target: Path) -> dict:
 def fresh_warehouse(demo_warehouse, tmp_path) -> dict:
     """A private copy of the demo inputs, so a test's writes never meet another test's."""
     return copy_warehouse(demo_warehouse, tmp_path / "warehouse")
+
+
+@pytest.fixture(autouse=True)
+def _drop_cached_frames(request):
+    """Every Spark test leaves the shared JVM without cached blocks: they would fill its heap over the suite (CI's driver
+    ran out of memory building a broadcast after three hundred tests)."""
+    yield
+    if "spark" in request.fixturenames:
+        request.getfixturevalue("spark").catalog.clearCache()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

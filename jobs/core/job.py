@@ -89,12 +89,21 @@ def record_run(ctx: JobContext, result: JobResult, status: str, error: str | Non
     ctx.warehouse.append(df, RUNS, ctx.run_id)
 
 
+def _forget_cached_frames(spark: SparkSession) -> None:
+    """A job's cached frames end with it: the nightly's steps (and the tests) share one JVM, whose heap they would fill."""
+    try:
+        spark.catalog.clearCache()
+    except Exception:  # noqa: BLE001 (the JVM itself may be what failed; the job's own error is the one to report)
+        pass
+
+
 def run_job(ctx: JobContext, body: Callable[[JobContext], JobResult]) -> JobResult:
     """Run a job body, time it, and log success or failure to `runs`; failures re-raise as JobError."""
     started = time.time()
     try:
         result = body(ctx)
     except Exception as exc:
+        _forget_cached_frames(ctx.spark)
         message = str(exc) if isinstance(exc, JobError) else one_line(exc)
         if ctx.settings.log_tracebacks:
             traceback.print_exc()
@@ -103,6 +112,7 @@ def run_job(ctx: JobContext, body: Callable[[JobContext], JobResult]) -> JobResu
         except Exception as log_exc:  # the warehouse itself may be what is broken
             message += f" (and the runs table could not be written: {one_line(log_exc)})"
         raise JobError(f"{ctx.job} failed: {message}") from exc
+    _forget_cached_frames(ctx.spark)
     record_run(ctx, result, "succeeded", None, started)
     return result
 
