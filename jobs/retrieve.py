@@ -18,7 +18,7 @@ from pyspark.sql import functions as F
 
 from jobs.core.config import storage_options
 from jobs.core.job import JobContext, JobError, JobResult
-from relevance.embeddings import new_vector_rows, stored_vectors
+from relevance.embeddings import vectors_of_texts
 from relevance.pairs import catalog_texts
 from relevance.retrieval import (
     audited_queries,
@@ -76,19 +76,13 @@ def run(ctx: JobContext) -> JobResult:
     device, precision = device_and_precision(spark, spec)
     table = (conform(wh.read(EMBEDDINGS, {"model_version": card.version}), EMBEDDINGS, wh.path(EMBEDDINGS.name))
              if wh.exists(EMBEDDINGS.name) else None)
-    texts = retrieval_texts(queries, products)
-    stored = stored_vectors(table, card.version, precision, texts)
-    missing = texts if stored is None else texts.join(stored.select("kind", "text_fingerprint"),
-                                                       ["kind", "text_fingerprint"], "left_anti")
     partitions = spark.sparkContext.defaultParallelism
-    counters = EmbedCounters(spark.sparkContext)
     started = time.time()
-    new_vectors = new_vector_rows(missing, spec, card.version, precision, ctx.run_id, ds, partitions, counters)
+    new_vectors, vectors = vectors_of_texts(retrieval_texts(queries, products), table, spec, card.version, precision,
+                                            ctx.run_id, ds, partitions, EmbedCounters(spark.sparkContext))
     new_vectors = new_vectors.persist(StorageLevel.MEMORY_AND_DISK)
     embedded = {row["kind"]: int(row["count"]) for row in new_vectors.groupBy("kind").count().collect()}
     embed_seconds = time.time() - started
-    fresh = new_vectors.select("kind", "text_fingerprint", "vector")
-    vectors = fresh if stored is None else stored.unionByName(fresh)
 
     names, matrix = query_matrix(keyed_vectors(queries, "query_norm", "query", vectors))
     if not names:

@@ -89,6 +89,19 @@ def new_vector_rows(missing: DataFrame, spec: ScorerSpec, model_version: str, pr
     )
 
 
+def vectors_of_texts(texts: DataFrame, table: DataFrame | None, spec: ScorerSpec, model_version: str, precision: str,
+                     run_id: str, ds: str, partitions: int,
+                     counters: EmbedCounters | None = None) -> tuple[DataFrame, DataFrame]:
+    """The vectors of `texts` (kind, text_fingerprint, text): the `embeddings` rows of those the table lacks, embedded
+    lazily (persist them: they run the model), and (kind, text_fingerprint, vector) of every text, stored or new."""
+    stored = stored_vectors(table, model_version, precision, texts)
+    missing = texts if stored is None else texts.join(stored.select("kind", "text_fingerprint"),
+                                                       ["kind", "text_fingerprint"], "left_anti")
+    new_vectors = new_vector_rows(missing, spec, model_version, precision, run_id, ds, partitions, counters)
+    fresh = new_vectors.select("kind", "text_fingerprint", "vector")
+    return new_vectors, (fresh if stored is None else stored.unionByName(fresh))
+
+
 def dot_product(left: str, right: str, how: str = "pandas") -> Column:
     """The dot product of two array<float> columns in float64: Spark's higher-order functions (each product in
     double, summed in order) or the numpy pandas UDF `dot_udf`."""
@@ -156,12 +169,8 @@ def plan_day_embeddings(pairs: DataFrame, previous: DataFrame | None, table: Dat
     classified = classify_pairs(pairs)
     to_score, reusable = split_reusable(classified.where(F.col("reason").isNull()), previous)
     texts = day_texts(to_score)
-    stored = stored_vectors(table, card.version, precision, texts)
-    missing = texts if stored is None else texts.join(stored.select("kind", "text_fingerprint"),
-                                                       ["kind", "text_fingerprint"], "left_anti")
-    new_vectors = new_vector_rows(missing, spec, card.version, precision, run_id, ds, partitions, counters)
-    fresh_vectors = new_vectors.select("kind", "text_fingerprint", "vector")
-    vectors = fresh_vectors if stored is None else stored.unionByName(fresh_vectors)
+    new_vectors, vectors = vectors_of_texts(texts, table, spec, card.version, precision, run_id, ds, partitions,
+                                            counters)
     scored = pair_logits(to_score, vectors, card, lexical, dot)
     fresh = relevance_rows(scored, calibrated(F.col("_logit"), card), F.current_timestamp(), False, card, precision,
                            run_id)
