@@ -15,7 +15,9 @@ Variants (`finetune.sources`, `finetune.click_queries`, `finetune.max_train_quer
 - judgments: the judged training queries only (today's recipe);
 - clicks-new / both-new: click labels, with every validation and test query's clicks left out ("new queries");
 - clicks-seen / both-seen: click labels of every logged query, as a nightly has them ("seen queries");
-- judgments-N / both-new-N: the learning curve, N judged training queries (validation and test unchanged).
+- judgments-N / both-new-N: the learning curve, N judged training queries (validation and test unchanged);
+- clicks-then-judgments: two stages, the judgments-only recipe started from the clicks-new variant's network
+  (`model.base` set to it) instead of the base model: clicks as pre-training, judgments as fine-tuning.
 """
 
 from __future__ import annotations
@@ -46,6 +48,10 @@ MAIN_VARIANTS: dict[str, list[str]] = {
     "both-seen": ["finetune.sources=both", "finetune.click_queries=all"],
 }
 CURVE_SIZES = (25, 50, 100)
+# a variant trained from another variant's network: name -> (its own settings, the variant it starts from)
+STAGED_VARIANTS: dict[str, tuple[list[str], str]] = {
+    "clicks-then-judgments": (["finetune.sources=judgments"], "clicks-new"),
+}
 
 
 def curve_variants(sizes: tuple[int, ...]) -> dict[str, list[str]]:
@@ -116,9 +122,14 @@ def main() -> None:
         walls["generate"] = jobs_cli(args.conf, "generate", sets=sets)
     if not (Path(args.warehouse) / "click_labels").exists():
         walls["click-model"] = jobs_cli(args.conf, "click-model", "--ds", end, "--days", str(days), sets=sets)
-    variants = {**MAIN_VARIANTS, **curve_variants(CURVE_SIZES)}
+    variants = {**MAIN_VARIANTS, **curve_variants(CURVE_SIZES),
+                **{name: [*own, f"model.base={models_root / f'logs-{start}' / 'model'}"]
+                   for name, (own, start) in STAGED_VARIANTS.items()}}
     chosen = [v for v in args.variants.split(",") if v]
     for name in chosen:
+        start = STAGED_VARIANTS.get(name, (None, None))[1]
+        if start and not (models_root / f"logs-{start}" / "model_card.json").is_file():
+            raise SystemExit(f"variant {name} starts from {start}: list {start} before it")
         if not (models_root / f"logs-{name}" / "model_card.json").is_file():
             walls[name] = jobs_cli(args.conf, "finetune", sets=[*sets, *variants[name], f"finetune.version=logs-{name}",
                                                                 "finetune.promote=false"], show_lines=3)

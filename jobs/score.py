@@ -10,6 +10,7 @@ import argparse
 import datetime as dt
 import time
 from dataclasses import dataclass, replace
+from functools import reduce
 from typing import Any
 
 from pyspark import StorageLevel
@@ -19,7 +20,8 @@ from pyspark.sql import functions as F
 from jobs.core.config import storage_options
 from jobs.core.job import JobContext, JobError, JobResult
 from jobs.core.spark import session_setting
-from relevance.embeddings import embedding_details, plan_day_embeddings, scoring_path
+from relevance.diverse_rank import day_product_texts, with_rank_diverse
+from relevance.embeddings import embedding_details, plan_day_embeddings, scoring_path, vectors_of_texts
 from relevance.frames import rejects_frame
 from relevance.scoring import (
     DayScoring,
@@ -36,7 +38,7 @@ from relevance.scoring import (
 from relevance.settings import ARROW_BATCH_ROWS_KEY, Settings
 from schemas.tables import EMBEDDINGS, PAIRS, REJECTS, RELEVANCE
 from schemas.validate import conform
-from udfs.card import ModelCard
+from udfs.card import BI_ENCODER, ModelCard
 from udfs.model import (
     LoadedModel,
     fetch_model_version,
@@ -139,6 +141,37 @@ def score_through_embeddings(ctx: JobContext, pairs: DataFrame, previous: DataFr
     return ScoredDay(day, scored, embed_seconds + join_dot_seconds, details, new_vectors)
 
 
+def rank_diversely(ctx: JobContext, relevance: DataFrame, pairs: DataFrame, new_vectors: DataFrame | None,
+                   spec: ScorerSpec, card: ModelCard, precision: str) -> tuple[DataFrame, DataFrame | None, dict[str, Any]]:
+    """With scoring.diverse_lambda set: `relevance` with `rank_diverse` (relevance.diverse_rank), the `embeddings` rows
+    of the product texts neither the table nor this run's `new_vectors` hold (embedded now, persisted, to append) and
+    the details for `runs`. Without it: `relevance` unchanged. A row left without a rank stops the job."""
+    config, wh, ds = ctx.settings.scoring, ctx.warehouse, ctx.require_ds()
+    if config.diverse_lambda is None:
+        return relevance, None, {}
+    if card.kind != BI_ENCODER:
+        raise JobError(f"{JOB}: scoring.diverse_lambda is set, but model {card.version} is a {card.kind}, which has no "
+                       "product embeddings to re-rank with (unset it); relevance was not written")
+    key = ["model_version", "precision", "kind", "text_fingerprint", "vector"]
+    known = [frame.select(*key) for frame in (
+        conform(wh.read(EMBEDDINGS, {"model_version": card.version}), EMBEDDINGS, wh.path(EMBEDDINGS.name))
+        if wh.exists(EMBEDDINGS.name) else None, new_vectors) if frame is not None]
+    more, vectors = vectors_of_texts(day_product_texts(relevance, pairs),
+                                     reduce(lambda left, right: left.unionByName(right), known) if known else None,
+                                     spec, card.version,
+                                     precision, ctx.run_id, ds, ctx.spark.sparkContext.defaultParallelism,
+                                     EmbedCounters(ctx.spark.sparkContext))
+    more = more.persist(StorageLevel.MEMORY_AND_DISK)
+    embedded = more.count()
+    ranked = with_rank_diverse(relevance, pairs, vectors, config.diverse_lambda, config.diverse_depth)
+    ranked = ranked.persist(StorageLevel.MEMORY_AND_DISK)
+    unranked = ranked.where(F.col("rank_diverse").isNull()).count()
+    if unranked:
+        raise JobError(f"{JOB}: {unranked} rows of ds={ds} found no product vector to re-rank with (model "
+                       f"{card.version}, {precision}); relevance was not written")
+    return ranked, more, {"lambda": config.diverse_lambda, "depth": config.diverse_depth, "texts_embedded": embedded}
+
+
 def score_day(ctx: JobContext) -> JobResult:
     """Load (the model, checked; the day's pairs; this version's earlier scores) -> plan (relevance.scoring, or
     relevance.embeddings on the embedding path) -> check the scores -> write embeddings, relevance and rejects."""
@@ -165,14 +198,17 @@ def score_day(ctx: JobContext) -> JobResult:
                        "infinite or outside [0, 1]; relevance was not written")
     reused = day.reused.count() if day.reused is not None else 0
     shift = score_shift(day.relevance, card.validation_score_deciles)
+    relevance, diverse_vectors, diverse_details = rank_diversely(ctx, day.relevance, pairs, new_vectors, spec, card,
+                                                                 precision)
 
-    if new_vectors is not None and path_details.get("texts_embedded"):
-        wh.append(new_vectors, EMBEDDINGS, ctx.run_id)  # new keys only: the texts the table lacked
-    written = wh.overwrite_partition(day.relevance, RELEVANCE, {"ds": ds}, ctx.run_id)
+    appended = [frame for frame, count in ((new_vectors, path_details.get("texts_embedded")),
+                                           (diverse_vectors, diverse_details.get("texts_embedded")))
+                if frame is not None and count]
+    if appended:  # new keys only: the texts the table lacked
+        wh.append(reduce(lambda left, right: left.unionByName(right), appended), EMBEDDINGS, ctx.run_id)
+    written = wh.overwrite_partition(relevance, RELEVANCE, {"ds": ds}, ctx.run_id)
     rejected_count = wh.overwrite_partition(rejects_frame(day.rejected, JOB, PAIRS.name, ctx.run_id, ds), REJECTS,
                                             {"job": JOB, "ds": ds}, ctx.run_id)
-    if new_vectors is not None:
-        new_vectors.unpersist()
     throughput = scored / scoring_seconds if scored and scoring_seconds > 0 else None
     far = shift is not None and shift > config.max_score_psi
     embedded_note = (f", {path_details['texts_embedded']} of {path_details['distinct_texts']} distinct texts embedded "
@@ -181,11 +217,13 @@ def score_day(ctx: JobContext) -> JobResult:
         rows_in=rows_in, rows_out=written, rows_rejected=rejected_count, rows_reused=reused,
         model_version=card.version, throughput_per_s=throughput, device=device,
         details={"serving": serving_note(card, ctx.settings.model.version), "pairs_scored": scored, "scoring_seconds": round(scoring_seconds, 3), "model_dir": str(model_dir),
-                 **path_details, **probe,
+                 **path_details, **probe, **({"rank_diverse": diverse_details} if diverse_details else {}),
                  "score_psi_vs_validation": shift if shift is not None else "the model card has no validation_score_deciles"},
         summary=f"{written} pairs in relevance with {card.version}: {scored} scored in {scoring_seconds:.1f}s "
         f"({throughput or 0:.0f} pairs/s on {device}, {precision}, {path} path{embedded_note}), {reused} reused from "
         "earlier runs"
+        + (f"; rank_diverse: MMR at lambda {diverse_details['lambda']:g} over the top {diverse_details['depth']}"
+           if diverse_details else "")
         + f"\nserving: {serving_note(card, ctx.settings.model.version)}"
         + (f"\nwarning: the day's scores are far from the model's validation scores (PSI {shift:.3f} > "
            f"{config.max_score_psi})" if far else ""),

@@ -54,6 +54,7 @@ def relevance_rows(frame: DataFrame, score: Column, scored_at: Column, reused: b
         F.lit(run_id).alias("run_id"),
         scored_at.alias("scored_at"),
         F.lit(reused).alias("reused"),
+        F.lit(None).cast("long").alias("rank_diverse"),  # relevance.diverse_rank sets it, when asked to
         "ds",
     )
 

@@ -293,6 +293,11 @@ class ScoringSettings:
     embeddings_retention_days: int = setting(
         30, "`vacuum` removes the vectors of model versions no score run has used (nor embedded with) for this many "
         "days", ge=1)
+    # opt-in: the audit's MMR trade-off (audit.diversity.mmr_lambdas) shows what each lambda costs in nDCG@10
+    diverse_lambda: float | None = setting(
+        None, "write `rank_diverse`: each query's MMR order at this lambda over the bi-encoder's product embeddings "
+        "(1: the score order); null: not written", ge=0, le=1)
+    diverse_depth: int = setting(10, "the top positions of `rank_diverse` MMR picks; below them, the score order", ge=1)
 
 
 @dataclass(frozen=True)

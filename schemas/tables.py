@@ -131,6 +131,9 @@ RELEVANCE = TableSpec(
         ("run_id", S),
         ("scored_at", T),
         ("reused", BooleanType()),
+        # the query's order re-ranked by MMR over the model's product embeddings (1 first), when
+        # scoring.diverse_lambda is set (the lambda is in the score run's `runs` details); null otherwise
+        ("rank_diverse", L),
         ("ds", S),
     ),
     partition_by=("ds",),

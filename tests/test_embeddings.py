@@ -288,6 +288,11 @@ def test_a_cross_encoder_scores_on_the_pair_path_and_refuses_the_embedding_path(
     assert auto.details["scoring_path"] == "pairs"
     with pytest.raises(JobError, match="scoring.path=embeddings needs a bi-encoder"):
         run(spark, with_settings(cfg, scoring__path="embeddings"), score)
+    written = table(cfg, "relevance").sort_values(["query_norm", "product_id"], ignore_index=True)
+    with pytest.raises(JobError, match="scoring.diverse_lambda is set, but model .* has no product embeddings"):
+        run(spark, with_settings(cfg, scoring__path="auto", scoring__diverse_lambda=0.8), score)
+    pd.testing.assert_frame_equal(table(cfg, "relevance").sort_values(["query_norm", "product_id"], ignore_index=True),
+                                  written)  # nothing written
     assert not (Path(cfg["warehouse"]["root"]) / "embeddings").exists()
 
 
@@ -323,3 +328,68 @@ def test_on_the_gpu_the_vectors_give_the_pair_paths_logits(bi_models):
     assert model.lexical is not None and model.card.lexical_weight
     lexical = model.card.lexical_weight * bm25_pair_scores(model.lexical, queries, texts)
     np.testing.assert_allclose(dots + lexical, expected, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- rank_diverse (scoring.diverse_lambda)
+def test_query_ranks_put_a_near_duplicate_below_a_different_product():
+    from relevance.diverse_rank import query_ranks
+
+    candidates = pd.DataFrame({"query_norm": "q", "product_id": ["a", "b", "c"], "score": [0.9, 0.85, 0.5],
+                               "vector": [np.array([1.0, 0.0]), np.array([1.0, 0.01]), np.array([0.0, 1.0])]})
+    plain = query_ranks(candidates, 1.0, 10)
+    assert plain.rank_diverse.tolist() == [1, 2, 3]
+    # at 0.5: b scores 0.5 x 0.85 - 0.5 x cos(a, b) ~ -0.07 after a, c 0.5 x 0.5 - 0 = 0.25: c comes second
+    assert query_ranks(candidates, 0.5, 10).rank_diverse.tolist() == [1, 3, 2]
+    assert query_ranks(candidates, 0.5, 1).rank_diverse.tolist() == [1, 2, 3]  # below depth 1: the score order
+
+
+def _expected_mmr_ranks(relevance: pd.DataFrame, pairs: pd.DataFrame, vectors: pd.DataFrame, lam: float,
+                        depth: int) -> pd.Series:
+    """Each row's rank in its query's MMR order, recomputed in pandas from the written scores and `embeddings`."""
+    import hashlib
+
+    from relevance.evaluation.mmr import mmr_order
+
+    by_key = {key: np.asarray(v, dtype=float) for key, v in vectors[vectors.kind == "product"][
+        ["text_fingerprint", "vector"]].itertuples(index=False)}
+    text = pairs.set_index(["query_norm", "product_id"]).product_text
+    ranks = pd.Series(0, index=relevance.index)
+    for _, rows in relevance.groupby("query_norm"):
+        keys = [hashlib.sha256(text[(q, p)].encode()).hexdigest()[:32] for q, p in zip(rows.query_norm, rows.product_id)]
+        order = mmr_order(rows.product_id.tolist(), rows.score.to_numpy(), np.stack([by_key[k] for k in keys]), lam,
+                          depth)
+        ranks[rows.index[order]] = np.arange(1, len(rows) + 1)
+    return ranks
+
+
+def test_rank_diverse_is_the_mmr_order_of_the_written_scores_on_either_path(spark, day, tmp_path):
+    """Opt-in: without the setting rank_diverse is null; with it, each query's rows hold its MMR order of the scores
+    written, over the product vectors of `embeddings` (the pair path embeds them for it), and runs record the lambda."""
+    other = copy_warehouse(day, tmp_path / "pair-path")
+    plain = run(spark, with_settings(day, scoring__path="embeddings"), score)
+    assert "rank_diverse" not in plain.details and scores_of(day).rank_diverse.isna().all()
+
+    lam, depth = 0.5, 4
+    cfg = with_settings(day, scoring__path="embeddings", scoring__incremental=False, scoring__diverse_lambda=lam,
+                        scoring__diverse_depth=depth)
+    ranked = run(spark, cfg, score)
+    assert ranked.details["rank_diverse"] == {"lambda": lam, "depth": depth, "texts_embedded": 0}
+    assert "rank_diverse: MMR at lambda 0.5 over the top 4" in ranked.summary
+    relevance, pairs = scores_of(day), table(day, "pairs")
+    assert relevance.rank_diverse.notna().all()
+    for _, rows in relevance.groupby("query_norm"):
+        assert sorted(rows.rank_diverse) == list(range(1, len(rows) + 1))
+    expected = _expected_mmr_ranks(relevance, pairs, table(day, "embeddings"), lam, depth)
+    assert relevance.rank_diverse.tolist() == expected.tolist()
+    score_order = relevance.sort_values(["query_norm", "score", "product_id"], ascending=[True, False, True])
+    plain_rank = score_order.groupby("query_norm").cumcount().add(1).reindex(relevance.index)
+    assert (relevance.rank_diverse != plain_rank).any()  # the lambda changed some query's top
+    below = relevance.assign(plain_rank=plain_rank)[relevance.rank_diverse > depth]
+    for _, rows in below.groupby("query_norm"):  # below the MMR depth, the rest keep the score order
+        assert rows.sort_values("rank_diverse").plain_rank.is_monotonic_increasing
+
+    pair_path = run(spark, with_settings(other, scoring__path="pairs", scoring__diverse_lambda=lam,
+                                         scoring__diverse_depth=depth), score)
+    assert pair_path.details["rank_diverse"]["texts_embedded"] == pairs.product_text.nunique()
+    assert scores_of(other).rank_diverse.tolist() == relevance.rank_diverse.tolist()
+    assert set(table(other, "embeddings").kind) == {"product"}
