@@ -290,6 +290,7 @@ class _EmFit:
     def __init__(self, pairs: DataFrame, size: int, ref: int, free: list[int], impressions: list[float]) -> None:
         self.size, self.ref, self.free, self.impressions = size, ref, free, impressions
         self.state = pairs
+        self.replaced: DataFrame | None = None  # the state before `state`: dropped once `state` is stored
 
     def stats(self, frame: DataFrame, alpha: Column, gamma: list[float],
               pair_terms: tuple[Column, Column] | None = None) -> _Stats:
@@ -315,6 +316,16 @@ class _EmFit:
             if pair_terms else (0.0, 0.0)
         return _Stats(new, round(sum(r["ll"] for r in rows), 6), terms)
 
+    def release_replaced(self) -> None:
+        if self.replaced is not None:
+            self.replaced.unpersist()
+            self.replaced = None
+
+    def release(self) -> None:
+        """Drop the states' stored blocks (local checkpoints are not cached frames: clearCache leaves them)."""
+        self.release_replaced()
+        self.state.unpersist()
+
     def run(self, gamma: list[float], max_steps: int, tolerance: float) -> tuple[list[float], int, bool, float]:
         """SQUAREM rounds of three EM steps from `gamma` (the attractiveness in the state's `a`); returns the
         examination probabilities, the EM steps taken, whether the fit converged and the final log likelihood."""
@@ -324,6 +335,7 @@ class _EmFit:
             state = self.state
             a0 = F.col("a")
             s1 = self.stats(state, a0, gamma)
+            self.release_replaced()  # `state` is stored now: its lineage no longer reaches the state before it
             gamma1, ll = s1.gamma, s1.log_likelihood
             if ll < previous_ll - 1e-6 * abs(previous_ll):
                 max_step = 1.0  # the extrapolation made the fit worse: plain EM steps from now on
@@ -347,7 +359,8 @@ class _EmFit:
             ap = F.col("ap")
             s3 = self.stats(extrapolated, ap, gamma_p)
             new_state = extrapolated.select("cells", "n_total", _alpha_step(ap, _array_literal(gamma_p)).alias("a"))
-            self.state = new_state.localCheckpoint(eager=False)  # stored by the next round's first aggregation
+            self.replaced, self.state = state, new_state.localCheckpoint(eager=False)  # stored by the next
+            # round's first aggregation
             steps += 3
             moved = max((abs(s3.gamma[p] - gamma[p]) for p in self.free), default=0.0)
             gamma = s3.gamma
@@ -458,7 +471,7 @@ def fit_position_bias(position_cells: DataFrame, settings: ClickModelSettings) -
     fitting.unpersist()
     with small_aggregations(position_cells.sparkSession, partitions):
         gamma, steps, converged, ll = em.run(gamma, settings.max_iterations, settings.tolerance)
-    em.state.unpersist()
+    em.release()
 
     # positions the fit does not reach: carried from the nearest identified position above (or 1.0 above all)
     top = present[-1] + 1

@@ -27,7 +27,8 @@ def scored(ds: str, n: int, run_id: str = "run", spec: TableSpec = RELEVANCE) ->
     """`n` rows of `relevance` for day `ds`, holding the columns of `spec`."""
     full = [{"query_norm": f"q{i}", "product_id": f"p{i}", "score": i / 10, "grade_pred": i % 3,
              "model_version": "tiny", "precision": "fp32", "text_fingerprint": f"f{i}", "run_id": run_id,
-             "scored_at": NOW + dt.timedelta(seconds=i), "reused": i % 2 == 0, "ds": ds} for i in range(n)]
+             "scored_at": NOW + dt.timedelta(seconds=i), "reused": i % 2 == 0,
+             "rank_diverse": i + 1 if i % 3 else None, "ds": ds} for i in range(n)]
     return [{c: row[c] for c in spec.columns} for row in full]
 
 
