@@ -283,6 +283,14 @@ class _Stats:
     pair_terms: tuple[float, float]
 
 
+def _drop_local_checkpoint(frame: DataFrame) -> None:
+    """Release the blocks a localCheckpoint stored. DataFrame.unpersist does not (the frame is not in the cache
+    manager, and clearCache leaves it too); the RDD of its plan (a LogicalRDD) does."""
+    plan = frame._jdf.queryExecution().analyzed()
+    if plan.getClass().getSimpleName() == "LogicalRDD":
+        plan.rdd().unpersist(False)
+
+
 class _EmFit:
     """The EM over the frame of fitting pairs (`cells`: array of (p, n, c); `n_total`; `a`: the attractiveness),
     with the per-position numbers on the driver."""
@@ -318,13 +326,12 @@ class _EmFit:
 
     def release_replaced(self) -> None:
         if self.replaced is not None:
-            self.replaced.unpersist()
+            _drop_local_checkpoint(self.replaced)
             self.replaced = None
 
     def release(self) -> None:
-        """Drop the states' stored blocks (local checkpoints are not cached frames: clearCache leaves them)."""
         self.release_replaced()
-        self.state.unpersist()
+        _drop_local_checkpoint(self.state)
 
     def run(self, gamma: list[float], max_steps: int, tolerance: float) -> tuple[list[float], int, bool, float]:
         """SQUAREM rounds of three EM steps from `gamma` (the attractiveness in the state's `a`); returns the
