@@ -16,7 +16,7 @@ Variants (`finetune.sources`, `finetune.click_queries`, `finetune.max_train_quer
 - clicks-new / both-new: click labels, with every validation and test query's clicks left out ("new queries");
 - clicks-seen / both-seen: click labels of every logged query, as a nightly has them ("seen queries");
 - judgments-N / both-new-N: the learning curve, N judged training queries (validation and test unchanged);
-- clicks-then-judgments: two stages, the judgments-only recipe started from the clicks-new variant's network
+- clicks-then-judgments(-N): two stages, the judgments-only recipe started from the clicks-new variant's network
   (`model.base` set to it) instead of the base model: clicks as pre-training, judgments as fine-tuning.
 """
 
@@ -48,15 +48,19 @@ MAIN_VARIANTS: dict[str, list[str]] = {
     "both-seen": ["finetune.sources=both", "finetune.click_queries=all"],
 }
 CURVE_SIZES = (25, 50, 100)
-# a variant trained from another variant's network: name -> (its own settings, the variant it starts from)
-STAGED_VARIANTS: dict[str, tuple[list[str], str]] = {
-    "clicks-then-judgments": (["finetune.sources=judgments"], "clicks-new"),
-}
 
 
 def curve_variants(sizes: tuple[int, ...]) -> dict[str, list[str]]:
     return {f"{name}-{n}": [*MAIN_VARIANTS[name], f"finetune.max_train_queries={n}"]
             for n in sizes for name in ("judgments", "both-new")}
+
+
+def staged_variants(sizes: tuple[int, ...]) -> dict[str, tuple[list[str], str]]:
+    """Variants trained from another variant's network, name -> (their own settings, the variant they start from):
+    clicks-then-judgments, on every judged training query and at each curve size."""
+    own = ["finetune.sources=judgments"]
+    return {"clicks-then-judgments": (own, "clicks-new"),
+            **{f"clicks-then-judgments-{n}": ([*own, f"finetune.max_train_queries={n}"], "clicks-new") for n in sizes}}
 
 
 def held_out_pairs(conf: str, sets: list[str]) -> tuple[pd.DataFrame, Any, Any]:
@@ -122,12 +126,13 @@ def main() -> None:
         walls["generate"] = jobs_cli(args.conf, "generate", sets=sets)
     if not (Path(args.warehouse) / "click_labels").exists():
         walls["click-model"] = jobs_cli(args.conf, "click-model", "--ds", end, "--days", str(days), sets=sets)
+    staged = staged_variants(CURVE_SIZES)
     variants = {**MAIN_VARIANTS, **curve_variants(CURVE_SIZES),
                 **{name: [*own, f"model.base={models_root / f'logs-{start}' / 'model'}"]
-                   for name, (own, start) in STAGED_VARIANTS.items()}}
+                   for name, (own, start) in staged.items()}}
     chosen = [v for v in args.variants.split(",") if v]
     for name in chosen:
-        start = STAGED_VARIANTS.get(name, (None, None))[1]
+        start = staged.get(name, (None, None))[1]
         if start and not (models_root / f"logs-{start}" / "model_card.json").is_file():
             raise SystemExit(f"variant {name} starts from {start}: list {start} before it")
         if not (models_root / f"logs-{name}" / "model_card.json").is_file():
@@ -151,7 +156,8 @@ def main() -> None:
                               "wall_seconds": {k: round(v, 1) for k, v in walls.items()}, "systems": {}}
     for name in table.columns:
         row: dict[str, Any] = {f"ndcg@{args.k}": round(float(table[name].mean()), 4)}
-        same_size = name.replace("both-new-", "judgments-") if name.startswith("both-new-") else None
+        same_size = (name.replace("both-new-", "judgments-").replace("clicks-then-judgments-", "judgments-")
+                     if name.startswith(("both-new-", "clicks-then-judgments-")) else None)
         for rival in ("judgments", "zero_shot", "bm25", same_size):  # a curve step against judgments at its size
             if rival and rival in table.columns and rival != name and name not in ("zero_shot", "bm25"):
                 row[f"gain_vs_{rival}"] = paired((table[name] - table[rival]).to_numpy(), args.bootstrap)
