@@ -274,10 +274,11 @@ def test_incremental_scoring_reuses_only_scores_of_the_same_precision(spark, fre
     second_int8 = run(spark, int8, score)
     assert second_int8.rows_reused == second_int8.rows_out and second_int8.details["pairs_scored"] == 0
 
-    # a relevance table from before the precision column: its rows are of unknown precision, so none is reused
+    # a relevance table from before the precision column (and rank_diverse): its rows are of unknown precision, so
+    # none is reused
     root = Path(cfg["warehouse"]["root"]) / "relevance"
-    write_deltalake(root, table(cfg, "relevance").drop(columns="precision"), mode="overwrite", schema_mode="overwrite",
-                    partition_by=["ds"])
+    write_deltalake(root, table(cfg, "relevance").drop(columns=["precision", "rank_diverse"]), mode="overwrite",
+                    schema_mode="overwrite", partition_by=["ds"])
     after_upgrade = run(spark, int8, score)
     assert after_upgrade.rows_reused == 0 and set(table(cfg, "relevance").precision) == {"int8"}
 
