@@ -20,7 +20,7 @@ from pyspark.sql import functions as F
 from jobs.core.config import storage_options
 from jobs.core.job import JobContext, JobError, JobResult
 from jobs.core.spark import session_setting
-from relevance.diverse_rank import day_product_texts, with_rank_diverse
+from relevance.diverse_rank import candidate_product_texts, scored_candidates, with_rank_diverse
 from relevance.embeddings import embedding_details, plan_day_embeddings, scoring_path, vectors_of_texts
 from relevance.frames import rejects_frame
 from relevance.scoring import (
@@ -141,6 +141,10 @@ def score_through_embeddings(ctx: JobContext, pairs: DataFrame, previous: DataFr
     return ScoredDay(day, scored, embed_seconds + join_dot_seconds, details, new_vectors)
 
 
+def union_all(frames: list[DataFrame]) -> DataFrame:
+    return reduce(lambda left, right: left.unionByName(right), frames)
+
+
 def rank_diversely(ctx: JobContext, relevance: DataFrame, pairs: DataFrame, new_vectors: DataFrame | None,
                    spec: ScorerSpec, card: ModelCard, precision: str) -> tuple[DataFrame, DataFrame | None, dict[str, Any]]:
     """With scoring.diverse_lambda set: `relevance` with `rank_diverse` (relevance.diverse_rank), the `embeddings` rows
@@ -153,17 +157,16 @@ def rank_diversely(ctx: JobContext, relevance: DataFrame, pairs: DataFrame, new_
         raise JobError(f"{JOB}: scoring.diverse_lambda is set, but model {card.version} is a {card.kind}, which has no "
                        "product embeddings to re-rank with (unset it); relevance was not written")
     key = ["model_version", "precision", "kind", "text_fingerprint", "vector"]
-    known = [frame.select(*key) for frame in (
+    known: list[DataFrame] = [frame.select(*key) for frame in (
         conform(wh.read(EMBEDDINGS, {"model_version": card.version}), EMBEDDINGS, wh.path(EMBEDDINGS.name))
         if wh.exists(EMBEDDINGS.name) else None, new_vectors) if frame is not None]
-    more, vectors = vectors_of_texts(day_product_texts(relevance, pairs),
-                                     reduce(lambda left, right: left.unionByName(right), known) if known else None,
-                                     spec, card.version,
-                                     precision, ctx.run_id, ds, ctx.spark.sparkContext.defaultParallelism,
+    candidates = scored_candidates(relevance, pairs)
+    more, vectors = vectors_of_texts(candidate_product_texts(candidates), union_all(known) if known else None, spec,
+                                     card.version, precision, ctx.run_id, ds, ctx.spark.sparkContext.defaultParallelism,
                                      EmbedCounters(ctx.spark.sparkContext))
     more = more.persist(StorageLevel.MEMORY_AND_DISK)
     embedded = more.count()
-    ranked = with_rank_diverse(relevance, pairs, vectors, config.diverse_lambda, config.diverse_depth)
+    ranked = with_rank_diverse(relevance, candidates, vectors, config.diverse_lambda, config.diverse_depth)
     ranked = ranked.persist(StorageLevel.MEMORY_AND_DISK)
     unranked = ranked.where(F.col("rank_diverse").isNull()).count()
     if unranked:
@@ -201,11 +204,11 @@ def score_day(ctx: JobContext) -> JobResult:
     relevance, diverse_vectors, diverse_details = rank_diversely(ctx, day.relevance, pairs, new_vectors, spec, card,
                                                                  precision)
 
-    appended = [frame for frame, count in ((new_vectors, path_details.get("texts_embedded")),
-                                           (diverse_vectors, diverse_details.get("texts_embedded")))
-                if frame is not None and count]
+    appended: list[DataFrame] = [frame for frame, count in ((new_vectors, path_details.get("texts_embedded")),
+                                                            (diverse_vectors, diverse_details.get("texts_embedded")))
+                                 if frame is not None and count]
     if appended:  # new keys only: the texts the table lacked
-        wh.append(reduce(lambda left, right: left.unionByName(right), appended), EMBEDDINGS, ctx.run_id)
+        wh.append(union_all(appended), EMBEDDINGS, ctx.run_id)
     written = wh.overwrite_partition(relevance, RELEVANCE, {"ds": ds}, ctx.run_id)
     rejected_count = wh.overwrite_partition(rejects_frame(day.rejected, JOB, PAIRS.name, ctx.run_id, ds), REJECTS,
                                             {"job": JOB, "ds": ds}, ctx.run_id)

@@ -26,23 +26,25 @@ def query_ranks(candidates: pd.DataFrame, lam: float, depth: int) -> pd.DataFram
                          "product_id": candidates["product_id"].to_numpy(), "rank_diverse": ranks})
 
 
-def day_product_texts(relevance: DataFrame, pairs: DataFrame) -> DataFrame:
-    """The distinct product texts of the day's `relevance` rows, as relevance.embeddings.day_texts gives them."""
-    texts = (relevance.select("query_norm", "product_id")
-             .join(pairs.select("query_norm", "product_id", "product_text"), ["query_norm", "product_id"])
-             .select(F.lit(PRODUCT).alias("kind"), F.col("product_text").alias("text")).distinct())
+def scored_candidates(relevance: DataFrame, pairs: DataFrame) -> DataFrame:
+    """The day's `relevance` rows (query_norm, product_id, score) with their pair's `product_text`, one per pair."""
+    texts = pairs.select("query_norm", "product_id", "product_text").dropDuplicates(["query_norm", "product_id"])
+    return (relevance.select("query_norm", "product_id", "score").dropDuplicates(["query_norm", "product_id"])
+            .join(texts, ["query_norm", "product_id"]))
+
+
+def candidate_product_texts(candidates: DataFrame) -> DataFrame:
+    """The distinct product texts of `scored_candidates`, as relevance.embeddings.day_texts gives them."""
+    texts = candidates.select(F.lit(PRODUCT).alias("kind"), F.col("product_text").alias("text")).distinct()
     return texts.withColumn("text_fingerprint", text_key(F.col("text")))
 
 
-def with_rank_diverse(relevance: DataFrame, pairs: DataFrame, vectors: DataFrame, lam: float, depth: int) -> DataFrame:
-    """`relevance` with `rank_diverse` set from its scores and the product vectors of `vectors` (kind,
+def with_rank_diverse(relevance: DataFrame, candidates: DataFrame, vectors: DataFrame, lam: float,
+                      depth: int) -> DataFrame:
+    """`relevance` with `rank_diverse` set from its `scored_candidates` and the product vectors of `vectors` (kind,
     text_fingerprint, vector). A row whose product text has no vector keeps a null rank (the caller counts them)."""
     products = vectors.where(F.col("kind") == PRODUCT).select(F.col("text_fingerprint").alias("_pkey"), "vector")
-    texts = pairs.select("query_norm", "product_id", "product_text").dropDuplicates(["query_norm", "product_id"])
-    candidates = (relevance.select("query_norm", "product_id", "score").dropDuplicates(["query_norm", "product_id"])
-                  .join(texts, ["query_norm", "product_id"])
-                  .withColumn("_pkey", text_key(F.col("product_text"))).join(products, "_pkey")
-                  .select("query_norm", "product_id", "score", "vector"))
-    ranks = candidates.groupBy("query_norm").applyInPandas(
-        lambda frame: query_ranks(frame, lam, depth), RANKS_SCHEMA)
+    with_vectors = (candidates.withColumn("_pkey", text_key(F.col("product_text"))).join(products, "_pkey")
+                    .select("query_norm", "product_id", "score", "vector"))
+    ranks = with_vectors.groupBy("query_norm").applyInPandas(lambda frame: query_ranks(frame, lam, depth), RANKS_SCHEMA)
     return relevance.drop("rank_diverse").join(ranks, ["query_norm", "product_id"], "left")
